@@ -1,0 +1,122 @@
+"""The input archive: which files are trailers, their ids, content fingerprints, and labels.
+
+``trailer_id`` is the file name without its extension. A fingerprint is the file size plus
+a SHA-256 of its bytes, so two names holding the same bytes are recognised as one trailer
+(the second is excluded as a duplicate) and an incremental run can tell changed files.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import posixpath
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from mmx import storage
+
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
+# Files that live beside the videos but are not inputs.
+SIDECAR_EXTENSIONS = (".csv", ".json", ".parquet", ".yaml", ".yml", ".md", ".txt")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file of the archive, before decoding."""
+
+    trailer_id: str
+    uri: str
+    size_bytes: int
+
+
+def trailer_id_of(uri: str) -> str:
+    """``s3://b/x/My Film (2020).mp4`` → ``My Film (2020)``."""
+    name = posixpath.basename(uri.replace("\\", "/"))
+    stem, dot, _ = name.rpartition(".")
+    return stem if dot and stem else name
+
+
+def list_inputs(archive: str) -> list[InputFile]:
+    """Every non-hidden, non-sidecar file under ``archive`` (videos and would-be videos).
+
+    Files with a video extension and anything unknown are inputs: an unknown file that is
+    not a video ends ``failed`` with a reason rather than vanishing silently.
+    """
+    files = []
+    for uri, size in storage.iter_archive(archive, extensions=("",)):
+        base = posixpath.basename(uri)
+        if base.startswith(".") or base.lower().endswith(SIDECAR_EXTENSIONS):
+            continue
+        files.append(InputFile(trailer_id_of(uri), uri, size))
+    return files
+
+
+def fingerprint(uri: str, chunk: int = 1 << 22) -> str:
+    """``<size>-<sha256>`` of the file's bytes, streamed in 4 MiB chunks."""
+    fs, path = storage.filesystem(uri)
+    digest = hashlib.sha256()
+    size = 0
+    with fs.open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+            size += len(block)
+    return f"{size}-{digest.hexdigest()}"
+
+
+def find_duplicates(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """Map each duplicate trailer_id to the id whose content it repeats.
+
+    ``rows`` are (trailer_id, fingerprint); the smallest id of a group is the original.
+    """
+    first: dict[str, str] = {}
+    dupes: dict[str, str] = {}
+    for tid, fp in sorted(rows):
+        if fp in first:
+            dupes[tid] = first[fp]
+        else:
+            first[fp] = tid
+    return dupes
+
+
+def read_labels(uri: str) -> dict[str, list[str]]:
+    """Labels file → {trailer_id: [genre, …]} (empty list = unlabelled).
+
+    CSV: columns ``trailer_id,genres`` with genres pipe-separated. Parquet: ``trailer_id``
+    and ``genres: list<string>``.
+    """
+    if uri.lower().endswith(".parquet"):
+        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        _require_columns(uri, table.column_names)
+        ids = table.column("trailer_id").to_pylist()
+        genres = table.column("genres").to_pylist()
+        return {str(t): [g for g in (gs or []) if g] for t, gs in zip(ids, genres, strict=True)}
+    text = storage.read_text(uri)
+    reader = csv.DictReader(io.StringIO(text))
+    _require_columns(uri, reader.fieldnames or [])
+    labels: dict[str, list[str]] = {}
+    for row in reader:
+        raw = (row.get("genres") or "").strip()
+        labels[row["trailer_id"].strip()] = [g.strip() for g in raw.split("|") if g.strip()]
+    return labels
+
+
+def _require_columns(uri: str, names: Iterable[str]) -> None:
+    missing = {"trailer_id", "genres"} - set(names)
+    if missing:
+        raise ValueError(f"labels file {uri} lacks column(s) {sorted(missing)}")
+
+
+def genre_vocabulary(labels: dict[str, list[str]]) -> list[str]:
+    """Sorted distinct genres of a labels mapping."""
+    return sorted({g for gs in labels.values() for g in gs})
+
+
+def labels_table(labels: dict[str, list[str]]) -> pa.Table:
+    ids = sorted(labels)
+    return pa.table(
+        {"trailer_id": ids, "genres": pa.array([labels[i] for i in ids], pa.list_(pa.string()))}
+    )

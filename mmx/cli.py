@@ -1,0 +1,141 @@
+"""The ``mmx`` command: run the job, make a synthetic archive, and query snapshots.
+
+    mmx run [job options]                  same as jobs/index_archive.py
+    mmx synth --n 48 --out DIR             write a synthetic trailer archive
+    mmx similar TRAILER_ID [--k 10]        nearest trailers in the latest snapshot
+    mmx sql "SELECT …"                     DuckDB over the snapshot tables
+    mmx subgenres                          the sub-genre clusters
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from mmx import logs
+from mmx.config import ConfigError, build_config, parse_overrides
+
+
+def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description="Index an archive of movie trailers and publish a snapshot. "
+        "Extra options of the form --section.key=value override the config "
+        "(e.g. --train.num_workers=4 --resources.appearance_gpus=0.5).",
+    )
+    p.add_argument("--archive", default="", help="folder or s3:// prefix (default: demo)")
+    p.add_argument("--labels", default="", help="CSV trailer_id,genres or Parquet")
+    p.add_argument("--out", default="", help="output root, local or s3:// (default .mmx/out)")
+    p.add_argument("--config", default=None, help="YAML config file")
+    p.add_argument("--mode", default=None, choices=["full", "incremental"])
+    p.add_argument("--profile", default=None, help="demo (default), paper or tiny")
+    p.add_argument("-v", "--verbose", action="store_true")
+    return p
+
+
+def run_job(argv: list[str] | None = None) -> int:
+    """Parse job arguments, build the config, run the pipeline and print the summary."""
+    parser = _job_parser()
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)}")
+    logs.setup(args.verbose)
+    try:
+        overrides: dict[str, Any] = parse_overrides(extra)
+        for key in ("archive", "labels", "out", "mode"):
+            value = getattr(args, key)
+            if value:
+                overrides[key] = value
+        cfg = build_config(args.profile, args.config, overrides)
+    except (ConfigError, OSError) as err:
+        parser.error(str(err))
+    from mmx import pipeline
+
+    summary = pipeline.run(cfg)
+    print(summary.render())
+    print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
+    return 0
+
+
+def _print_table(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    if not rows:
+        print("(no rows)")
+        return
+    cols = list(rows[0])
+    cells = [[_fmt(r[c]) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, (list, tuple)):
+        text = ", ".join(_fmt(v) for v in value[:8])
+        return f"[{text}{', …' if len(value) > 8 else ''}]"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "run":
+        return run_job(argv[1:])
+    p = argparse.ArgumentParser(prog="mmx", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="run the indexing job (see `mmx run --help`)")
+    s = sub.add_parser("synth", help="write a synthetic trailer archive")
+    s.add_argument("--n", type=int, default=48)
+    s.add_argument("--out", required=True)
+    s.add_argument("--seed", type=int, default=0)
+    for name, helptext in (
+        ("similar", "nearest trailers to one in the archive"),
+        ("sql", "run DuckDB SQL over the snapshot tables"),
+        ("subgenres", "list the sub-genre clusters"),
+    ):
+        q = sub.add_parser(name, help=helptext)
+        if name == "similar":
+            q.add_argument("trailer_id")
+            q.add_argument("--k", type=int, default=10)
+        if name == "sql":
+            q.add_argument("query")
+        q.add_argument("--out", default="", help="output root (default .mmx/out)")
+        q.add_argument("--snapshot", default=None, help="snapshot name (default LATEST)")
+        q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    logs.setup()
+
+    if args.cmd == "synth":
+        from mmx.synth import generate_archive
+
+        trailers = generate_archive(args.out, n=args.n, seed=args.seed)
+        print(f"wrote {len(trailers)} trailers to {args.out}")
+        return 0
+
+    from mmx.query import Snapshot, SnapshotError
+
+    try:
+        snap = Snapshot.open(args.out or None, args.snapshot)
+        if args.cmd == "similar":
+            rows = snap.similar(args.trailer_id, k=args.k).to_pylist()
+        elif args.cmd == "sql":
+            rows = snap.sql(args.query).to_pylist()
+        else:
+            rows = snap.subgenres().to_pylist()
+    except SnapshotError as err:
+        print(f"mmx: {err}", file=sys.stderr)
+        return 2
+    _print_table(rows, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

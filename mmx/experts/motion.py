@@ -1,0 +1,136 @@
+"""Motion expert: dense optical flow statistics and camera motion of a shot.
+
+Owns the offline default for "camera and action style" (DESIGN §2). For a pair of consecutive
+frames, OpenCV DIS flow (ultrafast preset) on 128x72 grey copies, expressed in frame widths per
+second so that resolution and frame rate cancel, gives a 22-d row:
+
+* orientation histogram of the flow (8 bins, weighted by magnitude, per pixel): 8;
+* magnitude histogram (fractions of pixels, bin edges 0.02 ... 1.6 widths/s): 8;
+* camera: pan and tilt (median flow), zoom and roll (least-squares similarity fit about the
+  frame centre; zoom > 0 is zooming in / moving forward): 4;
+* mean flow magnitude and mean residual after removing the camera fit (object motion): 2.
+
+A shot's 30-d vector is the mean of its rows (22), the std of the camera and magnitude terms
+over the shot (6), the peak mean magnitude (1) and the shot's tempo, ``log`` of its length in
+seconds (1). Frames that straddle a cut never form a pair of the same clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from mmx.config import ExpertsConfig
+from mmx.experts.registry import Expert, register_expert
+
+FLOW_SIZE = (128, 72)  # (width, height) of the grey frames the flow runs on
+ORIENT_BINS = 8
+MAG_EDGES = np.array([0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6], np.float32)  # widths / s
+PAIR_DIM = ORIENT_BINS + len(MAG_EDGES) + 1 + 4 + 2  # 22
+SPREAD_COLS = slice(PAIR_DIM - 6, PAIR_DIM)  # pan, tilt, zoom, roll, magnitude, residual
+MEAN_MAG_COL = PAIR_DIM - 2
+
+
+def to_grey(frames: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``(T, H, W, 3)`` → uint8 grey ``(T, 72, 128)`` for the flow."""
+    return np.stack([
+        cv2.cvtColor(cv2.resize(f, FLOW_SIZE, interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2GRAY)
+        for f in frames
+    ]) if len(frames) else np.zeros((0, FLOW_SIZE[1], FLOW_SIZE[0]), np.uint8)
+
+
+def _grid() -> tuple[np.ndarray, np.ndarray, float]:
+    w, h = FLOW_SIZE
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = (x - (w - 1) / 2) / w  # centred, in frame widths
+    y = (y - (h - 1) / 2) / w
+    return x.reshape(-1), y.reshape(-1), float((x * x + y * y).sum())
+
+
+_X, _Y, _R2 = _grid()
+
+
+class FlowStats:
+    """DIS optical flow between grey frames and the per-pair statistics above."""
+
+    def __init__(self) -> None:
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+
+    def pair_rows(self, first: np.ndarray, second: np.ndarray, fps: float) -> np.ndarray:
+        """Rows for frame pairs.
+
+        Args:
+            first, second: uint8 grey ``(P, 72, 128)`` (from :func:`to_grey`); pair ``i`` is
+                ``first[i] → second[i]``, one frame apart.
+            fps: frame rate, to express flow per second.
+
+        Returns:
+            float32 ``(P, 22)``.
+        """
+        p = len(first)
+        if p == 0:
+            return np.zeros((0, PAIR_DIM), np.float32)
+        flow = np.stack([self.dis.calc(a, b, None) for a, b in zip(first, second, strict=True)])
+        flow = flow.reshape(p, -1, 2) * (float(fps) / FLOW_SIZE[0])  # (P, HW, 2) widths / s
+        u, v = flow[..., 0], flow[..., 1]
+        mag = np.sqrt(u * u + v * v)  # (P, HW)
+        angle = np.mod(np.arctan2(v, u), 2 * np.pi)
+        obin = np.minimum((angle / (2 * np.pi / ORIENT_BINS)).astype(np.int64), ORIENT_BINS - 1)
+        offs = obin + ORIENT_BINS * np.arange(p)[:, None]
+        orient = np.bincount(offs.reshape(-1), weights=mag.reshape(-1),
+                             minlength=p * ORIENT_BINS).reshape(p, ORIENT_BINS) / mag.shape[1]
+        mbin = np.searchsorted(MAG_EDGES, mag)  # (P, HW) in [0, 7]
+        n_mag = len(MAG_EDGES) + 1
+        moffs = mbin + n_mag * np.arange(p)[:, None]
+        mag_hist = np.bincount(moffs.reshape(-1), minlength=p * n_mag).reshape(p, n_mag)
+        mag_hist = mag_hist / mag.shape[1]
+        pan, tilt = np.median(u, axis=1), np.median(v, axis=1)
+        # Similarity fit u = tx + z x - r y, v = ty + r x + z y on centred coordinates.
+        tx, ty = u.mean(1), v.mean(1)
+        zoom = ((u - tx[:, None]) * _X + (v - ty[:, None]) * _Y).sum(1) / _R2
+        roll = ((v - ty[:, None]) * _X - (u - tx[:, None]) * _Y).sum(1) / _R2
+        ru = u - (tx[:, None] + zoom[:, None] * _X - roll[:, None] * _Y)
+        rv = v - (ty[:, None] + roll[:, None] * _X + zoom[:, None] * _Y)
+        residual = np.sqrt(ru * ru + rv * rv).mean(1)
+        cols = [pan, tilt, zoom, roll, mag.mean(1), residual]
+        return np.concatenate([orient, mag_hist, np.stack(cols, 1)], 1).astype(np.float32)
+
+
+@register_expert
+class MotionExpert(Expert):
+    """Optical-flow histograms, camera pan/tilt/zoom/roll and tempo of a shot."""
+
+    name = "motion"
+    dim = PAIR_DIM + 6 + 1 + 1  # 30
+    kind = "frames"
+    frame_dim = PAIR_DIM  # rows are per frame pair
+
+    def __init__(self, cfg: ExpertsConfig | None = None) -> None:
+        super().__init__(cfg)
+        self.flow = FlowStats()
+
+    def pair_rows(self, first: np.ndarray, second: np.ndarray, fps: float) -> np.ndarray:
+        """Grey pairs ``(P, 72, 128)`` x 2 → float32 rows ``(P, 22)``; see :class:`FlowStats`."""
+        return self.flow.pair_rows(first, second, fps)
+
+    def frame_features(self, frames: np.ndarray, fps: float = 24.0) -> np.ndarray:
+        """Consecutive uint8 RGB frames ``(T, H, W, 3)`` → rows ``(T - 1, 22)``."""
+        grey = to_grey(frames)
+        return self.pair_rows(grey[:-1], grey[1:], fps)
+
+    def aggregate(self, rows: np.ndarray, n_frames: int, fps: float) -> np.ndarray:
+        """Rows ``(K, 22)`` of one shot of ``n_frames`` frames → float32 ``(30,)``."""
+        rows = np.asarray(rows, np.float32).reshape(-1, PAIR_DIM)
+        tempo = np.log(max(n_frames, 1) / max(float(fps), 1e-3))
+        if len(rows) == 0:
+            rows = np.zeros((1, PAIR_DIM), np.float32)
+        peak = rows[:, MEAN_MAG_COL : MEAN_MAG_COL + 1].max(0)  # (1,)
+        out = np.concatenate([rows.mean(0), rows[:, SPREAD_COLS].std(0), peak, [tempo]])
+        return out.astype(np.float32)
+
+    def __call__(self, batch: Sequence[np.ndarray], fps: float = 24.0) -> np.ndarray:
+        """Shots (each uint8 consecutive frames ``(T, H, W, 3)``) → float32 ``(N, 30)``."""
+        out = [self.aggregate(self.frame_features(shot, fps), len(shot), fps) for shot in batch]
+        return np.stack(out) if out else np.zeros((0, self.dim), np.float32)

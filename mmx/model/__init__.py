@@ -1,0 +1,17 @@
+"""The MMX model: NetVLAD, collaborative gating, the network and its losses (DESIGN §1)."""
+
+from mmx.model.gating import CollaborativeGating, ExpertGEU
+from mmx.model.losses import GenreBCELoss, NTXentLoss
+from mmx.model.netvlad import NetVLAD
+from mmx.model.network import AUDIO, MMXNetwork, sequence_windows
+
+__all__ = [
+    "AUDIO",
+    "CollaborativeGating",
+    "ExpertGEU",
+    "GenreBCELoss",
+    "MMXNetwork",
+    "NTXentLoss",
+    "NetVLAD",
+    "sequence_windows",
+]

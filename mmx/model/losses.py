@@ -1,0 +1,83 @@
+"""Training losses: weighted multi-label BCE (coarse phase) and NT-Xent (fine-grained phase).
+
+Both return a dict of named terms (open_clip's ``ClipLoss`` style); the training loop sums them.
+Distributed settings are passed in: :class:`NTXentLoss` all-gathers the views of every worker
+*with gradients* when ``world_size > 1``, so negatives come from the global batch
+(PITFALLS: NT-Xent under DDP).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GenreBCELoss(nn.Module):
+    """BCE-with-logits with per-genre positive weights; unlabelled rows are ignored.
+
+    ``forward(logits (B, G) float32, labels (B, G) float32 multi-hot, labelled (B,) bool)
+    -> {"bce": scalar}``: the mean over labelled rows × genres (zero, still attached to the
+    graph, when no row is labelled, so DDP sees every parameter used).
+    """
+
+    def __init__(self, pos_weight: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32))
+
+    def forward(
+        self, logits: Tensor, labels: Tensor, labelled: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        per = F.binary_cross_entropy_with_logits(
+            logits, labels, pos_weight=self.pos_weight, reduction="none"
+        )  # (B, G)
+        if labelled is None:
+            return {"bce": per.mean()}
+        weight = labelled.to(per.dtype).unsqueeze(1)  # (B, 1)
+        n = weight.sum() * per.shape[1]
+        return {"bce": (per * weight).sum() / n.clamp(min=1.0)}
+
+
+def _gather_with_grad(x: Tensor, world_size: int) -> Tensor:
+    """(b, D) local rows → (world_size * b, D), rank-major; gradients flow back to every rank."""
+    if world_size == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x), dim=0)  # (W*b, D)
+
+
+class NTXentLoss(nn.Module):
+    """SimCLR's NT-Xent over the 2N views of the global batch.
+
+    ``forward(z1 (b, D), z2 (b, D)) -> {"nt_xent": scalar}`` where row i of ``z1`` and ``z2``
+    are two views of the same trailer and ``b`` is this worker's share (equal on every worker).
+    Each local view is an anchor; its candidates are all 2N gathered views except itself, the
+    positive being the other view of the same trailer. The anchors' targets are offset by
+    ``rank * b`` (open_clip's local-loss layout), so the loss on a worker is the mean over its
+    own 2b anchors and the mean over workers equals the single-process loss on the global batch.
+    """
+
+    def __init__(self, temperature: float, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.rank = rank
+        self.world_size = world_size
+
+    def forward(self, z1: Tensor, z2: Tensor) -> dict[str, Tensor]:
+        b = z1.shape[0]
+        z1 = F.normalize(z1, dim=-1)
+        z2 = F.normalize(z2, dim=-1)
+        all1 = _gather_with_grad(z1, self.world_size)  # (N, D), N = W*b
+        all2 = _gather_with_grad(z2, self.world_size)  # (N, D)
+        n = all1.shape[0]
+        anchors = torch.cat([z1, z2], dim=0)  # (2b, D)
+        candidates = torch.cat([all1, all2], dim=0)  # (2N, D)
+        logits = anchors @ candidates.T / self.temperature  # (2b, 2N)
+        own = self.rank * b + torch.arange(b, device=z1.device)  # (b,) global row of each trailer
+        self_idx = torch.cat([own, own + n])  # (2b,) each anchor's own column
+        pos_idx = torch.cat([own + n, own])  # (2b,) the other view of the same trailer
+        rows = torch.arange(2 * b, device=z1.device)
+        is_self = torch.zeros_like(logits, dtype=torch.bool)  # (2b, 2N)
+        is_self[rows, self_idx] = True
+        logits = logits.masked_fill(is_self, float("-inf"))  # a view is not its own negative
+        return {"nt_xent": F.cross_entropy(logits, pos_idx)}

@@ -1,0 +1,263 @@
+"""The MMX network (DESIGN §1): experts → gated shot vectors → sequences → trailer embedding.
+
+Pipeline per trailer, every step vectorised over trailers, shots, windows and experts:
+
+1. each expert's per-shot feature is standardised (train-split statistics held as buffers, so a
+   checkpoint is self-contained) and linearly projected to ``proj_dim``; the audio expert's
+   per-0.96 s frames are first aggregated by a learnable :class:`NetVLAD`;
+2. collaborative gating modulates each expert by its relations with the other *available*
+   experts, a gated embedding unit maps each expert to ``shot_dim``, and the availability-masked
+   concatenation of the per-expert units is fused by one linear layer into one L2-normalised
+   ``shot_dim`` vector per shot (``gating=False``: the masked concatenation of the projections
+   goes straight into that linear layer: the naive-concatenation ablation);
+3. ``n_seqs`` windows of ``shots_per_seq`` consecutive shots are gathered from the encoded shots
+   (each distinct shot is encoded once), flattened and passed through MLP j;
+4. the sequence vectors are concatenated (or summed) and passed through MLP k to the bottleneck,
+   the trailer embedding; MLP l maps it to genre logits, the projection head (m, n) to the
+   contrastive space.
+
+The batch is a dict (see :func:`mmx.train.data.collate`)::
+
+    experts      dict[str, (B, C, D_e) float32]   one entry per non-audio expert
+    audio        (B, C, A, Da) float32            only when the model has an audio expert
+    audio_mask   (B, C, A) bool                   valid audio frames
+    expert_mask  (B, C, E) bool                   column order = ``model.expert_names``
+    clip_mask    (B, C) bool                      False = padding
+    n_clips      (B,) int64
+    labels       (B, G) float32                   optional, multi-hot
+    labelled     (B,) bool                        optional
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmx.config import ModelConfig
+from mmx.model.gating import CollaborativeGating, ExpertGEU
+from mmx.model.netvlad import NetVLAD
+
+AUDIO = "audio"  # name of the audio expert (aggregated with NetVLAD, always last in the mask)
+
+
+def sequence_windows(
+    n_clips: Tensor,
+    n_seqs: int,
+    shots_per_seq: int,
+    lo: Tensor | int | None = None,
+    hi: Tensor | int | None = None,
+) -> Tensor:
+    """Clip indices of ``n_seqs`` windows of ``shots_per_seq`` consecutive clips per trailer.
+
+    ``n_clips (B,) int`` → ``(B, S, n) int64``. Window starts are spread evenly (rounded half up)
+    over ``[lo, hi − n]`` (``lo``/``hi`` default to ``0``/``n_clips``; scalars or ``(B,)``);
+    windows overlap or repeat when a trailer has few clips. When ``[lo, hi)`` holds fewer than
+    ``n`` clips the indices are clamped to its last clip, and always to ``[0, n_clips − 1]``,
+    so padding is never gathered.
+    """
+    n_clips = n_clips.long()
+    lo_t = (
+        torch.zeros_like(n_clips) if lo is None else torch.as_tensor(lo).long().expand_as(n_clips)
+    )
+    hi_t = n_clips if hi is None else torch.as_tensor(hi).long().expand_as(n_clips)
+    span = (hi_t - lo_t - shots_per_seq).clamp(min=0)  # (B,) room for the window starts
+    if n_seqs == 1:
+        frac = torch.full((1,), 0.5, dtype=torch.float64)  # a single window is centred
+    else:
+        frac = torch.arange(n_seqs, dtype=torch.float64) / (n_seqs - 1)  # (S,)
+    frac = frac.to(n_clips.device)
+    offsets = torch.floor(span.unsqueeze(1).double() * frac + 0.5).long()  # (B, S)
+    starts = lo_t.unsqueeze(1) + offsets  # (B, S)
+    idx = starts.unsqueeze(-1) + torch.arange(shots_per_seq, device=n_clips.device)  # (B, S, n)
+    last = torch.minimum(torch.maximum(hi_t - 1, lo_t), n_clips - 1).clamp(min=0)  # (B,)
+    return torch.minimum(idx, last.view(-1, 1, 1)).clamp(min=0)  # (B, S, n)
+
+
+class Standardize(nn.Module):
+    """``(x − mean) / std`` per feature dimension; buffers so they travel with the weights."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+
+class MMXNetwork(nn.Module):
+    """Multi-expert trailer model of Fish et al. (ICIP 2021); see the module docstring.
+
+    ``expert_dims``: non-audio expert name → feature width (order = mask column order);
+    ``audio_dim``: width of one audio frame descriptor, or None for no audio expert;
+    ``n_genres``: size of the genre vocabulary G.
+    """
+
+    def __init__(
+        self,
+        expert_dims: Mapping[str, int],
+        audio_dim: int | None,
+        n_genres: int,
+        cfg: ModelConfig,
+    ) -> None:
+        super().__init__()
+        if AUDIO in expert_dims:
+            raise ValueError(f"pass the {AUDIO!r} expert via audio_dim, not expert_dims")
+        if not expert_dims and not audio_dim:
+            raise ValueError("the model needs at least one expert")
+        self.cfg = cfg
+        self.expert_dims = dict(expert_dims)
+        self.audio_dim = audio_dim
+        self.n_genres = n_genres
+        self.video_experts: tuple[str, ...] = tuple(expert_dims)
+        self.expert_names: tuple[str, ...] = self.video_experts + ((AUDIO,) if audio_dim else ())
+        n_experts = len(self.expert_names)
+        p, s = cfg.proj_dim, cfg.shot_dim
+
+        self.norms = nn.ModuleDict({name: Standardize(d) for name, d in expert_dims.items()})
+        self.proj = nn.ModuleDict({name: nn.Linear(d, p) for name, d in expert_dims.items()})
+        if audio_dim:
+            self.norms[AUDIO] = Standardize(audio_dim)
+            self.netvlad = NetVLAD(audio_dim, cfg.netvlad_clusters)
+            self.proj[AUDIO] = nn.Linear(self.netvlad.out_dim, p)
+        if cfg.gating:
+            self.gating = CollaborativeGating(p, cfg.gate_hidden)
+            self.geu = ExpertGEU(n_experts, p, s)
+            self.fuse = nn.Linear(n_experts * s, s)
+        else:
+            self.fuse = nn.Linear(n_experts * p, s)
+
+        agg_dim = cfg.n_seqs * cfg.seq_dim if cfg.aggregation == "concat" else cfg.seq_dim
+        # MLP j: one window of n shot vectors → one sequence vector
+        self.seq_mlp = nn.Sequential(
+            nn.Linear(cfg.shots_per_seq * s, cfg.seq_dim), nn.ReLU(), nn.Dropout(cfg.dropout)
+        )
+        # MLP k: aggregated sequences → bottleneck (the trailer embedding)
+        self.trailer_mlp = nn.Sequential(
+            nn.Linear(agg_dim, cfg.k_hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.k_hidden, cfg.bottleneck),
+        )
+        # MLP l: bottleneck → genre logits (coarse phase)
+        self.head = nn.Sequential(
+            nn.Linear(cfg.bottleneck, cfg.head_hidden),
+            nn.ReLU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.head_hidden, n_genres),
+        )
+        # projection head m, n: bottleneck → contrastive space (fine-grained phase)
+        self.proj_head = nn.Sequential(
+            nn.Linear(cfg.bottleneck, cfg.proj_head_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.proj_head_hidden, cfg.proj_head_dim),
+        )
+
+    # ----------------------------------------------------------------------------- helpers
+    def init_args(self) -> dict[str, Any]:
+        """JSON-safe constructor arguments (stored in checkpoints to rebuild the model)."""
+        return {
+            "expert_dims": [[name, dim] for name, dim in self.expert_dims.items()],  # ordered
+            "audio_dim": self.audio_dim,
+            "n_genres": self.n_genres,
+            "model": dataclasses.asdict(self.cfg),
+        }
+
+    @classmethod
+    def from_init_args(cls, args: Mapping[str, Any]) -> MMXNetwork:
+        """Inverse of :meth:`init_args` (the expert order is the mask column order)."""
+        dims = {str(name): int(dim) for name, dim in args["expert_dims"]}
+        return cls(dims, args["audio_dim"], args["n_genres"], ModelConfig(**args["model"]))
+
+    @torch.no_grad()
+    def set_input_stats(self, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
+        """Set per-expert input standardisation: name → (mean (D,), std (D,)) float arrays."""
+        for name, (mean, std) in stats.items():
+            if name in self.norms:
+                norm = self.norms[name]
+                norm.mean.copy_(torch.as_tensor(np.asarray(mean), dtype=torch.float32))
+                norm.std.copy_(
+                    torch.as_tensor(np.maximum(np.asarray(std), 1e-6), dtype=torch.float32)
+                )
+
+    windows = staticmethod(sequence_windows)
+
+    # ----------------------------------------------------------------------------- forward
+    def encode_shots(self, batch: Mapping[str, Any]) -> Tensor:
+        """Encode every valid clip once: → (B, C, shot_dim) float32, zeros at padded clips."""
+        clip_mask: Tensor = batch["clip_mask"]  # (B, C)
+        n_batch, n_slots = clip_mask.shape
+        avail = batch["expert_mask"][clip_mask]  # (N, E) valid clips only
+        psi = []
+        for name in self.video_experts:  # the one loop: a fixed, small list of experts
+            x = batch["experts"][name][clip_mask]  # (N, D_e)
+            psi.append(self.proj[name](self.norms[name](x)))  # (N, P)
+        if self.audio_dim:
+            frames = batch["audio"][clip_mask]  # (N, A, Da)
+            frame_mask = batch["audio_mask"][clip_mask]  # (N, A)
+            vlad = self.netvlad(self.norms[AUDIO](frames), frame_mask)  # (N, K*Da)
+            psi.append(self.proj[AUDIO](vlad))  # (N, P)
+            has_frames = frame_mask.any(dim=-1, keepdim=True)  # (N, 1)
+            avail = torch.cat([avail[:, :-1], avail[:, -1:] & has_frames], dim=1)  # (N, E)
+        psi_t = torch.stack(psi, dim=1) * avail.unsqueeze(-1).to(torch.float32)  # (N, E, P)
+        shots = self.fuse_experts(psi_t, avail)  # (N, shot_dim)
+        out = shots.new_zeros(n_batch, n_slots, shots.shape[-1])  # (B, C, shot_dim)
+        out[clip_mask] = shots
+        return out
+
+    def fuse_experts(self, psi: Tensor, avail: Tensor) -> Tensor:
+        """Experts (N, E, P) float32, availability (N, E) bool → (N, shot_dim), L2-normed."""
+        n_shots = psi.shape[0]
+        keep = avail.unsqueeze(-1).to(psi.dtype)  # (N, E, 1)
+        if self.cfg.gating:
+            gated = self.gating(psi, avail)  # (N, E, P)
+            units = self.geu(gated) * keep  # (N, E, shot_dim), missing experts zeroed
+            flat = units.reshape(n_shots, -1)  # (N, E*shot_dim)
+        else:
+            flat = (psi * keep).reshape(n_shots, -1)  # (N, E*P)
+        return F.normalize(self.fuse(flat), dim=-1)
+
+    def embed(
+        self,
+        batch: Mapping[str, Any],
+        windows: Tensor | None = None,
+        shots: Tensor | None = None,
+    ) -> Tensor:
+        """Trailer embeddings (B, bottleneck) float32.
+
+        ``windows (B, S, n) int64`` defaults to :func:`sequence_windows` over all clips;
+        ``shots (B, C, shot_dim)`` defaults to :meth:`encode_shots` (pass it to embed several
+        views of the same trailers from one encoding).
+        """
+        if shots is None:
+            shots = self.encode_shots(batch)
+        if windows is None:
+            windows = self.windows(batch["n_clips"], self.cfg.n_seqs, self.cfg.shots_per_seq)
+        n_batch, n_seqs, n_shots = windows.shape
+        rows = torch.arange(n_batch, device=shots.device).view(-1, 1, 1)  # (B, 1, 1)
+        seqs = shots[rows, windows]  # (B, S, n, shot_dim)
+        seqs = seqs.reshape(n_batch, n_seqs, n_shots * shots.shape[-1])  # (B, S, n*shot_dim)
+        seqs = self.seq_mlp(seqs)  # (B, S, seq_dim)
+        if self.cfg.aggregation == "concat":
+            agg = seqs.reshape(n_batch, n_seqs * seqs.shape[-1])  # (B, S*seq_dim)
+        else:
+            agg = seqs.sum(dim=1)  # (B, seq_dim)
+        return self.trailer_mlp(agg)  # (B, bottleneck)
+
+    def classify(self, emb: Tensor) -> Tensor:
+        """Genre logits (B, G) from embeddings (B, bottleneck)."""
+        return self.head(emb)
+
+    def project(self, emb: Tensor) -> Tensor:
+        """Contrastive projections (B, proj_head_dim), not normalised (the loss normalises)."""
+        return self.proj_head(emb)
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        emb = self.embed(batch)
+        return {"embedding": emb, "logits": self.classify(emb)}

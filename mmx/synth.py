@@ -1,0 +1,1183 @@
+"""Deterministic synthetic trailer archive (``mmx.synth``).
+
+This module owns the generation of a fake-but-realistic movie-trailer archive used by the demo
+and the tests. It writes real MP4 files (H.264 ``yuv420p`` video via libx264 + mono AAC audio,
+both through PyAV) together with the ground truth needed to evaluate the rest of ``mmx``:
+
+* ``<out_dir>/videos/<trailer_id>.mp4`` -- the trailers;
+* ``<out_dir>/labels.csv`` -- ``trailer_id,genres`` with pipe-separated genres (``Action|Sci-Fi``);
+* ``<out_dir>/truth.json`` -- generation parameters, per-trailer genres, hard-cut frames,
+  dissolve spans, frame counts, fps, audio presence, and the ``extras`` (problem inputs with
+  their expected processing status).
+
+A trailer is a sequence of shots separated mostly by hard cuts, plus some linear cross-fades
+(dissolves). Consecutive shots are forced to differ strongly (background hue, brightness and
+layout; checked with the same HSV metric PySceneDetect's content detectors use), while motion
+inside a shot is smooth (camera pan over a smooth texture plus anti-aliased moving shapes), so
+content-based shot detectors find every hard cut and no false ones.
+
+Genres leave learnable but noisy cues in every modality: colour palette / brightness, amount of
+motion, shot length, spatial layout and audio texture. Each shot takes the "style" of one of the
+trailer's genres (weighted at random per trailer), some shots take the style of a random genre
+and some use a random palette, so the labels are a realistic noisy multi-label target.
+
+Everything is seeded: the same seed gives the same frames, audio, labels and truth (and, with
+the pinned single-threaded encoder settings, byte-identical files).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import csv
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+logger = logging.getLogger("mmx.synth")
+
+GENRES: tuple[str, ...] = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
+"""Genre vocabulary, in canonical order (labels are always written in this order)."""
+
+SYNTH_VERSION = 1
+"""Bumped whenever the generator's output changes; stored in ``truth.json`` parameters."""
+
+AUDIO_SAMPLE_RATE = 16_000
+"""Sample rate (Hz) of the mono AAC audio track."""
+
+GOP_SIZE = 48
+"""Maximum keyframe interval (frames) of the H.264 stream."""
+
+MIN_SHOT_FRAMES = 16
+"""Minimum number of frames of a shot, and of the cut-free part between two transitions."""
+
+_GENRE_PRIOR = np.array([0.22, 0.20, 0.24, 0.12, 0.10, 0.12])
+_P_OFF_GENRE_SHOT = 0.18  # shot styled after a random genre (label noise in the cues)
+_P_OFF_PALETTE = 0.12  # shot with a random palette whatever its style
+_P_DISSOLVE = 1.0 / 6.0
+_MIN_CUT_SCORE = 40.0  # min HSV mean-abs-difference (scale 0..255) across a hard cut
+_CUT_RETRIES = 8
+_DETECT_WIDTH = 96  # width at which the cut-distinctness check measures frames
+
+
+@dataclass(frozen=True)
+class SynthTrailer:
+    """Ground truth of one generated trailer.
+
+    Attributes:
+        trailer_id: File stem, e.g. ``trailer_0007``.
+        path: Absolute path of the MP4 file.
+        genres: Labelled genres in :data:`GENRES` order (empty for an unlabelled trailer).
+        fps: Frame rate (frames per second).
+        n_frames: Number of video frames in the file.
+        cut_frames: Hard cuts, each the index of the first frame of the new shot.
+        dissolves: ``(first, last_exclusive)`` frame spans of the cross-fades; every frame
+            inside a span is a blend of the outgoing and the incoming shot.
+        has_audio: Whether the file has an audio stream.
+    """
+
+    trailer_id: str
+    path: str
+    genres: tuple[str, ...]
+    fps: float
+    n_frames: int
+    cut_frames: tuple[int, ...]
+    dissolves: tuple[tuple[int, int], ...]
+    has_audio: bool
+
+
+# --------------------------------------------------------------------------------------------
+# Genre profiles
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """Visual cues of one genre; pixel quantities are for a 180-pixel-high frame."""
+
+    hues: tuple[float, ...]  # main hue candidates in [0, 1)
+    hue_jitter: float
+    sat: tuple[float, float]
+    val: tuple[float, float]
+    hue2_offsets: tuple[float, ...]  # hue offset of the secondary colour
+    val2: tuple[float, float]  # value of the secondary colour relative to the main one
+    obj_speed: tuple[float, float]  # moving-object speed, px/frame
+    pan_speed: tuple[float, float]  # camera pan speed, px/frame
+    shot_seconds: tuple[float, float]
+    n_objects: tuple[int, int]  # inclusive range
+    obj_radius: tuple[float, float]  # px
+    layouts: tuple[tuple[str, float], ...]  # (layout, weight)
+    shapes: tuple[tuple[str, float], ...]  # (shape, weight)
+    texture: tuple[float, float]  # amplitude of the smooth multiplicative texture
+
+
+_PROFILES: dict[str, _Profile] = {
+    "Action": _Profile(
+        hues=(0.05, 0.08, 0.52),
+        hue_jitter=0.03,
+        sat=(0.6, 0.9),
+        val=(0.45, 0.75),
+        hue2_offsets=(0.5, 0.45, 0.55),
+        val2=(0.6, 1.3),
+        obj_speed=(5.0, 10.0),
+        pan_speed=(1.5, 3.0),
+        shot_seconds=(0.6, 1.1),
+        n_objects=(4, 8),
+        obj_radius=(6.0, 18.0),
+        layouts=(("split", 3.0), ("gradient", 2.0), ("blobs", 0.5), ("bands", 0.5)),
+        shapes=(("rect", 2.0), ("circle", 1.0)),
+        texture=(0.08, 0.18),
+    ),
+    "Comedy": _Profile(
+        hues=(0.12, 0.16, 0.3, 0.58, 0.0, 0.83),
+        hue_jitter=0.03,
+        sat=(0.7, 1.0),
+        val=(0.8, 1.0),
+        hue2_offsets=(0.33, 0.5, 0.66),
+        val2=(0.8, 1.1),
+        obj_speed=(2.5, 4.5),
+        pan_speed=(0.4, 1.2),
+        shot_seconds=(1.0, 1.8),
+        n_objects=(3, 6),
+        obj_radius=(10.0, 24.0),
+        layouts=(("blobs", 3.0), ("gradient", 1.5), ("split", 0.5)),
+        shapes=(("circle", 3.0), ("rect", 1.0)),
+        texture=(0.04, 0.1),
+    ),
+    "Drama": _Profile(
+        hues=(0.06, 0.09, 0.11),
+        hue_jitter=0.02,
+        sat=(0.2, 0.45),
+        val=(0.35, 0.6),
+        hue2_offsets=(0.02, -0.03, 0.05),
+        val2=(0.4, 0.8),
+        obj_speed=(0.3, 1.0),
+        pan_speed=(0.1, 0.6),
+        shot_seconds=(1.7, 2.5),
+        n_objects=(0, 1),
+        obj_radius=(8.0, 14.0),
+        layouts=(("center", 4.0), ("gradient", 1.0), ("vignette", 0.5)),
+        shapes=(("circle", 1.0),),
+        texture=(0.08, 0.16),
+    ),
+    "Horror": _Profile(
+        hues=(0.45, 0.5, 0.55),
+        hue_jitter=0.03,
+        sat=(0.25, 0.45),
+        val=(0.16, 0.32),
+        hue2_offsets=(0.05, -0.05, 0.0),
+        val2=(1.8, 2.8),
+        obj_speed=(0.5, 2.0),
+        pan_speed=(0.2, 0.8),
+        shot_seconds=(1.0, 2.5),
+        n_objects=(0, 2),
+        obj_radius=(6.0, 14.0),
+        layouts=(("vignette", 4.0), ("center", 1.0), ("gradient", 0.5)),
+        shapes=(("circle", 1.0), ("rect", 1.0)),
+        texture=(0.1, 0.2),
+    ),
+    "Romance": _Profile(
+        hues=(0.92, 0.95, 0.98, 0.03),
+        hue_jitter=0.02,
+        sat=(0.3, 0.55),
+        val=(0.72, 0.95),
+        hue2_offsets=(0.06, -0.06, 0.1),
+        val2=(1.0, 1.2),
+        obj_speed=(0.4, 1.4),
+        pan_speed=(0.2, 0.8),
+        shot_seconds=(1.5, 2.5),
+        n_objects=(3, 7),
+        obj_radius=(8.0, 20.0),
+        layouts=(("glow", 4.0), ("gradient", 1.0), ("center", 0.5)),
+        shapes=(("bokeh", 3.0), ("circle", 1.0)),
+        texture=(0.04, 0.1),
+    ),
+    "Sci-Fi": _Profile(
+        hues=(0.5, 0.53, 0.8, 0.75),
+        hue_jitter=0.03,
+        sat=(0.75, 1.0),
+        val=(0.45, 0.7),
+        hue2_offsets=(0.3, -0.3, 0.5),
+        val2=(0.5, 1.4),
+        obj_speed=(2.0, 5.0),
+        pan_speed=(0.4, 2.0),
+        shot_seconds=(0.9, 1.8),
+        n_objects=(1, 4),
+        obj_radius=(8.0, 20.0),
+        layouts=(("bands", 4.0), ("split", 0.5), ("gradient", 0.5)),
+        shapes=(("ring", 2.0), ("rect", 1.0)),
+        texture=(0.05, 0.12),
+    ),
+}
+
+
+def _weighted_choice(rng: np.random.Generator, items: Sequence[tuple[str, float]]) -> str:
+    names = [name for name, _ in items]
+    weights = np.array([w for _, w in items], dtype=np.float64)
+    return names[int(rng.choice(len(names), p=weights / weights.sum()))]
+
+
+def _hsv_rgb(h: float, s: float, v: float) -> np.ndarray:
+    """HSV in [0, 1] (hue wraps) -> RGB float32 array of shape (3,) in [0, 255]."""
+    r, g, b = colorsys.hsv_to_rgb(h % 1.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1)))
+    return np.array([r, g, b], dtype=np.float32) * 255.0
+
+
+# --------------------------------------------------------------------------------------------
+# Shots (video)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Object:
+    """A moving shape; position in frame pixels, bounces off the frame borders."""
+
+    shape: str
+    x0: float
+    y0: float
+    vx: float
+    vy: float
+    radius: float
+    aspect: float
+    color: np.ndarray  # (3,) float32 RGB
+    alpha: float
+
+
+def _bounce(p: float, lo: float, hi: float) -> float:
+    """Reflect coordinate ``p`` into ``[lo, hi]`` (triangle wave)."""
+    span = max(hi - lo, 1e-6)
+    y = (p - lo) % (2.0 * span)
+    return lo + (2.0 * span - y if y > span else y)
+
+
+def _smooth_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth random field, float32 ``(h, w)``, roughly in [-1, 1] (bicubic-upsampled grid)."""
+    gh, gw = max(2, int(h / cell) + 2), max(2, int(w / cell) + 2)
+    grid = rng.uniform(-1.0, 1.0, size=(gh, gw)).astype(np.float32)
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+class _Shot:
+    """One shot: a panned canvas (rendered once) plus moving shapes drawn per frame."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        style: str,
+        length: int,
+        width: int,
+        height: int,
+        off_palette: bool,
+    ) -> None:
+        self.style = style
+        self.length = length
+        self.width = width
+        self.height = height
+        prof = _PROFILES[style]
+        scale = height / 180.0
+
+        # Palette.
+        if off_palette:
+            hue = float(rng.uniform(0, 1))
+            sat = float(rng.uniform(0.2, 0.9))
+            val = float(rng.uniform(0.25, 0.9))
+        else:
+            hue = float(rng.choice(prof.hues) + rng.normal(0, prof.hue_jitter))
+            sat = float(rng.uniform(*prof.sat))
+            val = float(rng.uniform(*prof.val))
+        hue2 = hue + float(rng.choice(prof.hue2_offsets)) + float(rng.normal(0, 0.02))
+        val2 = val * float(rng.uniform(*prof.val2))
+        self.c1 = _hsv_rgb(hue, sat, val)
+        self.c2 = _hsv_rgb(hue2, sat * float(rng.uniform(0.8, 1.1)), val2)
+        self.accent = _hsv_rgb(
+            hue + float(rng.uniform(0.35, 0.65)),
+            min(1.0, sat + 0.3),
+            min(1.0, max(val * 1.4, 0.45)),
+        )
+        self.layout = _weighted_choice(rng, prof.layouts)
+
+        # Camera pan (integer-pixel offsets into a larger canvas).
+        speed = float(rng.uniform(*prof.pan_speed)) * scale
+        angle = float(rng.uniform(0, 2 * math.pi))
+        self.vx, self.vy = speed * math.cos(angle), 0.5 * speed * math.sin(angle)
+        travel_x = abs(self.vx) * (length - 1)
+        travel_y = abs(self.vy) * (length - 1)
+        self.ox0 = travel_x if self.vx < 0 else 0.0
+        self.oy0 = travel_y if self.vy < 0 else 0.0
+        ch = height + math.ceil(travel_y) + 1
+        cw = width + math.ceil(travel_x) + 1
+        self.canvas = self._render_canvas(rng, prof, ch, cw, scale)
+
+        # Moving objects.
+        self.objects: list[_Object] = []
+        n_obj = int(rng.integers(prof.n_objects[0], prof.n_objects[1] + 1))
+        for _ in range(n_obj):
+            shape = _weighted_choice(rng, prof.shapes)
+            radius = float(rng.uniform(*prof.obj_radius)) * scale
+            ospeed = float(rng.uniform(*prof.obj_speed)) * scale
+            oang = float(rng.uniform(0, 2 * math.pi))
+            color = self.accent if rng.random() < 0.6 else self.c2 * 1.15
+            self.objects.append(
+                _Object(
+                    shape=shape,
+                    x0=float(rng.uniform(0, width)),
+                    y0=float(rng.uniform(0, height)),
+                    vx=ospeed * math.cos(oang),
+                    vy=ospeed * math.sin(oang),
+                    radius=radius,
+                    aspect=float(rng.uniform(0.6, 1.8)),
+                    color=np.clip(color, 0, 255).astype(np.float32),
+                    alpha=0.55 if shape == "bokeh" else 1.0,
+                )
+            )
+        # A centred figure (Drama-like "center" layout): head + body, slowly swaying.
+        self.figure: tuple[float, float, float, np.ndarray] | None = None
+        if self.layout == "center":
+            fx = width / 2 + float(rng.uniform(-0.08, 0.08)) * width
+            sway = float(rng.uniform(2.0, 6.0)) * scale
+            period = float(rng.uniform(40, 90))
+            dark = rng.random() < 0.6
+            fcol = self.c1 * (0.25 if dark else 1.6) + (0 if dark else 30)
+            self.figure = (fx, sway, period, np.clip(fcol, 0, 255).astype(np.float32))
+
+    # -- canvas ---------------------------------------------------------------------------
+
+    def _render_canvas(
+        self, rng: np.random.Generator, prof: _Profile, ch: int, cw: int, scale: float
+    ) -> np.ndarray:
+        """Static background of the shot, uint8 RGB ``(ch, cw, 3)``."""
+        yy, xx = np.mgrid[0:ch, 0:cw].astype(np.float32)
+        c1, c2 = self.c1, self.c2
+        h = float(self.height)
+        layout = self.layout
+        if layout == "gradient":
+            a = rng.uniform(0, 2 * math.pi)
+            t = xx * math.cos(a) + yy * math.sin(a)
+            t = (t - t.min()) / max(float(t.max() - t.min()), 1.0)
+            m = t
+        elif layout == "split":
+            a = rng.uniform(0, 2 * math.pi)
+            px = cw / 2 + rng.uniform(-0.25, 0.25) * self.width
+            py = ch / 2 + rng.uniform(-0.25, 0.25) * h
+            d = (xx - px) * math.cos(a) + (yy - py) * math.sin(a)
+            m = np.clip(d / 2.0 + 0.5, 0, 1) * (0.8 + 0.2 * np.tanh(np.abs(d) / (0.5 * h)))
+        elif layout == "bands":
+            k = rng.uniform(3, 7)
+            phase = yy / h * k * math.pi + 0.25 * np.sin(xx / (60 * scale) + rng.uniform(0, 6))
+            s = np.sin(phase + rng.uniform(0, 2 * math.pi))
+            m = np.clip(s * 4 + 0.5, 0, 1)
+            line = np.clip(1 - np.abs(s) / 0.12, 0, 1)
+        elif layout == "blobs":
+            step = rng.uniform(40, 70) * scale
+            r = step * rng.uniform(0.22, 0.4)
+            ox, oy = rng.uniform(0, step, size=2)
+            dx = np.mod(xx - ox, step) - step / 2
+            dy = np.mod(yy - oy, step) - step / 2
+            m = np.clip(r + 0.5 - np.sqrt(dx * dx + dy * dy), 0, 1)
+        elif layout == "vignette":
+            lx = cw / 2 + rng.uniform(-0.35, 0.35) * self.width
+            ly = ch / 2 + rng.uniform(-0.3, 0.3) * h
+            sig = rng.uniform(0.2, 0.45) * h
+            m = np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * sig * sig))
+        elif layout == "glow":
+            lx = cw / 2 + rng.uniform(-0.4, 0.4) * self.width
+            ly = ch / 2 + rng.uniform(-0.3, 0.3) * h
+            sig = rng.uniform(0.3, 0.6) * h
+            m = np.exp(-((xx - lx) ** 2 + (yy - ly) ** 2) / (2 * sig * sig))
+        elif layout == "center":
+            cx, cy = cw / 2, ch / 2
+            r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / (0.9 * h)
+            m = np.clip(r, 0, 1)
+        else:  # pragma: no cover - profiles only use the layouts above
+            raise ValueError(f"unknown layout {layout!r}")
+        img = c1[None, None, :] * (1 - m)[..., None] + c2[None, None, :] * m[..., None]
+        if layout == "bands":
+            img = img * (1 - line)[..., None] + self.accent[None, None, :] * line[..., None]
+        if layout == "glow":
+            # A few soft bokeh discs baked into the background.
+            for _ in range(int(rng.integers(4, 9))):
+                bx, by = rng.uniform(0, cw), rng.uniform(0, ch)
+                br = rng.uniform(6, 16) * scale
+                x0, x1 = max(int(bx - br - 2), 0), min(int(bx + br + 3), cw)
+                y0, y1 = max(int(by - br - 2), 0), min(int(by + br + 3), ch)
+                if x0 >= x1 or y0 >= y1:
+                    continue
+                d = np.sqrt((xx[y0:y1, x0:x1] - bx) ** 2 + (yy[y0:y1, x0:x1] - by) ** 2)
+                a = (np.clip((br - d) / (0.4 * br), 0, 1) * 0.4)[..., None]
+                img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - a) + self.accent * a
+        amp = rng.uniform(*prof.texture)
+        tex = _smooth_noise(rng, ch, cw, cell=rng.uniform(30, 60) * scale)
+        img = img * (1.0 + amp * tex)[..., None]
+        return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def frame(self, k: int) -> np.ndarray:
+        """Local frame ``k`` (0-based) of the shot, uint8 RGB ``(height, width, 3)``."""
+        ox = round(self.ox0 + self.vx * k)
+        oy = round(self.oy0 + self.vy * k)
+        img = self.canvas[oy : oy + self.height, ox : ox + self.width].copy()
+        w, h = self.width, self.height
+        if self.figure is not None:
+            fx, sway, period, fcol = self.figure
+            x = fx + sway * math.sin(2 * math.pi * k / period)
+            _draw_ellipse(img, x, 0.86 * h, 0.17 * h, 0.36 * h, fcol, 1.0)
+            _draw_ellipse(img, x, 0.4 * h, 0.095 * h, 0.11 * h, fcol, 1.0)
+        for ob in self.objects:
+            r = ob.radius
+            x = _bounce(ob.x0 + ob.vx * k, r, w - r)
+            y = _bounce(ob.y0 + ob.vy * k, r, h - r)
+            if ob.shape == "rect":
+                _draw_rect(img, x, y, r * ob.aspect, r, ob.color)
+            elif ob.shape == "ring":
+                _draw_ring(img, x, y, r, max(2.0, 0.25 * r), ob.color)
+            elif ob.shape == "bokeh":
+                _draw_disc(img, x, y, r, ob.color, ob.alpha, soft=0.4 * r)
+            else:
+                _draw_disc(img, x, y, r, ob.color, ob.alpha, soft=1.0)
+        return img
+
+
+def _region(
+    img: np.ndarray, x: float, y: float, rx: float, ry: float
+) -> tuple[slice, slice, np.ndarray, np.ndarray] | None:
+    """Bounding box of a shape centred at (x, y); returns slices and centred coordinates."""
+    h, w = img.shape[:2]
+    x0, x1 = max(int(x - rx - 2), 0), min(int(x + rx + 3), w)
+    y0, y1 = max(int(y - ry - 2), 0), min(int(y + ry + 3), h)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(x)
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(y)
+    return slice(y0, y1), slice(x0, x1), dx, dy
+
+
+def _blend_into(
+    img: np.ndarray, sy: slice, sx: slice, alpha: np.ndarray, color: np.ndarray
+) -> None:
+    """Alpha-blend ``color`` (3,) into ``img[sy, sx]`` with per-pixel ``alpha`` (h, w)."""
+    reg = img[sy, sx].astype(np.float32)
+    a = alpha[..., None]
+    img[sy, sx] = np.clip(reg + (color - reg) * a + 0.5, 0, 255).astype(np.uint8)
+
+
+def _draw_disc(
+    img: np.ndarray, x: float, y: float, r: float, color: np.ndarray, alpha: float, soft: float
+) -> None:
+    reg = _region(img, x, y, r, r)
+    if reg is None:
+        return
+    sy, sx, dx, dy = reg
+    d = np.sqrt(dx * dx + dy * dy)
+    a = np.clip((r - d) / soft + 0.5, 0, 1) * alpha
+    _blend_into(img, sy, sx, a, color)
+
+
+def _draw_rect(
+    img: np.ndarray, x: float, y: float, hw: float, hh: float, color: np.ndarray
+) -> None:
+    reg = _region(img, x, y, hw, hh)
+    if reg is None:
+        return
+    sy, sx, dx, dy = reg
+    a = np.clip(np.minimum(hw + 0.5 - np.abs(dx), hh + 0.5 - np.abs(dy)), 0, 1)
+    _blend_into(img, sy, sx, a, color)
+
+
+def _draw_ring(
+    img: np.ndarray, x: float, y: float, r: float, width: float, color: np.ndarray
+) -> None:
+    reg = _region(img, x, y, r + width, r + width)
+    if reg is None:
+        return
+    sy, sx, dx, dy = reg
+    d = np.sqrt(dx * dx + dy * dy)
+    a = np.clip(width / 2 + 0.5 - np.abs(d - r), 0, 1)
+    _blend_into(img, sy, sx, a, color)
+
+
+def _draw_ellipse(
+    img: np.ndarray, x: float, y: float, rx: float, ry: float, color: np.ndarray, alpha: float
+) -> None:
+    reg = _region(img, x, y, rx, ry)
+    if reg is None:
+        return
+    sy, sx, dx, dy = reg
+    d = np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
+    a = np.clip((1 - d) * min(rx, ry) + 0.5, 0, 1) * alpha
+    _blend_into(img, sy, sx, a, color)
+
+
+def _hsv_small(img: np.ndarray) -> np.ndarray:
+    """Downscale RGB uint8 ``(h, w, 3)`` to ~96 px wide and convert to OpenCV HSV (int16)."""
+    h, w = img.shape[:2]
+    size = (_DETECT_WIDTH, max(1, round(_DETECT_WIDTH * h / w)))
+    small = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_RGB2HSV).astype(np.int16)
+
+
+def _cut_score(a: np.ndarray, b: np.ndarray) -> float:
+    """PySceneDetect-style content score between two RGB uint8 frames (mean |dH|,|dS|,|dV|)."""
+    return float(np.abs(_hsv_small(a) - _hsv_small(b)).mean())
+
+
+# --------------------------------------------------------------------------------------------
+# Trailer plan
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """Timeline of a trailer. ``starts[i]`` is the first frame of shot ``i``; ``fades[i]`` is
+    the dissolve length between shot ``i`` and ``i + 1`` (0 for a hard cut)."""
+
+    shots: list[_Shot]
+    starts: list[int]
+    fades: list[int]
+    n_frames: int
+    genre_weights: dict[str, float]
+
+    @property
+    def cut_frames(self) -> tuple[int, ...]:
+        return tuple(self.starts[i + 1] for i, d in enumerate(self.fades) if d == 0)
+
+    @property
+    def dissolves(self) -> tuple[tuple[int, int], ...]:
+        return tuple(
+            (self.starts[i + 1], self.starts[i + 1] + d) for i, d in enumerate(self.fades) if d
+        )
+
+
+def _plan_trailer(
+    rng: np.random.Generator,
+    genres: tuple[str, ...],
+    n_shots: int | None,
+    width: int,
+    height: int,
+    fps: float,
+) -> _Plan:
+    """Draw styles, lengths and transitions, and build distinct consecutive shots."""
+    k = len(genres)
+    weights = rng.dirichlet(np.full(k, 3.0)) if k else np.zeros(0)
+    if n_shots is None:
+        n_shots = int(rng.integers(12, 25))
+    if n_shots < 1:
+        raise ValueError("n_shots must be >= 1")
+    styles: list[str] = []
+    for _ in range(n_shots):
+        if k == 0 or rng.random() < _P_OFF_GENRE_SHOT:
+            styles.append(GENRES[int(rng.integers(len(GENRES)))])
+        else:
+            styles.append(genres[int(rng.choice(k, p=weights))])
+    off_palette = rng.random(n_shots) < _P_OFF_PALETTE
+    tempo = float(np.exp(rng.normal(0, 0.12)))
+    min_frames = max(MIN_SHOT_FRAMES, math.ceil(0.6 * fps))
+    lengths = []
+    for style in styles:
+        secs = float(np.clip(rng.uniform(*_PROFILES[style].shot_seconds) * tempo, 0.6, 2.5))
+        lengths.append(max(min_frames, round(secs * fps)))
+    fades = [
+        int(rng.integers(6, 11)) if rng.random() < _P_DISSOLVE else 0 for _ in range(n_shots - 1)
+    ]
+    for i in range(n_shots):
+        d_in = fades[i - 1] if i > 0 else 0
+        d_out = fades[i] if i < n_shots - 1 else 0
+        lengths[i] = max(lengths[i], d_in + d_out + MIN_SHOT_FRAMES)
+
+    shots: list[_Shot] = []
+    for i, style in enumerate(styles):
+        best: tuple[float, _Shot] | None = None
+        for attempt in range(_CUT_RETRIES):
+            shot = _Shot(
+                rng, style, lengths[i], width, height, bool(off_palette[i]) and not attempt
+            )
+            if not shots:
+                best = (math.inf, shot)
+                break
+            prev = shots[-1]
+            score = _cut_score(prev.frame(prev.length - 1), shot.frame(0))
+            if best is None or score > best[0]:
+                best = (score, shot)
+            if score >= _MIN_CUT_SCORE:
+                break
+        assert best is not None
+        shots.append(best[1])
+
+    starts = [0]
+    for i in range(n_shots - 1):
+        starts.append(starts[-1] + lengths[i] - fades[i])
+    n_frames = starts[-1] + lengths[-1]
+    genre_weights = {g: float(w) for g, w in zip(genres, weights, strict=True)}
+    return _Plan(shots, starts, fades, n_frames, genre_weights)
+
+
+def _iter_frames(plan: _Plan) -> Iterator[np.ndarray]:
+    """Yield the trailer's frames in order, uint8 RGB ``(height, width, 3)``."""
+    shots, fades = plan.shots, plan.fades
+    n = len(shots)
+    for i, shot in enumerate(shots):
+        d_in = fades[i - 1] if i > 0 else 0
+        d_out = fades[i] if i < n - 1 else 0
+        for k in range(d_in, shot.length):
+            img = shot.frame(k)
+            j = k - (shot.length - d_out)
+            if j >= 0:
+                a = (j + 1) / (d_out + 1)
+                nxt = shots[i + 1].frame(j).astype(np.float32)
+                img = np.clip(img * (1 - a) + nxt * a + 0.5, 0, 255).astype(np.uint8)
+            yield img
+
+
+def render_frames(
+    genres: Sequence[str],
+    *,
+    seed: int,
+    n_shots: int | None = None,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 24,
+) -> tuple[np.ndarray, dict[str, object]]:
+    """Render a trailer's frames in memory, without encoding (for analysis and tests).
+
+    Returns:
+        ``(frames, info)``: frames uint8 RGB ``(n_frames, height, width, 3)`` identical to what
+        :func:`write_trailer` encodes for the same arguments, and ``info`` with ``cut_frames``,
+        ``dissolves``, ``shot_styles`` and ``genre_weights``.
+    """
+    gen = _canonical_genres(genres)
+    video_ss, _ = np.random.SeedSequence(int(seed)).spawn(2)
+    plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps)
+    frames = np.stack(list(_iter_frames(plan)))
+    info: dict[str, object] = {
+        "cut_frames": plan.cut_frames,
+        "dissolves": plan.dissolves,
+        "shot_styles": tuple(s.style for s in plan.shots),
+        "genre_weights": plan.genre_weights,
+    }
+    return frames, info
+
+
+# --------------------------------------------------------------------------------------------
+# Audio
+# --------------------------------------------------------------------------------------------
+
+
+def _lowpass_noise(rng: np.random.Generator, n: int, cutoff: float, sr: int) -> np.ndarray:
+    """Gaussian noise low-passed at ``cutoff`` Hz (FFT domain), float64 ``(n,)``, unit std."""
+    nfft = 1 << max(1, (n - 1).bit_length())
+    spec = np.fft.rfft(rng.standard_normal(nfft))
+    f = np.fft.rfftfreq(nfft, 1.0 / sr)
+    spec *= 1.0 / (1.0 + (f / cutoff) ** 4)
+    y = np.fft.irfft(spec, nfft)[:n]
+    return y / (y.std() + 1e-9)
+
+
+def _place(track: np.ndarray, start: int, sound: np.ndarray) -> None:
+    """Add ``sound`` into ``track`` at sample ``start`` (clipped to the track)."""
+    if start >= len(track):
+        return
+    end = min(len(track), start + len(sound))
+    track[start:end] += sound[: end - start]
+
+
+def _aud_horror(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Low drone with slow beating, sub rumble and rare dissonant swells."""
+    t = np.arange(n) / sr
+    f0 = rng.uniform(38, 62)
+    y = np.sin(2 * np.pi * f0 * t)
+    y += 0.7 * np.sin(2 * np.pi * f0 * 1.5 * 1.004 * t) * (0.6 + 0.4 * np.sin(0.8 * t + 1.0))
+    y += 0.4 * np.sin(2 * np.pi * f0 * 2.02 * t)
+    y += 0.6 * _lowpass_noise(rng, n, 120.0, sr)
+    pos = int(rng.uniform(1.0, 4.0) * sr)
+    while pos < n:
+        dur = int(rng.uniform(1.5, 2.5) * sr)
+        tt = np.arange(dur) / sr
+        f = rng.uniform(900, 1300)
+        env = np.sin(np.pi * tt / tt[-1]) ** 2
+        swell = (np.sin(2 * np.pi * f * tt) + np.sin(2 * np.pi * f * 1.06 * tt)) * env * 0.25
+        _place(y, pos, swell)
+        pos += int(rng.uniform(4.0, 7.0) * sr)
+    return y
+
+
+def _aud_action(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Kick drums on the beat, snare-like noise on the off-beat, and big noise hits."""
+    y = np.zeros(n)
+    beat = 60.0 / rng.uniform(120, 160)
+    tk = np.arange(int(0.25 * sr)) / sr
+    kick = np.sin(2 * np.pi * np.cumsum(50 + 100 * np.exp(-tk / 0.03)) / sr) * np.exp(-tk / 0.08)
+    ts = np.arange(int(0.15 * sr)) / sr
+    snare_len = len(ts)
+    b = 0
+    while b * beat * sr < n:
+        _place(y, int(b * beat * sr), 1.2 * kick)
+        noise = rng.standard_normal(snare_len)
+        snare = np.diff(noise, prepend=0.0) * np.exp(-ts / 0.04) * 0.35
+        _place(y, int((b + 0.5) * beat * sr), snare)
+        b += 1
+    pos = int(rng.uniform(0.2, 1.5) * sr)
+    th = np.arange(int(0.5 * sr)) / sr
+    while pos < n:
+        hit = _lowpass_noise(rng, len(th), 2500.0, sr) * np.exp(-th / 0.12) * 0.9
+        _place(y, pos, hit)
+        pos += int(rng.uniform(0.8, 2.5) * sr)
+    return y
+
+
+def _aud_comedy(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Bright, bouncy staccato high tones on a major pentatonic scale, plus slide whistles."""
+    y = np.zeros(n)
+    base = rng.uniform(520, 780)
+    scale = np.array([1.0, 9 / 8, 5 / 4, 3 / 2, 5 / 3, 2.0])
+    step = 60.0 / rng.uniform(110, 140) / 2
+    tn = np.arange(int(0.2 * sr)) / sr
+    env = np.exp(-tn / 0.07)
+    i = 0
+    while i * step * sr < n:
+        if rng.random() > 0.25:
+            f = base * scale[int(rng.integers(len(scale)))]
+            note = (np.sin(2 * np.pi * f * tn) + 0.3 * np.sin(4 * np.pi * f * tn)) * env
+            _place(y, int(i * step * sr), 0.6 * note)
+        i += 1
+    pos = int(rng.uniform(1.0, 3.0) * sr)
+    while pos < n:
+        dur = int(rng.uniform(0.3, 0.6) * sr)
+        tt = np.arange(dur) / sr
+        f = 300 * (3.0 ** (tt / tt[-1])) if rng.random() < 0.5 else 900 / (3.0 ** (tt / tt[-1]))
+        slide = np.sin(2 * np.pi * np.cumsum(f) / sr) * np.sin(np.pi * tt / tt[-1]) * 0.4
+        _place(y, pos, slide)
+        pos += int(rng.uniform(2.5, 5.0) * sr)
+    return y
+
+
+def _aud_romance(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Soft sustained major chords (sine tones with chorus) with slow attack and release."""
+    y = np.zeros(n)
+    roots = np.array([196.0, 220.0, 246.9, 261.6, 293.7]) * rng.uniform(0.97, 1.03)
+    pos = 0
+    while pos < n:
+        dur = int(rng.uniform(2.0, 3.0) * sr)
+        tail = int(0.8 * sr)
+        tt = np.arange(dur + tail) / sr
+        env = np.minimum(1.0, tt / 0.6) * np.clip((dur / sr + 0.8 - tt) / 0.8, 0, 1)
+        root = roots[int(rng.integers(len(roots)))]
+        chord = np.zeros_like(tt)
+        for ratio in (1.0, 1.25, 1.5, 2.0):
+            f = root * ratio
+            chord += np.sin(2 * np.pi * f * tt) + 0.5 * np.sin(2 * np.pi * (f + 0.5) * tt)
+        _place(y, pos, chord * env * 0.3)
+        pos += dur
+    return y
+
+
+def _aud_scifi(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """FM-synth sweeps: exponential carrier glides with a modulator at a fixed ratio."""
+    y = np.zeros(n)
+    pos = 0
+    while pos < n:
+        dur = int(rng.uniform(1.2, 3.0) * sr)
+        tt = np.arange(dur) / sr
+        fa, fb = np.exp(rng.uniform(np.log(150), np.log(1600), size=2))
+        fc = fa * (fb / fa) ** (tt / tt[-1])
+        ratio = float(rng.choice([0.5, 1.5, 2.0, 3.5]))
+        index = rng.uniform(1.5, 5.0)
+        phase_m = 2 * np.pi * np.cumsum(fc * ratio) / sr
+        sweep = np.sin(2 * np.pi * np.cumsum(fc) / sr + index * np.sin(phase_m))
+        env = np.minimum(1.0, np.minimum(tt, tt[-1] - tt) / 0.05)
+        _place(y, pos, sweep * env * 0.6)
+        pos += dur
+    return y
+
+
+def _aud_drama(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """String-like swells: two voices of 1/n harmonic stacks with vibrato, minor intervals."""
+    table_size = 2048
+    ph = np.arange(table_size) * (2 * np.pi / table_size)
+    table = sum(np.sin(h * ph) / h for h in range(1, 9))  # band-limited sawtooth-like stack
+    y = np.zeros(n)
+    pos = 0
+    while pos < n:
+        dur = int(rng.uniform(3.0, 5.0) * sr)
+        tt = np.arange(dur) / sr
+        env = np.sin(np.pi * tt / tt[-1]) ** 2
+        root = rng.uniform(110, 220)
+        seg = np.zeros(dur)
+        for ratio in (1.0, float(rng.choice([1.2, 1.5]))):
+            f = root * ratio * (1 + 0.006 * np.sin(2 * np.pi * 5.5 * tt + rng.uniform(0, 6)))
+            idx = (np.cumsum(f) * (table_size / sr)).astype(np.int64) % table_size
+            seg += table[idx]
+        _place(y, pos, seg * env * 0.3)
+        pos += int(dur * 0.75)
+    return y
+
+
+_AUDIO_TRACKS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] = {
+    "Action": _aud_action,
+    "Comedy": _aud_comedy,
+    "Drama": _aud_drama,
+    "Horror": _aud_horror,
+    "Romance": _aud_romance,
+    "Sci-Fi": _aud_scifi,
+}
+
+
+def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) -> np.ndarray:
+    """Mix genre tracks following the shot styles; float32 mono ``(n_samples,)`` in [-1, 1].
+
+    Each genre's gain is ``0.35 * trailer weight + 0.65 * [current shot has that style]``,
+    smoothed over one frame, plus a low room-noise floor.
+    """
+    n = round(plan.n_frames / fps * sr)
+    n_frames = plan.n_frames
+    style_w = np.zeros((n_frames, len(GENRES)))
+    for i, shot in enumerate(plan.shots):
+        end = plan.starts[i] + shot.length
+        style_w[plan.starts[i] : end, GENRES.index(shot.style)] += 1.0
+    style_w /= style_w.sum(axis=1, keepdims=True)
+    # Linear interpolation between frame centres smooths gain changes over one frame (~40 ms).
+    frame_centres = (np.arange(n_frames) + 0.5) / fps
+    sample_times = np.arange(n) / sr
+    mix = np.zeros(n)
+    for gi, genre in enumerate(GENRES):
+        base = 0.35 * plan.genre_weights.get(genre, 0.0)
+        if base == 0.0 and not style_w[:, gi].any():
+            continue
+        gain = base + 0.65 * np.interp(sample_times, frame_centres, style_w[:, gi])
+        track = _AUDIO_TRACKS[genre](rng, n, sr)
+        track /= np.sqrt(np.mean(track**2)) + 1e-9
+        mix += gain * track * rng.uniform(0.7, 1.3)
+    mix += rng.uniform(0.02, 0.1) * _lowpass_noise(rng, n, 3000.0, sr)
+    peak = float(np.abs(mix).max()) + 1e-9
+    return (mix * (rng.uniform(0.5, 0.85) / peak)).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------
+# Encoding
+# --------------------------------------------------------------------------------------------
+
+
+def _canonical_genres(genres: Sequence[str]) -> tuple[str, ...]:
+    unknown = [g for g in genres if g not in GENRES]
+    if unknown:
+        raise ValueError(f"unknown genres {unknown}; vocabulary is {GENRES}")
+    return tuple(g for g in GENRES if g in set(genres))
+
+
+def _encode(
+    path: Path,
+    frames: Iterator[np.ndarray],
+    audio: np.ndarray | None,
+    width: int,
+    height: int,
+    fps: float,
+) -> int:
+    """Encode RGB frames (+ optional mono float32 audio) to an MP4 at ``path``; returns the
+    number of video frames written."""
+    rate = Fraction(fps).limit_denominator(1001)
+    tmp = path.with_name(path.name + ".part")
+    n_written = 0
+    with av.open(str(tmp), "w", format="mp4") as container:
+        vs = container.add_stream(
+            "libx264",
+            rate=rate,
+            options={
+                "preset": "superfast",
+                "crf": "29",
+                "x264-params": f"keyint={GOP_SIZE}:min-keyint={min(GOP_SIZE, 12)}",
+            },
+        )
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.gop_size = GOP_SIZE
+        vs.codec_context.thread_count = 1
+        astream = None
+        if audio is not None:
+            astream = container.add_stream(
+                "aac", rate=AUDIO_SAMPLE_RATE, layout="mono", options={"aac_coder": "fast"}
+            )
+            astream.bit_rate = 32_000
+        apos, chunk = 0, 1024
+        for img in frames:
+            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
+            vf.pts = n_written
+            container.mux(vs.encode(vf))
+            n_written += 1
+            if astream is not None and audio is not None:
+                t_end = n_written / float(rate) * AUDIO_SAMPLE_RATE
+                while apos < len(audio) and apos < t_end:
+                    af = av.AudioFrame.from_ndarray(
+                        np.ascontiguousarray(audio[None, apos : apos + chunk]),
+                        format="fltp",
+                        layout="mono",
+                    )
+                    af.sample_rate = AUDIO_SAMPLE_RATE
+                    af.pts = apos
+                    af.time_base = Fraction(1, AUDIO_SAMPLE_RATE)
+                    container.mux(astream.encode(af))
+                    apos += chunk
+        container.mux(vs.encode(None))
+        if astream is not None:
+            container.mux(astream.encode(None))
+    os.replace(tmp, path)
+    return n_written
+
+
+def write_trailer(
+    path: str | os.PathLike[str],
+    genres: Sequence[str],
+    *,
+    seed: int,
+    n_shots: int | None = None,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 24,
+    with_audio: bool = True,
+) -> SynthTrailer:
+    """Generate one synthetic trailer MP4 (H.264 yuv420p + mono AAC 16 kHz) at ``path``.
+
+    Args:
+        path: Output ``.mp4`` path (parent directories are created).
+        genres: Genres from :data:`GENRES` whose cues the trailer carries (may be empty: then
+            every shot takes the style of a random genre).
+        seed: Seed; the same arguments give the same frames, audio and truth.
+        n_shots: Number of shots (default: drawn in 12..24).
+        width, height: Frame size in pixels (even numbers).
+        fps: Frame rate.
+        with_audio: Whether to add the audio stream.
+
+    Returns:
+        The trailer's :class:`SynthTrailer` ground truth (``genres`` canonicalised).
+    """
+    if width % 2 or height % 2:
+        raise ValueError("width and height must be even for yuv420p")
+    t0 = time.perf_counter()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gen = _canonical_genres(genres)
+    video_ss, audio_ss = np.random.SeedSequence(int(seed)).spawn(2)
+    plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps)
+    audio = (
+        _render_audio(np.random.default_rng(audio_ss), plan, fps, AUDIO_SAMPLE_RATE)
+        if with_audio
+        else None
+    )
+    n_written = _encode(out, _iter_frames(plan), audio, width, height, fps)
+    if n_written != plan.n_frames:  # pragma: no cover - internal consistency
+        raise RuntimeError(f"wrote {n_written} frames, planned {plan.n_frames}")
+    logger.debug(
+        "wrote %s: %d frames, %d shots, genres=%s in %.2fs",
+        out.name,
+        plan.n_frames,
+        len(plan.shots),
+        "|".join(gen),
+        time.perf_counter() - t0,
+    )
+    return SynthTrailer(
+        trailer_id=out.stem,
+        path=str(out.resolve()),
+        genres=gen,
+        fps=float(fps),
+        n_frames=plan.n_frames,
+        cut_frames=plan.cut_frames,
+        dissolves=plan.dissolves,
+        has_audio=with_audio,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Archive
+# --------------------------------------------------------------------------------------------
+
+
+def _child_seed(seed: int, kind: int, index: int) -> int:
+    """Independent 63-bit seed for item ``index`` of kind ``kind`` of the archive ``seed``."""
+    state = np.random.SeedSequence([int(seed), kind, index]).generate_state(2, dtype=np.uint32)
+    return int((int(state[0]) << 31) ^ int(state[1]))
+
+
+def _sample_genres(rng: np.random.Generator) -> tuple[str, ...]:
+    k = int(rng.choice([1, 2, 3], p=[0.35, 0.45, 0.2]))
+    idx = rng.choice(len(GENRES), size=k, replace=False, p=_GENRE_PRIOR / _GENRE_PRIOR.sum())
+    return tuple(GENRES[i] for i in sorted(idx))
+
+
+def _trailer_record(t: SynthTrailer, out_dir: Path) -> dict[str, object]:
+    return {
+        "path": os.path.relpath(t.path, out_dir),
+        "genres": list(t.genres),
+        "cut_frames": list(t.cut_frames),
+        "dissolves": [list(d) for d in t.dissolves],
+        "n_frames": t.n_frames,
+        "fps": t.fps,
+        "has_audio": t.has_audio,
+    }
+
+
+def _from_record(trailer_id: str, rec: dict, out_dir: Path) -> SynthTrailer:
+    return SynthTrailer(
+        trailer_id=trailer_id,
+        path=str((out_dir / rec["path"]).resolve()),
+        genres=tuple(rec["genres"]),
+        fps=float(rec["fps"]),
+        n_frames=int(rec["n_frames"]),
+        cut_frames=tuple(int(c) for c in rec["cut_frames"]),
+        dissolves=tuple((int(a), int(b)) for a, b in rec["dissolves"]),
+        has_audio=bool(rec["has_audio"]),
+    )
+
+
+def load_archive(out_dir: str | os.PathLike[str]) -> list[SynthTrailer]:
+    """Parse ``out_dir/truth.json``: the normal trailers then the extras that are real videos
+    (the corrupt file is not included). Paths are resolved against ``out_dir``."""
+    root = Path(out_dir)
+    truth = json.loads((root / "truth.json").read_text())
+    items = [_from_record(tid, rec, root) for tid, rec in truth["trailers"].items()]
+    for tid, rec in truth.get("extras", {}).items():
+        if rec.get("n_frames") is not None:
+            items.append(_from_record(tid, rec, root))
+    return items
+
+
+def _archive_is_current(root: Path, params: dict[str, object]) -> bool:
+    truth_path = root / "truth.json"
+    if not truth_path.exists():
+        return False
+    try:
+        truth = json.loads(truth_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if truth.get("params") != params:
+        return False
+    recs = list(truth.get("trailers", {}).values()) + list(truth.get("extras", {}).values())
+    return all((root / rec["path"]).exists() for rec in recs) and (root / "labels.csv").exists()
+
+
+def generate_archive(
+    out_dir: str | os.PathLike[str],
+    n: int = 48,
+    *,
+    seed: int = 0,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 24,
+    extras: bool = True,
+) -> list[SynthTrailer]:
+    """Generate (or reuse) a synthetic trailer archive in ``out_dir``.
+
+    Writes ``videos/trailer_0000.mp4`` ... , ``labels.csv`` (``trailer_id,genres``, genres
+    pipe-separated, empty for unlabelled) and ``truth.json``. With ``extras`` it adds
+    ``teaser_0000`` (5 shots; expected ``excluded``), ``noaudio_0000`` (no audio stream;
+    ``ok``), ``unlabelled_0000`` (empty genres in labels.csv; ``ok``) and ``broken_0000``
+    (corrupt bytes; ``failed``), listed under ``truth["extras"]`` with ``expected_status``.
+
+    Trailer ``i`` depends only on ``(seed, i)``, so a smaller ``n`` gives a prefix of a larger
+    archive. If ``truth.json`` exists with the same parameters and all files are present, the
+    archive is parsed and returned without regenerating anything.
+
+    Returns:
+        The normal trailers followed by the extras that are real videos (teaser, no-audio,
+        unlabelled -- whose ``genres`` is empty, as in labels.csv).
+    """
+    root = Path(out_dir)
+    params: dict[str, object] = {
+        "n": int(n),
+        "seed": int(seed),
+        "width": int(width),
+        "height": int(height),
+        "fps": fps,
+        "extras": bool(extras),
+        "version": SYNTH_VERSION,
+        "audio_sample_rate": AUDIO_SAMPLE_RATE,
+    }
+    if _archive_is_current(root, params):
+        logger.info("synthetic archive in %s is up to date; reusing it", root)
+        return load_archive(root)
+
+    t0 = time.perf_counter()
+    videos = root / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    stale = root / "truth.json"
+    if stale.exists():
+        stale.unlink()
+    logger.info("generating %d synthetic trailers in %s (seed=%d)", n, root, seed)
+    common = {"width": width, "height": height, "fps": fps}
+    trailers: list[SynthTrailer] = []
+    for i in range(n):
+        genres = _sample_genres(np.random.default_rng(_child_seed(seed, 0, i)))
+        t = write_trailer(
+            videos / f"trailer_{i:04d}.mp4", genres, seed=_child_seed(seed, 1, i), **common
+        )
+        trailers.append(t)
+        if (i + 1) % 8 == 0 or i + 1 == n:
+            logger.info("  %d/%d trailers written", i + 1, n)
+
+    labels: list[tuple[str, tuple[str, ...]]] = [(t.trailer_id, t.genres) for t in trailers]
+    truth_extras: dict[str, dict[str, object]] = {}
+    extra_trailers: list[SynthTrailer] = []
+    if extras:
+        xrng = np.random.default_rng(_child_seed(seed, 2, 0))
+        specs = [
+            ("teaser_0000", {"n_shots": 5}, "excluded", "only 5 shots (fewer than 10)"),
+            ("noaudio_0000", {"with_audio": False}, "ok", "no audio stream"),
+            ("unlabelled_0000", {}, "ok", "no genres in labels.csv"),
+        ]
+        for j, (tid, kwargs, status, reason) in enumerate(specs):
+            genres = _sample_genres(xrng)
+            t = write_trailer(
+                videos / f"{tid}.mp4", genres, seed=_child_seed(seed, 3, j), **kwargs, **common
+            )
+            rec = _trailer_record(t, root)
+            rec.update(expected_status=status, reason=reason)
+            if tid.startswith("unlabelled"):
+                rec["true_genres"] = list(t.genres)
+                rec["genres"] = []
+                t = dataclasses.replace(t, genres=())
+            truth_extras[tid] = rec
+            extra_trailers.append(t)
+            labels.append((tid, t.genres))
+        broken = videos / "broken_0000.mp4"
+        header = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+        body = xrng.integers(0, 256, size=4096, dtype=np.uint8).tobytes()
+        broken.write_bytes(header + b"\x00\x00\x10\x00moov" + body)
+        bgenres = _sample_genres(xrng)
+        truth_extras["broken_0000"] = {
+            "path": os.path.relpath(broken, root),
+            "genres": list(bgenres),
+            "expected_status": "failed",
+            "reason": "corrupt file (MP4 header followed by random bytes)",
+            "n_frames": None,
+            "has_audio": None,
+        }
+        labels.append(("broken_0000", bgenres))
+
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trailer_id", "genres"])
+        for tid, genres in labels:
+            writer.writerow([tid, "|".join(genres)])
+
+    truth = {
+        "params": params,
+        "genres": list(GENRES),
+        "trailers": {t.trailer_id: _trailer_record(t, root) for t in trailers},
+        "extras": truth_extras,
+    }
+    tmp = root / "truth.json.part"
+    tmp.write_text(json.dumps(truth, indent=1))
+    os.replace(tmp, root / "truth.json")
+    logger.info(
+        "synthetic archive ready: %d trailers + %d extras in %.1fs",
+        len(trailers),
+        len(truth_extras),
+        time.perf_counter() - t0,
+    )
+    return trailers + extra_trailers

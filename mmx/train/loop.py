@@ -1,0 +1,606 @@
+"""Plain-PyTorch training of the MMX network: coarse genre phase, then contrastive phase.
+
+Reads top to bottom: helpers, the two per-phase objectives, ``train_epoch``, ``evaluate``,
+``fit_coarse``, ``fit_contrastive``, ``predict``, checkpoints. Nothing here imports Ray: a Ray
+Train worker (``mmx/train/ray_trainer.py``) calls ``fit_*`` with its ``rank`` / ``world_size``
+after initialising a ``torch.distributed`` process group; with ``world_size > 1`` the loop
+wraps the phase objective in DistributedDataParallel itself (do not also ``prepare_model``).
+
+Every worker holds the whole :class:`~mmx.train.data.TrailerSet` and takes its share of each
+global batch via :func:`~mmx.train.data.shard_indices`; evaluation is sharded too and gathered,
+so all workers compute the same metrics and take the same early-stopping decision.
+Randomness is reseeded from ``(cfg.seed, phase, epoch, rank)`` at every epoch, so a run resumed
+from an epoch checkpoint reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import fsspec
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim import Adam, Optimizer
+
+from mmx.config import TrainConfig
+from mmx.model.losses import GenreBCELoss, NTXentLoss
+from mmx.model.network import MMXNetwork
+from mmx.train.data import TrailerSet, eval_indices, pos_weight, shard_indices
+from mmx.train.metrics import genre_metrics, silhouette
+
+EpochCallback = Callable[[str, int, MMXNetwork, Optimizer, dict[str, Any]], None]
+SILHOUETTE_MAX_SAMPLES = 5000  # silhouette is O(N²): subsample (deterministically) above this
+
+
+@dataclasses.dataclass
+class Best:
+    """The best coarse epoch so far: its validation score, epoch and (optionally) weights."""
+
+    metric: float
+    epoch: int
+    state: dict[str, Tensor] | None = None
+
+
+@dataclasses.dataclass
+class FitResult:
+    """What a ``fit_*`` call returns: per-epoch metrics and the phase's summary numbers."""
+
+    history: list[dict[str, Any]]
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    silhouette: list[float] = dataclasses.field(default_factory=list)
+
+
+class Predictions(NamedTuple):
+    """``embeddings`` (N, bottleneck) of the given model, ``coarse_embeddings`` (N, bottleneck)
+    and sigmoid genre ``scores`` (N, G) of the coarse model; all float32."""
+
+    embeddings: np.ndarray
+    coarse_embeddings: np.ndarray
+    scores: np.ndarray
+
+
+# --------------------------------------------------------------------------------- helpers
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (construct the model after this for identical workers)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, phase: str, epoch: int, rank: int) -> int:
+    digest = hashlib.sha1(f"{seed}/{phase}/{epoch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 2**63
+
+
+def _to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {
+        k: _to_device(v, device) if isinstance(v, Mapping) else v.to(device)
+        for k, v in batch.items()
+    }
+
+
+def unwrap(module: nn.Module) -> MMXNetwork:
+    """The bare :class:`MMXNetwork` inside a DDP wrapper and/or a phase objective."""
+    while isinstance(module, DistributedDataParallel):
+        module = module.module
+    if isinstance(module, (CoarseObjective, ContrastiveObjective)):
+        module = module.model
+    if not isinstance(module, MMXNetwork):
+        raise TypeError(f"expected an MMXNetwork, got {type(module).__name__}")
+    return module
+
+
+def _set_trainable(model: MMXNetwork, phase: str) -> list[nn.Parameter]:
+    """Freeze the head the phase does not use (DDP must not wait for its gradients)."""
+    unused = model.proj_head if phase == "coarse" else model.head
+    for p in model.parameters():
+        p.requires_grad_(True)
+    for p in unused.parameters():
+        p.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _wrap(objective: nn.Module, world_size: int, device: torch.device) -> nn.Module:
+    if world_size == 1:
+        return objective
+    device_ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(objective, device_ids=device_ids)
+
+
+def _mean_over_workers(
+    values: dict[str, float], world_size: int, device: torch.device
+) -> dict[str, float]:
+    if world_size == 1 or not values:
+        return values
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)  # NCCL: on GPU
+    dist.all_reduce(t)
+    return {k: float(v) / world_size for k, v in zip(values, t.tolist(), strict=True)}
+
+
+def _gather_rows(x: Tensor, world_size: int) -> Tensor:
+    """(m, D) on every worker → (W*m, D), worker-major (no gradients)."""
+    if world_size == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)  # (W*m, D)
+
+
+def _lr_warmup_cosine(step: int, base: float, warmup: int, total: int) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine annealing to 0 at ``total``."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(total - warmup, 1)
+    return base * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.generic, Tensor)):
+        return value.item()
+    return value
+
+
+# ------------------------------------------------------------------------------ objectives
+class CoarseObjective(nn.Module):
+    """batch → {"bce": loss}: genre logits of the trailer embedding vs the multi-hot labels."""
+
+    def __init__(self, model: MMXNetwork, loss: GenreBCELoss) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        logits = self.model(batch)["logits"]  # (B, G)
+        return self.loss(logits, batch["labels"], batch["labelled"])
+
+
+class ContrastiveObjective(nn.Module):
+    """batch → {"nt_xent": loss}: two views per trailer (first / second half of its clips).
+
+    The shots are encoded once; both views gather their windows from that one encoding.
+    """
+
+    def __init__(self, model: MMXNetwork, loss: NTXentLoss) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        m, cfg = self.model, self.model.cfg
+        shots = m.encode_shots(batch)  # (B, C, shot_dim)
+        n_clips = batch["n_clips"]  # (B,)
+        half = n_clips // 2
+        first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
+        second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
+        z1 = m.project(m.embed(batch, first, shots))  # (B, proj_head_dim)
+        z2 = m.project(m.embed(batch, second, shots))  # (B, proj_head_dim)
+        return self.loss(z1, z2)
+
+
+# ------------------------------------------------------------------------ epoch and eval
+def train_epoch(
+    module: nn.Module,
+    data: TrailerSet,
+    batches: Sequence[np.ndarray],
+    optimizer: Optimizer,
+    *,
+    device: torch.device,
+    lr_at: Callable[[int], float] | None = None,
+    first_step: int = 0,
+    world_size: int = 1,
+) -> dict[str, float]:
+    """One pass over ``batches`` (row numbers into ``data``); returns the mean of each loss term
+    over batches and workers. ``lr_at(step)`` sets the learning rate before every step."""
+    module.train()
+    totals: dict[str, float] = {}
+    for i, rows in enumerate(batches):
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(first_step + i)
+        batch = _to_device(data.batch(rows), device)
+        terms = module(batch)
+        loss = sum(terms.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for name, value in terms.items():
+            totals[name] = totals.get(name, 0.0) + float(value.detach())
+    means = {name: total / max(len(batches), 1) for name, total in totals.items()}
+    return _mean_over_workers(means, world_size, device)
+
+
+@torch.no_grad()
+def _infer(
+    model: MMXNetwork, data: TrailerSet, rows: np.ndarray, batch_size: int, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """Embeddings (m, bottleneck) and sigmoid scores (m, G) of ``rows``, in eval mode, on CPU."""
+    model.eval()
+    embs, scores = [], []
+    for start in range(0, len(rows), batch_size):
+        out = model(_to_device(data.batch(rows[start : start + batch_size]), device))
+        embs.append(out["embedding"].float().cpu())
+        scores.append(torch.sigmoid(out["logits"]).float().cpu())
+    if not embs:
+        return torch.zeros(0, model.cfg.bottleneck), torch.zeros(0, model.n_genres)
+    return torch.cat(embs), torch.cat(scores)
+
+
+def infer_rows(
+    model: MMXNetwork,
+    data: TrailerSet,
+    rows: np.ndarray,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings (n, bottleneck) and scores (n, G) for ``rows``, sharded over workers and
+    gathered, so every worker returns the full arrays."""
+    device = torch.device(device)
+    n = len(rows)
+    mine = eval_indices(n, rank, world_size)  # (m,) positions in rows
+    emb, scores = _infer(model, data, np.asarray(rows)[mine], batch_size, device)
+    if world_size > 1:
+        emb = _gather_rows(emb.to(device), world_size).cpu()  # (W*m, bottleneck)
+        scores = _gather_rows(scores.to(device), world_size).cpu()  # (W*m, G)
+        m = len(mine)
+        # the row positions each worker held, in gather order (see eval_indices)
+        grid = np.resize(np.arange(n), m * world_size).reshape(m, world_size)  # (m, W)
+        positions = grid.T.reshape(-1)  # (W*m,) worker-major
+        full_emb = np.zeros((n, emb.shape[1]), dtype=np.float32)
+        full_scores = np.zeros((n, scores.shape[1]), dtype=np.float32)
+        full_emb[positions] = emb.numpy()  # padded duplicates write identical rows
+        full_scores[positions] = scores.numpy()
+        return full_emb, full_scores
+    return emb.numpy(), scores.numpy()
+
+
+def evaluate(
+    model: MMXNetwork,
+    data: TrailerSet,
+    *,
+    threshold: float = 0.3,
+    batch_size: int = 64,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Genre metrics (:func:`genre_metrics`) on the labelled rows of ``data``; {} if none."""
+    rows = np.flatnonzero(data.labelled)
+    if rows.size == 0:
+        return {}
+    _, scores = infer_rows(
+        model, data, rows, batch_size=batch_size, rank=rank, world_size=world_size, device=device
+    )
+    return genre_metrics(data.labels[rows], scores, threshold, data.genres)
+
+
+def _silhouette(
+    model: MMXNetwork,
+    data: TrailerSet | None,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+) -> float:
+    """Cosine silhouette of the bottleneck embeddings w.r.t. the primary genre (nan if none)."""
+    if data is None:
+        return float("nan")
+    rows = np.flatnonzero(data.primary >= 0)
+    if rows.size < 3:
+        return float("nan")
+    emb, _ = infer_rows(
+        model, data, rows, batch_size=batch_size, rank=rank, world_size=world_size, device=device
+    )
+    return silhouette(emb, data.primary[rows], sample_size=SILHOUETTE_MAX_SAMPLES)
+
+
+# ------------------------------------------------------------------------------ the fits
+def fit_coarse(
+    model: MMXNetwork,
+    train: TrailerSet,
+    val: TrailerSet,
+    cfg: TrainConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    on_epoch: EpochCallback | None = None,
+    start_epoch: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
+    best: Best | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> FitResult:
+    """Coarse genre training (DESIGN §1): weighted BCE, Adam(AMSGrad), early stopping.
+
+    Trains on the labelled rows of ``train`` with the global batch ``cfg.batch_size`` split over
+    ``world_size`` workers, evaluates AU(PRC) weighted on ``val`` after each epoch, stops after
+    ``cfg.patience`` epochs without improvement and leaves ``model`` holding the best epoch's
+    weights. Without labelled validation rows the score is the negative training loss.
+    Input standardisation statistics are set from ``train`` when ``start_epoch == 0``.
+
+    Resuming: load the last epoch's weights into ``model``, pass ``start_epoch = epoch + 1``,
+    its ``optimizer_state`` and ``best`` (metric, epoch and the best weights, or None weights
+    if that epoch is the one loaded). ``on_epoch("coarse", epoch, model, optimizer, metrics)``
+    runs on every worker after every epoch; metrics has ``improved`` to save a best checkpoint.
+    """
+    device = torch.device(device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    if start_epoch == 0:
+        model.set_input_stats(train.input_stats())
+    rows = np.flatnonzero(train.labelled)  # the coarse phase learns from labelled trailers
+    loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
+    params = _set_trainable(model, "coarse")
+    module = _wrap(CoarseObjective(model, loss), world_size, device)
+    optimizer = Adam(params, lr=cfg.coarse_lr, amsgrad=True, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    history = list(history or [])
+    if best is not None and best.state is None:  # the loaded weights are the best ones
+        best = Best(best.metric, best.epoch, copy.deepcopy(model.state_dict()))
+
+    for epoch in range(start_epoch, cfg.coarse_epochs):
+        torch.manual_seed(_epoch_seed(cfg.seed, "coarse", epoch, rank))  # dropout
+        batches = shard_indices(len(rows), rank, world_size, epoch, cfg.seed, cfg.batch_size)
+        terms = train_epoch(
+            module,
+            train,
+            [rows[b] for b in batches],
+            optimizer,
+            device=device,
+            world_size=world_size,
+        )
+        val_metrics = evaluate(
+            model,
+            val,
+            threshold=cfg.threshold,
+            batch_size=cfg.batch_size,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+        )
+        score = float(val_metrics.get("au_prc_weighted", float("nan")))
+        if not math.isfinite(score):
+            score = -terms.get("bce", 0.0)
+        improved = best is None or score > best.metric
+        if improved:
+            best = Best(score, epoch, copy.deepcopy(model.state_dict()))
+        metrics = {
+            "epoch": epoch,
+            **terms,
+            "val": val_metrics,
+            "score": score,
+            "improved": improved,
+            "best_metric": best.metric,
+            "best_epoch": best.epoch,
+            # the phase ends after this epoch: do not resume from a checkpoint with done=True
+            "done": epoch - best.epoch >= cfg.patience or epoch == cfg.coarse_epochs - 1,
+        }
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch("coarse", epoch, model, optimizer, metrics)
+        if metrics["done"]:
+            break  # every worker sees the same gathered metrics, so all stop together
+
+    if best is not None and best.state is not None:
+        model.load_state_dict(best.state)
+    return FitResult(history, best.metric if best else None, best.epoch if best else None)
+
+
+def fit_contrastive(
+    model: MMXNetwork,
+    train: TrailerSet,
+    cfg: TrainConfig,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+    silhouette_set: TrailerSet | None = None,
+    on_epoch: EpochCallback | None = None,
+    start_epoch: int = 0,
+    optimizer_state: dict[str, Any] | None = None,
+    silhouettes: Sequence[float] | None = None,
+    history: list[dict[str, Any]] | None = None,
+) -> FitResult:
+    """Fine-grained contrastive training (DESIGN §1), continuing from the coarse model.
+
+    Two views per trailer of ``train`` (labelled or not): windows over the first and the second
+    half of its clips, embedded from one shot encoding, projected by the head (m, n); NT-Xent
+    with ``cfg.temperature`` over the 2N views of the global batch; Adam(AMSGrad) at
+    ``cfg.contrastive_lr`` with linear warm-up over ``cfg.warmup_epochs`` then cosine annealing
+    (per step, a pure function of the step, so nothing to save for resuming). The genre head is
+    frozen (and afterwards stale: take genre scores from the coarse model).
+
+    ``silhouette`` of the result: cosine silhouette of the bottleneck embeddings of
+    ``silhouette_set`` w.r.t. the primary genre, first before training (the coarse model), then
+    after every epoch. Resuming: ``start_epoch``, ``optimizer_state`` and the ``silhouettes`` so
+    far (``metrics["silhouettes"]`` of the last epoch).
+    """
+    device = torch.device(device)
+    seed_everything(cfg.seed)
+    model.to(device)
+    params = _set_trainable(model, "contrastive")
+    loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
+    module = _wrap(ContrastiveObjective(model, loss), world_size, device)
+    optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    steps = len(shard_indices(len(train), 0, world_size, 0, cfg.seed, cfg.batch_size))
+    warmup, total = cfg.warmup_epochs * steps, cfg.contrastive_epochs * steps
+
+    def lr_at(step: int) -> float:
+        return _lr_warmup_cosine(step, cfg.contrastive_lr, warmup, total)
+
+    def score_silhouette() -> float:
+        return _silhouette(
+            model,
+            silhouette_set,
+            batch_size=cfg.batch_size,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+        )
+
+    sil = list(silhouettes or [])
+    if start_epoch == 0:
+        sil = [score_silhouette()]  # the coarse model's
+    history = list(history or [])
+
+    for epoch in range(start_epoch, cfg.contrastive_epochs):
+        torch.manual_seed(_epoch_seed(cfg.seed, "contrastive", epoch, rank))  # dropout
+        batches = shard_indices(len(train), rank, world_size, epoch, cfg.seed, cfg.batch_size)
+        terms = train_epoch(
+            module,
+            train,
+            batches,
+            optimizer,
+            device=device,
+            lr_at=lr_at,
+            first_step=epoch * steps,
+            world_size=world_size,
+        )
+        sil.append(score_silhouette())
+        metrics = {
+            "epoch": epoch,
+            **terms,
+            "lr": optimizer.param_groups[0]["lr"],
+            "silhouette": sil[-1],
+            "silhouettes": list(sil),
+            "done": epoch == cfg.contrastive_epochs - 1,
+        }
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch("contrastive", epoch, model, optimizer, metrics)
+    return FitResult(history, silhouette=sil)
+
+
+def predict(
+    model: MMXNetwork,
+    data: TrailerSet,
+    batch_size: int = 64,
+    *,
+    coarse_model: MMXNetwork | None = None,
+    device: torch.device | str = "cpu",
+) -> Predictions:
+    """Embed every trailer of ``data`` (single process, eval mode).
+
+    ``embeddings`` come from ``model`` (the fine-grained one); ``coarse_embeddings`` and genre
+    ``scores`` from ``coarse_model`` (default ``model``): after the contrastive phase only the
+    coarse model's head matches its bottleneck.
+    """
+    rows = np.arange(len(data))
+    device = torch.device(device)
+    model.to(device)
+    emb, scores = infer_rows(model, data, rows, batch_size=batch_size, device=device)
+    if coarse_model is None:
+        return Predictions(emb, emb, scores)
+    coarse_model.to(device)
+    coarse_emb, scores = infer_rows(coarse_model, data, rows, batch_size=batch_size, device=device)
+    return Predictions(emb, coarse_emb, scores)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+class Checkpoint(NamedTuple):
+    """A loaded checkpoint: model weights, optimizer state (or None) and the meta dict."""
+
+    model_state: dict[str, Tensor]
+    optimizer_state: dict[str, Any] | None
+    meta: dict[str, Any]
+
+
+def _flatten_optimizer(state: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Optimizer state dict → (tensors for safetensors, JSON-safe rest): no pickle."""
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, per_param in state["state"].items():
+        for name, value in per_param.items():
+            if isinstance(value, Tensor):
+                tensors[f"state.{pid}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[name] = value
+    return tensors, {"param_groups": _jsonable(state["param_groups"]), "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        _, pid, name = key.split(".", 2)
+        state.setdefault(int(pid), {})[name] = value
+    for pid, values in rest["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": [dict(g) for g in rest["param_groups"]]}
+
+
+def save_checkpoint(
+    path: str,
+    model: nn.Module,
+    optimizer: Optimizer | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``model.safetensors``, ``optimizer.safetensors`` + ``optimizer.json`` (when an
+    optimizer is given) and ``meta.json`` under ``path`` (a local dir or any fsspec URL, e.g.
+    s3://). ``meta.json`` is written last, so a folder without it is an unfinished checkpoint.
+    It holds the model's constructor arguments under ``"model"`` plus ``meta`` (e.g. phase,
+    epoch, metric, run config). DDP and phase wrappers are unwrapped first."""
+    raw = unwrap(model)
+    fs, root = fsspec.core.url_to_fs(str(path))
+    fs.makedirs(root, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
+    with fs.open(f"{root}/model.safetensors", "wb") as f:
+        f.write(save_safetensors(weights))
+    if optimizer is not None:
+        tensors, rest = _flatten_optimizer(optimizer.state_dict())
+        with fs.open(f"{root}/optimizer.safetensors", "wb") as f:
+            f.write(save_safetensors(tensors))
+        with fs.open(f"{root}/optimizer.json", "w") as f:
+            f.write(json.dumps(rest))
+    full_meta = {**_jsonable(dict(meta or {})), "model": raw.init_args()}
+    with fs.open(f"{root}/meta.json", "w") as f:
+        f.write(json.dumps(full_meta, indent=2, sort_keys=True))
+
+
+def load_checkpoint(path: str) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (weights on CPU)."""
+    fs, root = fsspec.core.url_to_fs(str(path))
+    if not fs.exists(f"{root}/meta.json"):
+        raise FileNotFoundError(f"{path}: no meta.json (missing or unfinished checkpoint)")
+    with fs.open(f"{root}/meta.json", "r") as f:
+        meta = json.loads(f.read())
+    with fs.open(f"{root}/model.safetensors", "rb") as f:
+        model_state = load_safetensors(f.read())
+    optimizer_state = None
+    if fs.exists(f"{root}/optimizer.json"):
+        with fs.open(f"{root}/optimizer.safetensors", "rb") as f:
+            tensors = load_safetensors(f.read())
+        with fs.open(f"{root}/optimizer.json", "r") as f:
+            optimizer_state = _unflatten_optimizer(tensors, json.loads(f.read()))
+    return Checkpoint(model_state, optimizer_state, meta)
+
+
+def load_model(path: str) -> tuple[MMXNetwork, dict[str, Any]]:
+    """Rebuild the network stored at ``path`` (eval mode) and return it with its meta."""
+    ckpt = load_checkpoint(path)
+    model = MMXNetwork.from_init_args(ckpt.meta["model"])
+    model.load_state_dict(ckpt.model_state)
+    model.eval()
+    return model, ckpt.meta

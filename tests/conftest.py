@@ -1,0 +1,150 @@
+"""Shared fixtures: small synthetic trailers with known hard cuts, written with PyAV.
+
+Each shot is a flat/gradient background in its own random colours with a square moving across
+it; cuts are hard, so the true shot boundaries are exact. Videos are H.264 (libx264, with
+B-frames, like real trailers) plus an optional AAC tone-and-noise track. No checked-in media.
+"""
+
+from __future__ import annotations
+
+import fractions
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+
+@dataclass(frozen=True)
+class SynthVideo:
+    """A generated video and its ground truth."""
+
+    path: Path
+    cuts: list[int]  # first frame of every shot but the first
+    n_frames: int
+    fps: int
+    width: int
+    height: int
+    has_audio: bool
+
+
+def write_video(
+    path: Path,
+    shot_lengths: list[int],
+    *,
+    width: int = 320,
+    height: int = 180,
+    fps: int = 24,
+    audio: bool = True,
+    seed: int = 0,
+) -> SynthVideo:
+    """Encode a video whose shots have the given lengths (frames); returns its ground truth."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    n_frames = int(sum(shot_lengths))
+    with av.open(str(path), "w") as container:
+        vstream = container.add_stream("libx264", rate=fps, options={"preset": "veryfast",
+                                                                     "crf": "20"})
+        vstream.width, vstream.height, vstream.pix_fmt = width, height, "yuv420p"
+        astream = None
+        if audio:
+            astream = container.add_stream("aac", rate=44100)
+            astream.layout = "stereo"
+        for length in shot_lengths:
+            c0, c1, colour = rng.uniform(0, 255, (3, 3))
+            angle = rng.uniform(0, 2 * np.pi)
+            ramp = np.cos(angle) * xx / width + np.sin(angle) * yy / height
+            ramp = ((ramp - ramp.min()) / (np.ptp(ramp) + 1e-6))[..., None]
+            if rng.uniform() < 0.3:  # some shots are flat
+                ramp = np.zeros_like(ramp)
+            background = c0 * (1 - ramp) + c1 * ramp  # (H, W, 3)
+            size = height // 4
+            x0, y0 = rng.uniform(0, width - size), rng.uniform(0, height - size)
+            vx, vy = rng.uniform(-3, 3, 2)
+            for i in range(length):
+                img = background.copy()
+                x = int(np.clip(x0 + vx * i, 0, width - size))
+                y = int(np.clip(y0 + vy * i, 0, height - size))
+                img[y : y + size, x : x + size] = colour
+                frame = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
+                for packet in vstream.encode(frame):
+                    container.mux(packet)
+        for packet in vstream.encode():
+            container.mux(packet)
+        if astream is not None:
+            rate = 44100
+            total = int(n_frames / fps * rate)
+            t = np.arange(total) / rate
+            wave = 0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(total)
+            wave = np.stack([wave, wave]).astype(np.float32)  # (2, samples)
+            for start in range(0, total, 1024):
+                chunk = np.ascontiguousarray(wave[:, start : start + 1024])
+                aframe = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="stereo")
+                aframe.sample_rate = rate
+                aframe.pts = start
+                aframe.time_base = fractions.Fraction(1, rate)
+                for packet in astream.encode(aframe):
+                    container.mux(packet)
+            for packet in astream.encode():
+                container.mux(packet)
+    cuts = np.cumsum(shot_lengths)[:-1].astype(int).tolist()
+    return SynthVideo(path, cuts, n_frames, fps, width, height, audio)
+
+
+def _lengths(seed: int, n: int, low: int = 14, high: int = 56) -> list[int]:
+    return np.random.default_rng(seed).integers(low, high, n).tolist()
+
+
+@pytest.fixture(scope="session")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def synth_trailer(media_dir: Path) -> SynthVideo:
+    """14 shots, 320x180 at 24 fps, with audio, under a name with spaces and unicode."""
+    return write_video(media_dir / "bande annonce – été № 1.mp4", _lengths(1, 14), seed=1)
+
+
+@pytest.fixture(scope="session")
+def silent_trailer(media_dir: Path) -> SynthVideo:
+    """12 shots, no audio stream."""
+    return write_video(media_dir / "silent.mp4", _lengths(2, 12), audio=False, seed=2)
+
+
+@pytest.fixture(scope="session")
+def short_video(media_dir: Path) -> SynthVideo:
+    """Only 4 shots: excluded by the minimum-shots rule."""
+    return write_video(media_dir / "short.mp4", _lengths(3, 4), seed=3)
+
+
+@pytest.fixture(scope="session")
+def bad_files(media_dir: Path, synth_trailer: SynthVideo) -> dict[str, Path]:
+    """Inputs that must fail: empty, random bytes, truncated mp4, text, audio only."""
+    root = media_dir / "bad"
+    root.mkdir()
+    files = {
+        "empty": root / "empty.mp4",
+        "random": root / "random.mp4",
+        "truncated": root / "truncated.mp4",
+        "text": root / "notes.txt",
+    }
+    files["empty"].write_bytes(b"")
+    files["random"].write_bytes(np.random.default_rng(0).bytes(50_000))
+    data = synth_trailer.path.read_bytes()
+    files["truncated"].write_bytes(data[: len(data) // 3])
+    files["text"].write_text("not a video at all\n" * 100)
+    audio_only = root / "audio_only.m4a"
+    with av.open(str(audio_only), "w") as container:
+        stream = container.add_stream("aac", rate=16000)
+        for start in range(0, 16000, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    files["audio_only"] = audio_only
+    return files

@@ -1,0 +1,128 @@
+"""analyse_trailer end to end: shapes, clip frames, audio, failures and exclusions."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from mmx.config import ExpertsConfig, ShotsConfig, VideoConfig
+from mmx.errors import TrailerError
+from mmx.ingest import analyse_trailer
+from mmx.video import read_frames_pyav
+
+VIDEO = VideoConfig(width=256, height=144, chunk_frames=64)
+SHOTS = ShotsConfig(min_shots=10)
+EXPERTS = ExpertsConfig(appearance_frames=2, max_audio_frames=4)
+
+
+@pytest.fixture(scope="module")
+def result(synth_trailer):
+    return analyse_trailer(synth_trailer.path, VIDEO, SHOTS, EXPERTS)
+
+
+def test_shapes_are_consistent(result, synth_trailer):
+    c = len(result.clips)
+    assert c >= SHOTS.min_shots
+    assert result.clips.shape == (c, 2) and result.clips.dtype == np.int64
+    assert result.features["scene"].shape == (c, 180)
+    assert result.features["motion"].shape == (c, 30)
+    assert all(v.dtype == np.float32 and np.isfinite(v).all() for v in result.features.values())
+    assert result.audio.shape == (c, 4, 128) and result.audio.dtype == np.float32
+    assert result.audio_frames.shape == (c,) and result.audio_frames.dtype == np.int32
+    assert result.frames.shape == (c, 2, 144, 256, 3) and result.frames.dtype == np.uint8
+    assert result.has_audio and (result.audio_frames >= 1).all()
+    assert result.n_frames == synth_trailer.n_frames == result.info.n_frames
+
+
+def test_shots_and_clips_follow_the_cuts(result, synth_trailer):
+    found = [start for start, _ in result.shots[1:]]
+    assert len(found) == len(synth_trailer.cuts)
+    assert max(abs(a - b) for a, b in zip(found, synth_trailer.cuts, strict=True)) <= 2
+    for (start, end), shot in zip(result.clips, result.shots, strict=True):
+        assert (start, end) == (shot[0] + 1, shot[1] - 1)  # edge frames dropped
+    seconds = result.clip_seconds()
+    np.testing.assert_allclose(seconds[:, 0], result.clips[:, 0] / synth_trailer.fps)
+
+
+def test_appearance_frames_come_from_their_clip(result, synth_trailer):
+    """Each kept frame is a decoded frame inside its clip (not a neighbouring shot's)."""
+    for c in (0, len(result.clips) // 2, len(result.clips) - 1):
+        start, end = result.clips[c]
+        reference = read_frames_pyav(synth_trailer.path, range(start, end), 256, 144)
+        for frame in result.frames[c]:
+            diff = np.abs(reference.astype(np.int16) - frame).mean(axis=(1, 2, 3))
+            assert diff.min() < 1.5
+
+
+def test_audio_rows_are_zero_padded(result):
+    for c, n in enumerate(result.audio_frames):
+        assert np.abs(result.audio[c, :n]).sum() > 0
+        assert not result.audio[c, n:].any()
+
+
+def test_chunk_size_does_not_change_results(result, synth_trailer):
+    other = analyse_trailer(synth_trailer.path, VideoConfig(width=256, height=144,
+                                                            chunk_frames=23), SHOTS, EXPERTS)
+    assert other.shots == result.shots
+    for name in ("scene", "motion"):
+        np.testing.assert_allclose(other.features[name], result.features[name], rtol=1e-5,
+                                   atol=1e-6)
+    # the CNN's frames may differ by a few positions (cuts are reported a few frames late)
+    assert other.frames.shape == result.frames.shape
+
+
+
+
+def test_pyav_backend_agrees(result, synth_trailer):
+    other = analyse_trailer(synth_trailer.path,
+                            VideoConfig(width=256, height=144, chunk_frames=64, backend="pyav"),
+                            SHOTS, EXPERTS)
+    assert other.shots == result.shots
+    np.testing.assert_array_equal(other.clips, result.clips)
+    for name in ("scene", "motion"):  # scalers differ by rounding: features nearly equal
+        a, b = other.features[name], result.features[name]
+        assert np.linalg.norm(a - b) < 0.05 * np.linalg.norm(b)
+    np.testing.assert_array_equal(other.audio, result.audio)
+
+
+def test_no_audio_stream(silent_trailer):
+    out = analyse_trailer(silent_trailer.path, VIDEO, SHOTS, EXPERTS)
+    assert not out.has_audio and not out.info.has_audio
+    assert not out.audio.any() and not out.audio_frames.any()
+    assert out.audio.shape == (len(out.clips), 4, 128)
+
+
+def test_experts_can_be_switched_off(silent_trailer):
+    cfg = ExpertsConfig(names=("scene",))
+    out = analyse_trailer(silent_trailer.path, VIDEO, SHOTS, cfg)
+    assert set(out.features) == {"scene"} and out.frames.shape[1] == 0
+
+
+@pytest.mark.parametrize("name", ["empty", "random", "truncated", "text", "audio_only"])
+def test_unreadable_inputs_fail_with_reason(bad_files, name):
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(bad_files[name], VIDEO, SHOTS, EXPERTS)
+    assert info.value.status == "failed" and len(info.value.reason) > len("failed: ")
+
+
+def test_name_with_spaces_and_unicode(synth_trailer, tmp_path):
+    path = tmp_path / "Ça tourne — 映画 trailer (2024).mp4"
+    shutil.copy(synth_trailer.path, path)
+    out = analyse_trailer(path, VIDEO, SHOTS, EXPERTS)
+    assert len(out.clips) >= SHOTS.min_shots
+
+
+def test_too_few_shots_is_excluded(short_video):
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(short_video.path, VIDEO, SHOTS, EXPERTS)
+    assert info.value.status == "excluded"
+    assert info.value.reason == "excluded: 4 shots < 10"
+
+
+def test_too_long_is_excluded(silent_trailer):
+    video = VideoConfig(max_duration_s=5.0)
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(silent_trailer.path, video, SHOTS, EXPERTS)
+    assert info.value.status == "excluded" and "> 5 s" in info.value.reason
