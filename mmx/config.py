@@ -28,7 +28,9 @@ class VideoConfig:
     width: int = 256  # decoded frame size fed to shot detection and the CPU experts
     height: int = 144
     chunk_frames: int = 256  # frames held in memory at once per trailer
-    backend: Literal["decord", "pyav"] = "pyav"  # decord read-ahead is unbounded in memory
+    # decord is faster; its read-ahead is not bounded (≈+0.5 GB at 256x144 on long inputs),
+    # pyav keeps memory flat with a bounded prefetch thread.
+    backend: Literal["decord", "pyav"] = "decord"
     max_duration_s: float = 1800.0  # longer inputs are excluded (a trailer is minutes long)
     audio_rate: int = 16000
     decode_threads: int = 1  # decoder threads per trailer (Ray runs trailers side by side)
@@ -135,6 +137,11 @@ class IndexConfig:
     neighbours: int = 10
     exact_below: int = 50_000  # exact (flat) index below this many vectors, IVF above
     seed: int = 0
+    k_range: tuple[int, ...] = ()  # non-empty = "k: auto": pick n_subgenres by silhouette
+    nprobe: int = 16  # IVF lists visited per query (ignored by the exact index)
+    train_sample: int = 100_000  # max vectors (seeded sample) to train the IVF quantizer
+    top_genres: int = 3  # genres listed per sub-genre (by lift vs the archive)
+    exemplars: int = 5  # trailers listed per sub-genre (nearest the centroid)
 
 
 @dataclass(frozen=True)

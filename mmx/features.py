@@ -6,29 +6,12 @@ one vectorised flatten per column rather than a Python conversion per value.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 FRAME_EXPERTS = ("appearance", "scene", "motion")  # per-clip vectors, (C, D)
 AUDIO_DIM = 128  # per 0.96 s audio frame
-
-
-@dataclass
-class TrailerArrays:
-    """One ok trailer's clip features."""
-
-    trailer_id: str
-    features: dict[str, np.ndarray]  # expert -> (C, D) float32
-    audio: np.ndarray  # (C, A, 128) float32, zero padded
-    audio_frames: np.ndarray  # (C,) int32 real audio frames per clip
-    has_audio: bool
-
-    @property
-    def n_clips(self) -> int:
-        return int(self.audio_frames.shape[0])
 
 
 def _split_rows(column: pa.ChunkedArray, n_rows: int) -> list[np.ndarray]:
@@ -53,8 +36,12 @@ def expert_dims(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> di
     return dims
 
 
-def to_arrays(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> list[TrailerArrays]:
-    """Rows of an ok-only features table → per-trailer arrays, in row order."""
+def to_arrays(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> list[dict]:
+    """Rows of an ok-only features table → per-trailer dicts of arrays, in row order.
+
+    Each dict: ``trailer_id``, ``features`` {expert: (C, D) float32}, ``audio`` (C, A, 128)
+    float32, ``audio_frames`` (C,) int32, ``has_audio`` bool.
+    """
     n_rows = table.num_rows
     if n_rows == 0:
         return []
@@ -68,15 +55,15 @@ def to_arrays(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> list
     out = []
     for i in range(n_rows):
         c = int(n_clips[i])
-        # flat (C·D,) → (C, D); audio (C·A·128,) → (C, A, 128)
-        feats = {name: per_expert[name][i].reshape(c, dims[name]) for name in dims}
         out.append(
-            TrailerArrays(
-                trailer_id=ids[i],
-                features=feats,
-                audio=audio[i].reshape(c, -1, AUDIO_DIM),
-                audio_frames=frames[i].astype(np.int32),
-                has_audio=bool(has_audio[i]),
-            )
+            {
+                "trailer_id": ids[i],
+                # flat (C·D,) → (C, D)
+                "features": {name: per_expert[name][i].reshape(c, dims[name]) for name in dims},
+                # flat (C·A·128,) → (C, A, 128)
+                "audio": audio[i].reshape(c, -1, AUDIO_DIM),
+                "audio_frames": frames[i].astype(np.int32),
+                "has_audio": bool(has_audio[i]),
+            }
         )
     return out

@@ -110,7 +110,8 @@ def run(cfg: RunConfig) -> RunSummary:
 
 
 def _run(cfg: RunConfig) -> RunSummary:
-    from mmx.stages import embed, index, ingest, train
+    from mmx.stages import embed, index, ingest
+    from mmx.train import ray_trainer
 
     timings: dict[str, float] = {}
     name = storage.new_snapshot_name()
@@ -140,10 +141,10 @@ def _run(cfg: RunConfig) -> RunSummary:
     ok = features.filter(pc.equal(features["status"], "ok"))
     model_dir = storage.join(cfg.out, "models", name)
     with _timed(timings, "train"):
-        result = train.train_model(features_uri, labels, vocab, cfg, model_dir)
+        result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
 
     with _timed(timings, "embed"):
-        emb = embed.embed_trailers(ok, result.checkpoint, cfg)
+        emb = embed.embed_trailers(ok, result.fine, result.coarse, cfg)
 
     with _timed(timings, "cluster"):
         sub = index.cluster_trailers(emb, labels, vocab, cfg)
@@ -166,7 +167,7 @@ def _run(cfg: RunConfig) -> RunSummary:
             **result.metrics,
             "timings_s": timings,
             "counts": _counts(features),
-            "n_vectors": manifest["n_vectors"],
+            "n_vectors": manifest["ntotal"],
         }
         storage.write_json(storage.join(snap, "metrics.json"), metrics)
         storage.publish(cfg.out, name)

@@ -16,7 +16,8 @@ import ray
 
 from mmx import schema, storage
 from mmx.config import RunConfig
-from mmx.index import describe, kmeans, neighbours, shards
+from mmx.index import describe, kmeans, shards
+from mmx.index.neighbours import neighbours as top_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -46,53 +47,63 @@ def cluster_trailers(
     x = _vectors(emb["embedding"])
     if len(ids) == 0:
         return SubGenres(np.zeros(0, np.int32), np.zeros((0, 0), np.float32), schema.empty(schema.SUBGENRES))
-    k = min(cfg.index.n_subgenres, len(ids))
+    if cfg.index.k_range:
+        k = kmeans.choose_k(x, cfg.index.k_range, seed=cfg.index.seed)
+    else:
+        k = min(cfg.index.n_subgenres, len(ids))
     assign, centroids = kmeans.cluster(x, k, seed=cfg.index.seed)
     table = describe.describe_clusters(
-        assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids
+        assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids,
+        top=cfg.index.top_genres, exemplars=cfg.index.exemplars,
     )
     return SubGenres(assign.astype(np.int32), centroids, schema.conform(table, schema.SUBGENRES))
 
 
 def build_index(
-    trailer_ids: pa.ChunkedArray, embeddings: pa.ChunkedArray, cfg: RunConfig, out: str,
+    trailer_ids: pa.ChunkedArray,
+    embeddings: pa.ChunkedArray,
+    cfg: RunConfig,
+    out: str,
     model_version: str,
 ) -> dict:
-    """Train the index once, fill ``cfg.index.n_shards`` shards in parallel Ray tasks, and
-    write them with their id maps and manifest under ``out``. Returns the manifest."""
+    """Train the index once, fill and write ``cfg.index.n_shards`` shards in parallel Ray
+    tasks (explicit global ids), then write the manifest last. Returns the manifest."""
     ids = trailer_ids.to_pylist()
     x = _vectors(embeddings)
-    n_shards = cfg.index.n_shards
+    ic = cfg.index
     trained = shards.train_index(
-        x, n_total=len(ids), exact_below=cfg.index.exact_below, seed=cfg.index.seed
+        x[: ic.train_sample], n_total=len(ids), exact_below=ic.exact_below, seed=ic.seed
     )
-    trained_ref = ray.put(faiss.serialize_index(trained).tobytes())
-    shard_no = np.asarray([shards.shard_of(t, n_shards) for t in ids], dtype=np.int64)
-    gids = np.asarray([shards.stable_id(t) for t in ids], dtype=np.int64)
-    tasks, parts = [], []
-    build = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(shards.build_shard)
-    for s in range(n_shards):
-        sel = np.flatnonzero(shard_no == s)
-        parts.append((s, gids[sel], [ids[i] for i in sel]))
-        tasks.append(build.remote(trained_ref, gids[sel], x[sel]))
-    blobs = ray.get(tasks)
+    trained_ref = ray.put(shards.index_to_bytes(trained))
+    gids = shards.stable_ids(ids)
     fs, path = storage.filesystem(out)
-    return shards.write_index(
-        path,
-        [(s, blob, g, t) for (s, g, t), blob in zip(parts, blobs, strict=True)],
-        model_version=model_version,
-        dim=int(x.shape[1]) if x.size else 0,
-        metric="cosine",
-        fs=fs,
+    task = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_build_and_write)
+    refs = [
+        task.remote(path, s, trained_ref, gids[rows], [ids[i] for i in rows], x[rows], fs)
+        for s, rows in enumerate(shards.partition(ids, ic.n_shards))
+    ]
+    entries = ray.get(refs)
+    return shards.write_manifest(
+        path, entries, model_version=model_version, dim=int(x.shape[1]), metric="cosine", fs=fs
     )
+
+
+def _build_and_write(
+    path: str, shard_no: int, trained: bytes, gids: np.ndarray, tids: list[str],
+    x: np.ndarray, fs: object,
+) -> dict:
+    """One shard: a copy of the trained index filled with its vectors, written with its ids."""
+    faiss.omp_set_num_threads(1)
+    blob = shards.build_shard(trained, gids, x)
+    return shards.write_shard(path, shard_no, blob, gids, tids, fs=fs)
 
 
 def find_neighbours(index_uri: str, emb: pa.Table, cfg: RunConfig) -> pa.Table:
     """Top-k neighbours of every embedded trailer (itself excluded), via the sharded index."""
     fs, path = storage.filesystem(index_uri)
-    index = shards.ShardedIndex.load(path, fs=fs)
+    index = shards.ShardedIndex.load(path, fs=fs, nprobe=cfg.index.nprobe)
     ids = emb["trailer_id"].to_pylist()
     if not ids:
         return schema.empty(schema.NEIGHBOURS)
-    table = neighbours.neighbours(index, ids, _vectors(emb["embedding"]), cfg.index.neighbours)
+    table = top_neighbours(index, ids, _vectors(emb["embedding"]), cfg.index.neighbours)
     return schema.conform(table, schema.NEIGHBOURS)

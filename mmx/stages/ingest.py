@@ -113,7 +113,7 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         with _local_copy(row["uri"]) as path:
             tf = analyse_trailer(path, cfg.video, cfg.shots, cfg.experts)
     except TrailerError as err:
-        out.update(status=err.status, reason=err.reason)
+        out.update(status=err.status, reason=err.reason.removeprefix(f"{err.status}: "))
         return out
     except Exception as err:  # noqa: BLE001 - one bad file must never stop the run
         log.exception("analysing %s failed", row["uri"])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import torch
 
 from mmx.model.network import AUDIO
@@ -280,3 +281,27 @@ def eval_indices(n: int, rank: int, world_size: int) -> np.ndarray:
     return np.resize(np.arange(n, dtype=np.int64), m * world_size).reshape(m, world_size)[
         :, rank
     ]  # (m,)
+
+
+def trailer_set_from_table(
+    table: pa.Table, labels: Mapping[str, Sequence[str]], genres: Sequence[str]
+) -> TrailerSet:
+    """A :class:`TrailerSet` from ok rows of the ``features`` table and a labels mapping.
+
+    The first genre a trailer's labels list is its primary genre (for the silhouette);
+    genres outside ``genres`` are ignored; trailers without labels are unlabelled.
+    """
+    from mmx.features import AUDIO_DIM, expert_dims, to_arrays
+
+    index = {g: i for i, g in enumerate(genres)}
+    items = []
+    for row in to_arrays(table):
+        names = [g for g in labels.get(row["trailer_id"], []) if g in index]
+        y = None
+        primary = -1
+        if names:
+            y = np.zeros(len(genres), dtype=np.float32)
+            y[[index[g] for g in names]] = 1.0
+            primary = index[names[0]]
+        items.append(TrailerFeatures(**row, labels=y, primary=primary))
+    return TrailerSet(items, expert_dims(table), AUDIO_DIM, genres)
