@@ -163,14 +163,16 @@ def _run(cfg: RunConfig) -> RunSummary:
         storage.write_table(neigh, storage.join(snap, "neighbours.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), vocab)
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
-        metrics = {
-            **result.metrics,
-            "timings_s": timings,
-            "counts": _counts(features),
-            "n_vectors": manifest["ntotal"],
-        }
-        storage.write_json(storage.join(snap, "metrics.json"), metrics)
-        storage.publish(cfg.out, name)
+    # metrics.json is the last file of the snapshot (it carries the publish timing too);
+    # only then does LATEST move.
+    metrics = {
+        **result.metrics,
+        "timings_s": timings,
+        "counts": _counts(features),
+        "n_vectors": manifest["ntotal"],
+    }
+    storage.write_json(storage.join(snap, "metrics.json"), metrics)
+    storage.publish(cfg.out, name)
 
     reasons = {
         r["trailer_id"]: f"{r['status']}: {r['reason']}"

@@ -68,7 +68,7 @@ class Snapshot:
         try:
             for name in schema.TABLES:
                 con.register(name, self.table(name))
-            return con.execute(query).fetch_arrow_table()
+            return con.execute(query).to_arrow_table()
         except duckdb.Error as err:
             raise SnapshotError(f"SQL error: {err}") from err
         finally:

@@ -148,3 +148,43 @@ def bad_files(media_dir: Path, synth_trailer: SynthVideo) -> dict[str, Path]:
             container.mux(packet)
     files["audio_only"] = audio_only
     return files
+
+
+# --- Ray and the synthetic archive ----------------------------------------------------------
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that start their own Ray cluster run last, after the shared local Ray is gone."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is not None)
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session, bound to 127.0.0.1, always shut down."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        _node_ip_address="127.0.0.1",
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic archive (mmx.synth) plus a byte-identical copy under a unicode name
+    with spaces (a duplicate) and a zero-byte file."""
+    import shutil
+
+    from mmx.synth import generate_archive
+
+    root = tmp_path_factory.mktemp("archive")
+    generate_archive(str(root), n=32, seed=7)
+    videos = root / "videos"
+    shutil.copy(videos / "trailer_0003.mp4", videos / "zz copy of trailer ü.mp4")
+    (videos / "empty.mp4").write_bytes(b"")
+    return root

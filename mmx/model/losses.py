@@ -8,6 +8,8 @@ Distributed settings are passed in: :class:`NTXentLoss` all-gathers the views of
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
@@ -43,7 +45,10 @@ def _gather_with_grad(x: Tensor, world_size: int) -> Tensor:
     """(b, D) local rows → (world_size * b, D), rank-major; gradients flow back to every rank."""
     if world_size == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x), dim=0)  # (W*b, D)
+    with warnings.catch_warnings():  # deprecated in favour of a private API; still correct
+        warnings.simplefilter("ignore", FutureWarning)
+        parts = dist_fn.all_gather(x)
+    return torch.cat(parts, dim=0)  # (W*b, D)
 
 
 class NTXentLoss(nn.Module):
