@@ -164,6 +164,7 @@ def ray_session():
     import ray
 
     ray.init(
+        address="local",  # always a new cluster, never one someone else started
         num_cpus=2,
         _node_ip_address="127.0.0.1",
         include_dashboard=False,

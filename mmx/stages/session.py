@@ -27,6 +27,7 @@ def connect(cfg: RunConfig) -> bool:
     else:
         log.info("starting a local Ray on 127.0.0.1")
         ray.init(
+            address="local",  # a new local cluster, never someone else's
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
             log_to_driver=True,
