@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from mmx.cli import run_job  # noqa: E402
+from mmx.cli import run_job
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -160,7 +160,7 @@ class ResourcesConfig:
     embed_batch: int = 64  # trailers per batch into the embedding actors
     embed_pool: int = 1  # embedding actors (model replicas)
     embed_gpus: float = 0.0
-    max_retries: int = 2  # task retries for a crashing worker
+    max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)
 
 
 @dataclass(frozen=True)

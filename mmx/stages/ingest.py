@@ -33,7 +33,7 @@ def fingerprint_inputs(files: list[archive.InputFile], cfg: RunConfig) -> pa.Tab
         return pa.table({"trailer_id": [], "uri": [], "size_bytes": [], "fingerprint": []})
     items = [{"trailer_id": f.trailer_id, "uri": f.uri, "size_bytes": f.size_bytes} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
-    ds = ds.map(_fingerprint_row, num_cpus=0.5, max_retries=cfg.resources.max_retries)
+    ds = ds.map(_fingerprint_row, num_cpus=0.5)
     rows = ds.take_all()
     rows.sort(key=lambda r: r["trailer_id"])
     return pa.Table.from_pylist(rows)
@@ -62,8 +62,7 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, out_dir: str) -> None:
         batch_format="pyarrow",
         fn_kwargs={"cfg": cfg},
         num_cpus=res.decode_cpus,
-        concurrency=res.decode_concurrency,
-        max_retries=res.max_retries,
+        compute=ray.data.TaskPoolStrategy(size=res.decode_concurrency),
     )
     ds = ds.map_batches(
         AppearanceActor,
@@ -75,7 +74,6 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, out_dir: str) -> None:
         ),
         num_cpus=res.appearance_cpus,
         num_gpus=res.appearance_gpus,
-        max_restarts=res.max_retries,
     )
     fs, path = storage.filesystem(out_dir)
     ds.write_parquet(path, filesystem=fs if "://" in out_dir else None, min_rows_per_file=64)
@@ -115,7 +113,7 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
     except TrailerError as err:
         out.update(status=err.status, reason=err.reason.removeprefix(f"{err.status}: "))
         return out
-    except Exception as err:  # noqa: BLE001 - one bad file must never stop the run
+    except Exception as err:
         log.exception("analysing %s failed", row["uri"])
         out.update(status="failed", reason=f"{type(err).__name__}: {err}"[:500])
         return out

@@ -21,6 +21,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -360,6 +361,7 @@ def fit_coarse(
         best = Best(best.metric, best.epoch, copy.deepcopy(model.state_dict()))
 
     for epoch in range(start_epoch, cfg.coarse_epochs):
+        started = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, "coarse", epoch, rank))  # dropout
         batches = shard_indices(len(rows), rank, world_size, epoch, cfg.seed, cfg.batch_size)
         terms = train_epoch(
@@ -395,6 +397,7 @@ def fit_coarse(
             "best_epoch": best.epoch,
             # the phase ends after this epoch: do not resume from a checkpoint with done=True
             "done": epoch - best.epoch >= cfg.patience or epoch == cfg.coarse_epochs - 1,
+            "seconds": time.perf_counter() - started,  # training + validation, this worker
         }
         history.append(metrics)
         if on_epoch is not None:
@@ -467,6 +470,7 @@ def fit_contrastive(
     history = list(history or [])
 
     for epoch in range(start_epoch, cfg.contrastive_epochs):
+        started = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, "contrastive", epoch, rank))  # dropout
         batches = shard_indices(len(train), rank, world_size, epoch, cfg.seed, cfg.batch_size)
         terms = train_epoch(
@@ -487,6 +491,7 @@ def fit_contrastive(
             "silhouette": sil[-1],
             "silhouettes": list(sil),
             "done": epoch == cfg.contrastive_epochs - 1,
+            "seconds": time.perf_counter() - started,  # training + silhouette, this worker
         }
         history.append(metrics)
         if on_epoch is not None:

@@ -14,6 +14,7 @@ import pytest
 from mmx import schema, storage
 from mmx.cli import main as mmx_main
 
+
 def test_snapshot_contract(run: Path, synth_archive: Path) -> None:
     name = (run / "LATEST").read_text().strip()
     snap = run / "snapshots" / name
