@@ -68,7 +68,8 @@ class Snapshot:
         try:
             for name in schema.TABLES:
                 con.register(name, self.table(name))
-            return con.execute(query).to_arrow_table()
+            rel = con.sql(query)
+            return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.Error as err:
             raise SnapshotError(f"SQL error: {err}") from err
         finally:
