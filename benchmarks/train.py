@@ -37,7 +37,6 @@ Timings on a shared 2-core machine are noisy; the JSON records the load average.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import platform

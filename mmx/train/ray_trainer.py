@@ -1,17 +1,35 @@
 """Both training phases on Ray Train (the only ``ray.train`` import of mmx).
 
 A ``TorchTrainer`` runs ``cfg.train.num_workers`` DDP workers (gloo on CPU, nccl on GPU).
-Each worker reads the ok rows of the ``features`` table, runs the plain-PyTorch loop of
-:mod:`mmx.train.loop` (coarse BCE, then contrastive NT-Xent) on its shard of every global
-batch, and rank 0 checkpoints every epoch under ``<model_dir>/`` and writes the final
-``coarse``/``fine`` checkpoints and ``result.json`` (test metrics, silhouettes) there. Results
-travel through storage, not through Ray Train's metrics (PITFALLS: Train V2).
+Each worker runs :func:`train_phases`, the worker body, which needs no Ray and runs in-process
+too (world size 1, e.g. the benchmark's "without Ray" baseline and the resume tests): read the
+ok rows of the ``features`` table, run the plain-PyTorch loop of :mod:`mmx.train.loop` (coarse
+BCE, then contrastive NT-Xent) on this worker's shard of every global batch. Rank 0 writes, under
+``<model_dir>/``::
+
+    coarse-epoch-NNNN/   every coarse epoch: weights, optimizer, metrics (newest 2 kept)
+    coarse-best/         weights of the best coarse epoch so far (early stopping)
+    coarse/              the coarse model (best epoch): the phase is finished
+    contrastive-epoch-NNNN/  every contrastive epoch (newest 2 kept)
+    fine/                the contrastive model: the phase is finished
+    result.json          test/val metrics, baseline, silhouettes, epoch timings
+
+Every checkpoint folder gets its ``meta.json`` last, so a folder without one is unfinished and
+ignored. A killed run (a worker, the node, or the whole job) started again on the same
+``model_dir`` resumes: finished phases are skipped, an unfinished phase continues after its
+newest complete epoch checkpoint with the same weights, optimizer state, best score and
+silhouettes, and (as every epoch's randomness is a function of the seed and epoch) reproduces
+the uninterrupted run. Ray Train restarts a failed worker group up to ``MAX_FAILURES`` times,
+which lands in the same resume path. Results travel through storage, not through Ray Train's
+metrics (PITFALLS: Train V2).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +40,11 @@ from mmx.config import RunConfig, config_from_dict
 
 log = logging.getLogger(__name__)
 
+MAX_FAILURES = 2  # worker-group restarts Ray Train attempts; each resumes from checkpoints
+KEEP_EPOCH_CHECKPOINTS = 2  # newest complete epoch checkpoints kept per phase
+PHASES = ("coarse", "contrastive")
+FINAL = {"coarse": "coarse", "contrastive": "fine"}  # folder of each phase's final model
+
 
 @dataclass
 class TrainResult:
@@ -30,7 +53,7 @@ class TrainResult:
     model_dir: str
     fine: str  # checkpoint of the contrastive (fine-grained) model
     coarse: str  # checkpoint of the coarse model (its genre head is the one to use)
-    metrics: dict[str, Any]  # test, val, baseline, silhouette, epochs
+    metrics: dict[str, Any]  # test, val, baseline, silhouette, epochs, timings
 
 
 def train_model(
@@ -40,12 +63,28 @@ def train_model(
     cfg: RunConfig,
     model_dir: str,
 ) -> TrainResult:
-    """Train coarse then contrastive with a Ray ``TorchTrainer``; return the checkpoints."""
+    """Train coarse then contrastive with a Ray ``TorchTrainer``; return the checkpoints.
+
+    Resumes from the checkpoints already in ``model_dir`` (see the module docstring); when
+    ``model_dir`` holds a finished training (``fine/`` and ``result.json``) no worker starts.
+    """
+    if not vocab:
+        raise ValueError("no genre labels: give --labels with at least one labelled trailer")
+    result = TrainResult(
+        model_dir=model_dir,
+        fine=storage.join(model_dir, FINAL["contrastive"]),
+        coarse=storage.join(model_dir, FINAL["coarse"]),
+        metrics={},
+    )
+    result_uri = storage.join(model_dir, "result.json")
+    if _complete(result.fine) and storage.exists(result_uri):
+        log.info("%s: training already finished, reusing it", model_dir)
+        result.metrics = storage.read_json(result_uri)
+        return result
+
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    if not vocab:
-        raise ValueError("no genre labels: give --labels with at least one labelled trailer")
     t = cfg.train
     backend = t.backend if t.backend != "auto" else ("nccl" if t.use_gpu else "gloo")
     storage_path = storage.join(model_dir, "ray")
@@ -66,22 +105,91 @@ def train_model(
             use_gpu=t.use_gpu,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
         ),
-        run_config=ray.train.RunConfig(name="mmx-train", storage_path=storage_path),
+        run_config=ray.train.RunConfig(
+            name="mmx-train",
+            storage_path=storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=MAX_FAILURES),
+        ),
     )
     trainer.fit()
-    result = storage.read_json(storage.join(model_dir, "result.json"))
-    return TrainResult(
-        model_dir=model_dir,
-        fine=storage.join(model_dir, "fine"),
-        coarse=storage.join(model_dir, "coarse"),
-        metrics=result,
-    )
+    result.metrics = storage.read_json(result_uri)
+    return result
 
 
 def _worker_loop(config: dict[str, Any]) -> None:
-    """One Ray Train worker: both phases, rank 0 writes checkpoints and the result."""
+    """One Ray Train worker: its rank, world size and device, then :func:`train_phases`."""
     import ray.train
     import ray.train.torch
+    import torch
+
+    cfg = config_from_dict(config["cfg"])
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    ctx = ray.train.get_context()
+    train_phases(
+        config,
+        rank=ctx.get_world_rank(),
+        world_size=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+    )
+
+
+# ------------------------------------------------------------------------------ checkpoints
+def _complete(uri: str) -> bool:
+    """A checkpoint folder is complete when its ``meta.json`` (written last) exists."""
+    return storage.exists(storage.join(uri, "meta.json"))
+
+
+def _epoch_dir(model_dir: str, phase: str, epoch: int) -> str:
+    return storage.join(model_dir, f"{phase}-epoch-{epoch:04d}")
+
+
+def epoch_checkpoints(model_dir: str, phase: str) -> list[tuple[int, str]]:
+    """Complete epoch checkpoints of ``phase`` in ``model_dir``: [(epoch, uri)], oldest first."""
+    fs, root = storage.filesystem(model_dir)
+    found = []
+    for meta in fs.glob(f"{root}/{phase}-epoch-*/meta.json"):
+        name = meta.rstrip("/").split("/")[-2]  # "<phase>-epoch-NNNN"
+        suffix = name.rsplit("-", 1)[-1]
+        if suffix.isdigit():
+            found.append((int(suffix), storage.join(model_dir, name)))
+    return sorted(found)
+
+
+def _save_epoch(
+    model_dir: str, phase: str, epoch: int, model: Any, optimizer: Any, meta: dict[str, Any]
+) -> None:
+    """Write this epoch's checkpoint, then drop all but the newest complete ones."""
+    from mmx.train import loop
+
+    loop.save_checkpoint(_epoch_dir(model_dir, phase, epoch), model, optimizer, meta)
+    old = epoch_checkpoints(model_dir, phase)[:-KEEP_EPOCH_CHECKPOINTS]
+    fs, _ = storage.filesystem(model_dir)
+    for _, uri in old:
+        fs.rm(storage.filesystem(uri)[1], recursive=True)
+
+
+def _check_compatible(meta: dict[str, Any], model: Any, vocab: list[str], uri: str) -> None:
+    """Refuse to resume from a checkpoint of another model shape or genre vocabulary."""
+    want = json.loads(json.dumps(model.init_args()))
+    if meta.get("model") != want or list(meta.get("genres", [])) != list(vocab):
+        raise ValueError(
+            f"{uri}: checkpoint of a different model or genre vocabulary; "
+            "train into a new model directory or delete the old checkpoints"
+        )
+
+
+# ------------------------------------------------------------------------------ the worker
+def train_phases(
+    config: dict[str, Any], *, rank: int = 0, world_size: int = 1, device: Any = "cpu"
+) -> None:
+    """Both training phases on one worker (call it on every worker of a process group).
+
+    ``config``: ``cfg`` (RunConfig as a dict), ``features`` (URI of the features table),
+    ``labels`` {trailer_id: [genre, …]}, ``vocab`` [genre, …], ``model_dir`` (URI). With
+    ``world_size > 1`` a ``torch.distributed`` process group must be initialised. Resumes from
+    the checkpoints in ``model_dir`` (module docstring); rank 0 writes checkpoints and
+    ``result.json``.
+    """
     import torch
 
     from mmx.model import MMXNetwork
@@ -89,59 +197,140 @@ def _worker_loop(config: dict[str, Any]) -> None:
     from mmx.train.data import trailer_set_from_table
     from mmx.train.metrics import genre_metrics, label_frequency_baseline
 
+    worker_start = time.time()
     cfg: RunConfig = config_from_dict(config["cfg"])
     model_dir: str = config["model_dir"]
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker)))
+    vocab: list[str] = list(config["vocab"])
+    device = torch.device(device)
 
+    t0 = time.perf_counter()
     table = storage.read_table(config["features"])
     table = table.filter(pc.equal(table["status"], "ok"))
-    data = trailer_set_from_table(table, config["labels"], config["vocab"])
+    data = trailer_set_from_table(table, config["labels"], vocab)
+    del table
     train, val, test = data.split("train"), data.split("val"), data.split("test")
     if len(train) < 2:
         raise ValueError(f"only {len(train)} labelled training trailers: cannot train")
     labelled = data.subset([i for i in range(len(data)) if data.labelled[i]])
+    data_load_s = time.perf_counter() - t0
 
     loop.seed_everything(cfg.train.seed)
     model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model)
     meta = {"run_config": cfg.to_dict(), "genres": list(data.genres)}
+    epoch_s: dict[str, list[float]] = {phase: [] for phase in PHASES}
 
     def on_epoch(phase: str, epoch: int, module: Any, optimizer: Any, metrics: dict) -> None:
         if rank != 0:
             return
+        started = time.perf_counter()
         info = {**meta, "phase": phase, "epoch": epoch, "metrics": metrics}
-        loop.save_checkpoint(storage.join(model_dir, f"{phase}-last"), module, optimizer, info)
+        _save_epoch(model_dir, phase, epoch, module, optimizer, info)
+        if phase == "coarse" and metrics.get("improved"):
+            # after the epoch checkpoint: a kill in between leaves best_epoch == its epoch,
+            # whose weights are the epoch checkpoint's own
+            loop.save_checkpoint(storage.join(model_dir, "coarse-best"), module, meta=info)
+        epoch_s[phase].append(metrics["seconds"] + time.perf_counter() - started)
         log.info("%s epoch %d: %s", phase, epoch, _brief(metrics))
 
-    coarse = loop.fit_coarse(
-        model, train, val, cfg.train, rank=rank, world_size=world, device=device, on_epoch=on_epoch
-    )
+    # ---- coarse phase: skip when finished, continue after the newest epoch checkpoint
+    coarse_uri = storage.join(model_dir, FINAL["coarse"])
+    coarse_epochs = coarse_best_epoch = None
+    if _complete(coarse_uri):
+        ckpt = loop.load_checkpoint(coarse_uri)
+        _check_compatible(ckpt.meta, model, vocab, coarse_uri)
+        model.load_state_dict(ckpt.model_state)
+        coarse_best_epoch = ckpt.meta["epoch"]
+        coarse_epochs = ckpt.meta.get("epochs_run")
+        log.info("coarse phase already finished (%s)", coarse_uri)
+    else:
+        resume: dict[str, Any] = {}
+        done = False
+        last = epoch_checkpoints(model_dir, "coarse")
+        if last:
+            ckpt = loop.load_checkpoint(last[-1][1])
+            _check_compatible(ckpt.meta, model, vocab, last[-1][1])
+            model.load_state_dict(ckpt.model_state)
+            metrics = ckpt.meta["metrics"]
+            best_state = None  # None: the loaded epoch is the best one
+            if metrics["best_epoch"] != ckpt.meta["epoch"]:
+                best = loop.load_checkpoint(storage.join(model_dir, "coarse-best"))
+                if best.meta["epoch"] != metrics["best_epoch"]:
+                    raise ValueError(f"{model_dir}: coarse-best is not the best epoch's")
+                best_state = best.model_state
+            resume = {
+                "start_epoch": ckpt.meta["epoch"] + 1,
+                "optimizer_state": ckpt.optimizer_state,
+                "best": loop.Best(metrics["best_metric"], metrics["best_epoch"], best_state),
+            }
+            done = bool(metrics["done"])
+            coarse_epochs = ckpt.meta["epoch"] + 1
+            log.info("coarse phase resumes after epoch %d", ckpt.meta["epoch"])
+        if done:  # finished, but killed before writing the final checkpoint
+            best = resume["best"]
+            if best.state is not None:
+                model.load_state_dict(best.state)
+            best_metric, coarse_best_epoch = best.metric, best.epoch
+        else:
+            fit = loop.fit_coarse(
+                model, train, val, cfg.train, rank=rank, world_size=world_size, device=device,
+                on_epoch=on_epoch, **resume,
+            )
+            best_metric, coarse_best_epoch = fit.best_metric, fit.best_epoch
+            coarse_epochs = fit.history[-1]["epoch"] + 1 if fit.history else coarse_epochs
+        if rank == 0:
+            loop.save_checkpoint(
+                coarse_uri,
+                model,
+                meta={**meta, "phase": "coarse", "epoch": coarse_best_epoch,
+                      "best_metric": best_metric, "epochs_run": coarse_epochs},
+            )
     coarse_model = copy.deepcopy(loop.unwrap(model)).cpu().eval()
-    if rank == 0:
-        loop.save_checkpoint(
-            storage.join(model_dir, "coarse"),
-            coarse_model,
-            meta={**meta, "phase": "coarse", "epoch": coarse.best_epoch,
-                  "best_metric": coarse.best_metric},
-        )
-    fine = loop.fit_contrastive(
-        model, data, cfg.train, rank=rank, world_size=world, device=device,
-        silhouette_set=labelled, on_epoch=on_epoch,
-    )
+
+    # ---- contrastive phase: the same, from the coarse model
+    fine_uri = storage.join(model_dir, FINAL["contrastive"])
+    if _complete(fine_uri):
+        ckpt = loop.load_checkpoint(fine_uri)
+        _check_compatible(ckpt.meta, model, vocab, fine_uri)
+        model.load_state_dict(ckpt.model_state)
+        silhouettes = list(ckpt.meta.get("silhouettes", []))
+        log.info("contrastive phase already finished (%s)", fine_uri)
+    else:
+        resume = {}
+        done = False
+        last = epoch_checkpoints(model_dir, "contrastive")
+        if last:
+            ckpt = loop.load_checkpoint(last[-1][1])
+            _check_compatible(ckpt.meta, model, vocab, last[-1][1])
+            model.load_state_dict(ckpt.model_state)
+            resume = {
+                "start_epoch": ckpt.meta["epoch"] + 1,
+                "optimizer_state": ckpt.optimizer_state,
+                "silhouettes": ckpt.meta["metrics"]["silhouettes"],
+            }
+            done = bool(ckpt.meta["metrics"]["done"])
+            log.info("contrastive phase resumes after epoch %d", ckpt.meta["epoch"])
+        if done:
+            silhouettes = list(resume["silhouettes"])
+        else:
+            fine = loop.fit_contrastive(
+                model, data, cfg.train, rank=rank, world_size=world_size, device=device,
+                silhouette_set=labelled, on_epoch=on_epoch, **resume,
+            )
+            silhouettes = list(fine.silhouette)
+        if rank == 0:
+            loop.save_checkpoint(
+                fine_uri,
+                loop.unwrap(model).cpu().eval(),
+                meta={**meta, "phase": "contrastive", "epoch": cfg.train.contrastive_epochs - 1,
+                      "silhouettes": [float(s) for s in silhouettes]},
+            )
     if rank != 0:
         return
-    fine_model = loop.unwrap(model).cpu().eval()
-    loop.save_checkpoint(
-        storage.join(model_dir, "fine"),
-        fine_model,
-        meta={**meta, "phase": "contrastive", "epoch": cfg.train.contrastive_epochs - 1},
-    )
+
     result: dict[str, Any] = {
-        "silhouette": [float(s) for s in fine.silhouette],
-        "coarse_best_epoch": coarse.best_epoch,
-        "coarse_epochs": len(coarse.history),
+        "silhouette": [float(s) for s in silhouettes],
+        "coarse_best_epoch": coarse_best_epoch,
+        "coarse_epochs": coarse_epochs,
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
@@ -160,6 +349,15 @@ def _worker_loop(config: dict[str, Any]) -> None:
                 **genre_metrics(part.labels, base, cfg.train.threshold, list(data.genres)),
                 "n": len(part),
             }
+    # this attempt's timings (a resumed run lists only the epochs it ran)
+    result["timings"] = {
+        "worker_start_unix": worker_start,
+        "worker_end_unix": time.time(),
+        "data_load_s": data_load_s,
+        "coarse_epoch_s": epoch_s["coarse"],
+        "contrastive_epoch_s": epoch_s["contrastive"],
+        "world_size": world_size,
+    }
     storage.write_json(storage.join(model_dir, "result.json"), result)
 
 

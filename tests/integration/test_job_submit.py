@@ -44,6 +44,8 @@ def test_ray_job_submit(synth_archive: Path, tmp_path: Path) -> None:
 
     ray.shutdown()  # the shared local Ray (this test runs last); its head is separate
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    # as in an activated virtualenv: the job's `python` is the one mmx is installed in
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.pop("RAY_ADDRESS", None)
     gcs_port, dash_port = _free_port(), _free_port()
     head = subprocess.Popen(
