@@ -377,7 +377,7 @@ def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     import ray
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
              log_to_driver=False, configure_logging=False)
     ray_init_s = time.perf_counter() - t0
     try:

@@ -3,6 +3,7 @@
     mmx run [job options]                  same as jobs/index_archive.py
     mmx synth --n 48 --out DIR             write a synthetic trailer archive
     mmx similar TRAILER_ID [--k 10]        nearest trailers in the latest snapshot
+    mmx similar-video PATH [--k 10]        nearest trailers to a video outside the archive
     mmx sql "SELECT …"                     DuckDB over the snapshot tables
     mmx subgenres                          the sub-genre clusters
 """
@@ -85,6 +86,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _similar_video(snap: Any, path: str, k: int, as_json: bool) -> int:
+    """Embed ``path`` with the snapshot's ingest + model and print its nearest trailers."""
+    from mmx.query import query_of
+
+    table = snap.similar_to_video(path, k=k)
+    query = query_of(table)
+    if as_json:
+        print(json.dumps({"query": query, "neighbours": table.to_pylist()}, indent=2))
+        return 0
+    genres = ", ".join(query.get("predicted_genres") or []) or "none"
+    print(f"query: {path} ({query.get('n_clips')} shots, predicted genres: {genres})")
+    _print_table(table.to_pylist(), False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
@@ -98,12 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     for name, helptext in (
         ("similar", "nearest trailers to one in the archive"),
+        ("similar-video", "nearest trailers to a video file that is not in the archive"),
         ("sql", "run DuckDB SQL over the snapshot tables"),
         ("subgenres", "list the sub-genre clusters"),
     ):
         q = sub.add_parser(name, help=helptext)
         if name == "similar":
             q.add_argument("trailer_id")
+            q.add_argument("--k", type=int, default=10)
+        if name == "similar-video":
+            q.add_argument("path", help="local video file")
             q.add_argument("--k", type=int, default=10)
         if name == "sql":
             q.add_argument("query")
@@ -126,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         snap = Snapshot.open(args.out or None, args.snapshot)
         if args.cmd == "similar":
             rows = snap.similar(args.trailer_id, k=args.k).to_pylist()
+        elif args.cmd == "similar-video":
+            return _similar_video(snap, args.path, args.k, args.json)
         elif args.cmd == "sql":
             rows = snap.sql(args.query).to_pylist()
         else:

@@ -1,24 +1,76 @@
 """Read a published snapshot: its tables, DuckDB SQL over them, and nearest trailers.
 
+Owns the analysts' Python entry point (DESIGN §4): :class:`Snapshot` opens the latest or a named
+snapshot, local or s3://; ``table``/``sql`` read it; ``similar`` finds the trailers nearest one
+in the archive; ``similar_to_video`` runs the real ingest core (decode once, shots, CPU experts,
+the appearance CNN) and the snapshot's own model on a video that is NOT in the archive, in this
+process (no Ray), and searches the snapshot's sharded FAISS index.
+
 Works on local folders and s3:// alike: tables are read through fsspec/pyarrow and handed to
 DuckDB as Arrow tables, so no DuckDB extension has to be downloaded.
 """
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from mmx import schema, storage
-from mmx.config import DEFAULT_WORKDIR
+from mmx.config import DEFAULT_WORKDIR, RunConfig, config_from_dict
+from mmx.index.shards import IndexIntegrityError
+
+QUERY_META_KEY = b"mmx.query"  # schema metadata of similar_to_video's table: the query video
 
 
 class SnapshotError(LookupError):
     """No snapshot where one was expected, or a query about something it does not hold."""
+
+
+class SnapshotIntegrityError(SnapshotError, IndexIntegrityError):
+    """The snapshot's FAISS index is missing, incomplete or fails its checksums.
+
+    Both a :class:`SnapshotError` (what the ``mmx`` command reports) and an
+    :class:`~mmx.index.shards.IndexIntegrityError` (what the index raised).
+    """
+
+
+class VideoQueryError(SnapshotError):
+    """A query video could not be analysed (unreadable, too short, too long…)."""
+
+
+@dataclass
+class VideoEmbedding:
+    """What the snapshot's model makes of one video outside the archive.
+
+    ``embedding`` (D,) float32 fine-grained trailer embedding (the index's space);
+    ``genre_scores`` (G,) float32 sigmoid scores in vocabulary order; ``predicted_genres`` those
+    at or above the run's threshold; ``n_clips`` kept shots; ``timings_s`` seconds per step.
+    """
+
+    path: str
+    n_clips: int
+    duration_s: float
+    embedding: np.ndarray
+    genre_scores: np.ndarray
+    predicted_genres: list[str]
+    timings_s: dict[str, float]
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-safe description (no vectors)."""
+        return {
+            "path": self.path,
+            "n_clips": self.n_clips,
+            "duration_s": round(self.duration_s, 3),
+            "predicted_genres": self.predicted_genres,
+            "timings_s": {k: round(v, 3) for k, v in self.timings_s.items()},
+        }
 
 
 @dataclass
@@ -27,6 +79,7 @@ class Snapshot:
 
     uri: str
     _tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # index, models, CNN
 
     @classmethod
     def open(cls, out: str | None = None, name: str | None = None) -> Snapshot:
@@ -60,6 +113,22 @@ class Snapshot:
     def metrics(self) -> dict:
         return dict(storage.read_json(storage.join(self.uri, "metrics.json")))
 
+    def config(self) -> RunConfig:
+        """The resolved run configuration the snapshot was built with (``config.json``)."""
+        if "config" not in self._cache:
+            values = storage.read_json(storage.join(self.uri, "config.json"))
+            self._cache["config"] = config_from_dict(values)
+        return self._cache["config"]
+
+    @property
+    def out(self) -> str:
+        """The output root the snapshot lives under (``<out>/snapshots/<name>``)."""
+        return self.uri.rstrip("/").rsplit("/", 2)[0]
+
+    def model_uri(self, phase: str) -> str:
+        """Checkpoint folder of the snapshot's ``fine`` or ``coarse`` model."""
+        return storage.join(self.out, "models", self.name, phase)
+
     def sql(self, query: str) -> pa.Table:
         """Run DuckDB SQL with the tables available by name (``FROM trailers``…)."""
         import duckdb
@@ -76,7 +145,10 @@ class Snapshot:
             con.close()
 
     def similar(self, trailer_id: str, k: int = 10) -> pa.Table:
-        """The ``k`` trailers nearest ``trailer_id`` by cosine similarity of embeddings."""
+        """The ``k`` trailers nearest ``trailer_id`` by cosine similarity of embeddings.
+
+        Columns: rank int32 (1 = nearest), trailer_id, score float32 (cosine), genres.
+        """
         trailers = self.table("trailers")
         row = trailers.filter(pc.equal(trailers["trailer_id"], trailer_id))
         if row.num_rows == 0:
@@ -85,28 +157,193 @@ class Snapshot:
             status = row["status"][0].as_py()
             reason = row["reason"][0].as_py()
             raise SnapshotError(f"{trailer_id} has no embedding ({status}: {reason})")
-        query = np.asarray([row["embedding"][0].as_py()], dtype=np.float32)
-        scores, ids = self.search(query, k + 1)
-        keep = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i and i != trailer_id]
+        query = np.asarray(row["embedding"][0].as_py(), dtype=np.float32)
+        return self.similar_to_embedding(query, k, exclude=trailer_id)
+
+    def similar_to_embedding(
+        self, embedding: np.ndarray, k: int = 10, *, exclude: str | None = None
+    ) -> pa.Table:
+        """The ``k`` trailers nearest a (D,) float32 embedding; ``exclude`` drops one id."""
+        if k < 1:
+            raise SnapshotError(f"k must be >= 1, got {k}")
+        query = np.asarray(embedding, dtype=np.float32).reshape(1, -1)
+        scores, ids = self.search(query, k + (1 if exclude else 0))
+        keep = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i and i != exclude]
         keep = keep[:k]
+        trailers = self.table("trailers")
         genres = dict(
             zip(trailers["trailer_id"].to_pylist(), trailers["genres"].to_pylist(), strict=True)
         )
         return pa.table(
             {
                 "rank": pa.array(range(1, len(keep) + 1), pa.int32()),
-                "trailer_id": [i for i, _ in keep],
+                "trailer_id": pa.array([i for i, _ in keep], pa.string()),
                 "score": pa.array([float(s) for _, s in keep], pa.float32()),
-                "genres": [genres.get(i) or [] for i, _ in keep],
+                "genres": pa.array([genres.get(i) or [] for i, _ in keep], pa.list_(pa.string())),
             }
         )
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, trailer ids) for (Q, D) float32 query embeddings."""
-        from mmx.index.shards import ShardedIndex
+    def embed_video(self, path: str) -> VideoEmbedding:
+        """Run the snapshot's ingest and model on one local video file, in this process.
 
-        index = ShardedIndex.load(storage.join(self.uri, "faiss"))
-        return index.search(queries, k)
+        Decode once + shots + CPU experts (:func:`mmx.ingest.analyse_trailer` with the run's
+        video/shots/experts config), the appearance CNN on the sampled frames (mean over the
+        frames of each clip), then the snapshot's fine and coarse models. Raises
+        :class:`VideoQueryError` when the video cannot be indexed (same rules as the job).
+        """
+        from mmx.errors import TrailerError
+        from mmx.ingest import analyse_trailer
+        from mmx.train.loop import predict
+
+        cfg = self.config()
+        if not Path(path).is_file():
+            raise VideoQueryError(f"{path}: no such file")
+        t0 = time.perf_counter()
+        try:
+            tf = analyse_trailer(path, cfg.video, cfg.shots, cfg.experts)
+        except TrailerError as err:
+            raise VideoQueryError(f"{path}: {err.reason}") from err
+        timings = {"analyse": time.perf_counter() - t0}
+
+        t = time.perf_counter()
+        appearance = self._appearance(tf.frames) if "appearance" in cfg.experts.names else None
+        timings["appearance"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        fine, coarse, genres = self._models()
+        data = _trailer_set(_features_row(path, tf, appearance), fine, genres)
+        batch = cfg.resources.embed_batch
+        pred = predict(fine, data, batch, coarse_model=coarse)
+        timings["embed"] = time.perf_counter() - t
+        scores = pred.scores[0].astype(np.float32)  # (G,)
+        threshold = cfg.train.threshold
+        return VideoEmbedding(
+            path=str(path),
+            n_clips=int(tf.clips.shape[0]),
+            duration_s=float(tf.info.duration_s),
+            embedding=pred.embeddings[0].astype(np.float32),  # (D,)
+            genre_scores=scores,
+            predicted_genres=[g for g, v in zip(genres, scores, strict=True) if v >= threshold],
+            timings_s=timings,
+        )
+
+    def similar_to_video(self, path: str, k: int = 10) -> pa.Table:
+        """The ``k`` archive trailers nearest a video that is not in the archive.
+
+        Same columns as :meth:`similar`; the query's own description (clips, predicted
+        genres, timings) is in the schema metadata under ``mmx.query`` (see
+        :func:`query_of`).
+        """
+        video = self.embed_video(path)
+        table = self.similar_to_embedding(video.embedding, k)
+        return table.replace_schema_metadata({QUERY_META_KEY: json.dumps(video.summary())})
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores (Q, k) float32, trailer ids (Q, k) object) for (Q, D) float32
+        query embeddings, over the snapshot's sharded index (loaded and checksum-verified once
+        per :class:`Snapshot`; a corrupt index raises :class:`SnapshotIntegrityError`)."""
+        return self.index().search(queries, k)
+
+    def index(self) -> Any:
+        """The snapshot's :class:`~mmx.index.shards.ShardedIndex`, verified on first use."""
+        if "index" not in self._cache:
+            from mmx.index.shards import ShardedIndex
+
+            fs, path = storage.filesystem(storage.join(self.uri, "faiss"))
+            try:
+                self._cache["index"] = ShardedIndex.load(
+                    path, fs=fs, nprobe=self.config().index.nprobe
+                )
+            except IndexIntegrityError as err:
+                raise SnapshotIntegrityError(
+                    f"snapshot {self.name}: refusing its FAISS index: {err}"
+                ) from err
+        return self._cache["index"]
 
     def subgenres(self) -> pa.Table:
         return self.table("subgenres")
+
+    # ------------------------------------------------------------------ models (cached)
+
+    def _models(self) -> tuple[Any, Any, list[str]]:
+        """(fine model, coarse model, genre vocabulary), loaded once."""
+        if "models" not in self._cache:
+            from mmx.train.loop import load_model
+
+            try:
+                fine, meta = load_model(self.model_uri("fine"))
+                coarse, _ = load_model(self.model_uri("coarse"))
+            except FileNotFoundError as err:
+                raise SnapshotError(
+                    f"snapshot {self.name}: its models are not under {self.out}/models "
+                    f"({err})"
+                ) from err
+            self._cache["models"] = (fine, coarse, list(meta.get("genres") or self.genres()))
+        return self._cache["models"]
+
+    def _appearance(self, frames: np.ndarray) -> np.ndarray:
+        """Appearance vectors (C, dim) float32 from sampled frames (C, F, h, w, 3) uint8."""
+        if "appearance" not in self._cache:
+            from mmx.experts.registry import get_expert
+
+            self._cache["appearance"] = get_expert("appearance", self.config().experts)
+        expert = self._cache["appearance"]
+        c, f = frames.shape[:2]
+        if c * f == 0:
+            return np.zeros((c, expert.dim), np.float32)
+        batch = self.config().resources.appearance_batch
+        flat = frames.reshape(c * f, *frames.shape[2:])  # (C·F, h, w, 3)
+        emb = np.concatenate([expert(flat[i : i + batch]) for i in range(0, len(flat), batch)])
+        return emb.reshape(c, f, -1).mean(axis=1).astype(np.float32)  # (C, F, dim) → (C, dim)
+
+
+def query_of(table: pa.Table) -> dict[str, Any]:
+    """The query video's description stored by :meth:`Snapshot.similar_to_video`."""
+    raw = (table.schema.metadata or {}).get(QUERY_META_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def similar_to_video(
+    path: str, k: int = 10, *, out: str | None = None, snapshot: str | None = None
+) -> pa.Table:
+    """:meth:`Snapshot.similar_to_video` on the latest (or named) snapshot under ``out``."""
+    return Snapshot.open(out, snapshot).similar_to_video(path, k)
+
+
+def _features_row(path: str, tf: Any, appearance: np.ndarray | None) -> pa.Table:
+    """A one-row ``features`` table (schema.FEATURES) for an analysed video, built the way the
+    ingest stage builds its rows (per-clip arrays flattened row-major)."""
+
+    def flat(values: np.ndarray | None) -> np.ndarray | None:
+        return None if values is None else np.ascontiguousarray(values, np.float32).reshape(-1)
+
+    row = {name: None for name in schema.FEATURES.names}
+    row.update(
+        trailer_id=Path(path).stem,
+        uri=str(path),
+        status="ok",
+        reason="",
+        fps=float(tf.info.fps),
+        n_frames=int(tf.info.n_frames),
+        duration_s=float(tf.info.duration_s),
+        has_audio=bool(tf.has_audio),
+        n_shots=len(tf.shots),
+        n_clips=int(tf.clips.shape[0]),
+        clip_start=tf.clips[:, 0].astype(np.int64),
+        clip_end=tf.clips[:, 1].astype(np.int64),
+        appearance=flat(appearance),  # (C × 1280)
+        scene=flat(tf.features.get("scene")),  # (C × D_scene)
+        motion=flat(tf.features.get("motion")),  # (C × D_motion)
+        audio=flat(tf.audio),  # (C × A × 128)
+        audio_frames=tf.audio_frames.astype(np.int32),
+    )
+    return pa.Table.from_pylist([row], schema=schema.FEATURES)
+
+
+def _trailer_set(features: pa.Table, model: Any, genres: list[str]) -> Any:
+    """The model's input for ``features`` rows, with the expert order the model was built
+    with (a video missing an expert still lines up; its mask is False)."""
+    from mmx.train.data import TrailerSet, trailer_set_from_table
+
+    data = trailer_set_from_table(features, {}, genres)
+    return TrailerSet(data.trailers, model.expert_dims, model.audio_dim, genres)

@@ -189,3 +189,26 @@ def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(videos / "trailer_0003.mp4", videos / "zz copy of trailer ü.mp4")
     (videos / "empty.mp4").write_bytes(b"")
     return root
+
+
+def _job():
+    """jobs/index_archive.py as a module (it is a script, not part of the package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "jobs" / "index_archive.py"
+    spec = importlib.util.spec_from_file_location("index_archive", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def run(ray_session, synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run of the whole job (tiny profile) over the synthetic archive; its out dir."""
+    out = tmp_path_factory.mktemp("out")
+    code = _job().main(
+        ["--archive", str(synth_archive), "--out", str(out), "--profile", "tiny",
+         "--train.coarse_epochs=4"]
+    )
+    assert code == 0
+    return out
