@@ -24,12 +24,17 @@ Writes ``benchmarks/results/train.json`` (``--out``). Two parts:
    (:func:`mmx.train.ray_trainer.train_phases`: reads the ``features`` table, coarse epochs
    then contrastive epochs, rank 0 checkpoints every epoch) on a synthetic ``features`` table
    of a few thousand small trailers with the ``demo`` model profile, run (a) in this process
-   without Ray (world size 1, 1 and 2 torch threads) and (b) through
-   :func:`mmx.train.ray_trainer.train_model` with a ``TorchTrainer`` of 2 gloo workers
-   (1 CPU thread each). Epoch times are measured inside the loop (training + validation +
-   checkpoint); ``ray_epoch_overhead`` = median Ray coarse epoch ÷ the faster plain coarse
-   epoch − 1 (target ≤ 0.25). Ray's one-time costs (``ray.init``, TorchTrainer start-up until
-   the worker function runs, data loading, tear-down) are reported separately.
+   without Ray (world size 1; 1 torch thread by default, ``--plain-threads 1,2`` adds 2: on a
+   busy 2-core box OpenMP's 2 threads were up to 20× *slower* on these small tensors), once
+   before and once after the Ray runs, and (b) through
+   :func:`mmx.train.ray_trainer.train_model` on ``TorchTrainer``s of 2 and of 1 gloo worker(s)
+   (1 CPU thread each). Epoch times are measured inside the loop (training steps + validation
+   or silhouette + rank 0's checkpoint). ``ray_epoch_overhead`` = median 2-worker coarse epoch
+   ÷ the best plain median − 1 (target ≤ 0.25; negative = Ray's 2 workers are faster);
+   ``ray_1_worker_epoch_overhead`` compares 1 worker with the 1-thread loop: Ray's own cost
+   without DDP's parallelism. Ray's one-time costs (``ray.init``, TorchTrainer start-up until
+   the worker function runs, tear-down) are reported separately as ``ray_startup_s``, the
+   worker's data loading as ``data_load_s``.
 
 Timings on a shared 2-core machine are noisy; the JSON records the load average.
 """
@@ -37,6 +42,7 @@ Timings on a shared 2-core machine are noisy; the JSON records the load average.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -243,8 +249,7 @@ def bench_model(args: argparse.Namespace) -> dict[str, Any]:
     rss_after_vectorised = peak_rss_mb()
     vec_s = statistics.median(vec_times)
 
-    n_loop = min(args.loop_trailers, args.batch)
-    _loop_fwd_bwd(ref, _slice(batch, slice(0, 1)), 1)  # warm-up on one trailer
+    n_loop = min(args.loop_trailers, args.batch)  # (warm: it ran in the equality check)
     loop_s = _loop_fwd_bwd(ref, batch, n_loop)
 
     per_trailer_t0 = time.perf_counter()
@@ -321,7 +326,7 @@ def _labels_of(items: list[TrailerFeatures], vocab: list[str]) -> dict[str, list
 
 
 def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    """Part 2: the same training epochs in-process vs on a 2-worker TorchTrainer."""
+    """Part 2: the same training epochs in-process vs on TorchTrainers of 1 and 2 workers."""
     from mmx import storage
     from mmx.train import ray_trainer
 
@@ -333,11 +338,10 @@ def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     storage.write_table(table, features)
     labels = _labels_of(items, vocab)
     del items, table
-    cfg = build_config(
+    base = build_config(
         "demo",
         overrides={
             "train": {
-                "num_workers": 2,
                 "cpus_per_worker": 1.0,
                 "coarse_epochs": args.ray_epochs,
                 "patience": args.ray_epochs,
@@ -352,71 +356,92 @@ def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "clips_per_trailer": [12, 24],
         "expert_dims": {**dims, "audio": [AUDIO_FRAMES, AUDIO_DIM]},
         "features_mb": round(os.path.getsize(features) / 2**20, 1),
-        "global_batch": cfg.train.batch_size,
-        "coarse_epochs": cfg.train.coarse_epochs,
-        "contrastive_epochs": cfg.train.contrastive_epochs,
+        "global_batch": base.train.batch_size,
+        "coarse_epochs": base.train.coarse_epochs,
+        "contrastive_epochs": base.train.contrastive_epochs,
+        "epoch_includes": "training steps + validation (coarse) or silhouette (contrastive) "
+        "+ rank 0's epoch checkpoint",
     }
+    spec = {"features": features, "labels": labels, "vocab": vocab}
 
-    plain: dict[str, Any] = {}
-    for threads in (1, 2):
+    def plain(threads: int, tag: str) -> dict[str, Any]:
         torch.set_num_threads(threads)
-        model_dir = str(work / f"plain-{threads}")
+        model_dir = str(work / f"plain-{tag}")
         t0 = time.perf_counter()
         ray_trainer.train_phases(
-            {"cfg": cfg.to_dict(), "features": features, "labels": labels, "vocab": vocab,
-             "model_dir": model_dir},
+            {**spec, "cfg": base.to_dict(), "model_dir": model_dir},
             rank=0, world_size=1, device=torch.device("cpu"),
         )
-        total = time.perf_counter() - t0
-        plain[threads] = _epoch_summary(storage.read_json(f"{model_dir}/result.json"), total)
-    torch.set_num_threads(args.threads)
-    out["plain_1_thread"] = plain[1]
-    out["plain_2_threads"] = plain[2]
-    best_plain = min(plain.values(), key=lambda p: p["coarse_epoch_s_median"])
+        summary = _epoch_summary(storage.read_json(f"{model_dir}/result.json"),
+                                 time.perf_counter() - t0, base.train.batch_size)
+        summary["threads"] = threads
+        summary["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+        return summary
+
+    runs = {f"plain_{t}_thread": plain(t, f"{t}a") for t in args.plain_threads}
 
     import ray
 
     t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1", include_dashboard=False,
-             log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1",
+             include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray_init_s = time.perf_counter() - t0
     try:
-        model_dir = str(work / "ray")
-        t0 = time.time()
-        ray_trainer.train_model(features, labels, vocab, cfg, model_dir)
-        fit_s = time.time() - t0
-        result = storage.read_json(f"{model_dir}/result.json")
+        for workers in (2, 1):
+            cfg = dataclasses.replace(
+                base, train=dataclasses.replace(base.train, num_workers=workers)
+            )
+            model_dir = str(work / f"ray-{workers}")
+            started = time.time()
+            ray_trainer.train_model(features, labels, vocab, cfg, model_dir)
+            fit_s = time.time() - started
+            result = storage.read_json(f"{model_dir}/result.json")
+            summary = _epoch_summary(result, fit_s, cfg.train.batch_size)
+            timings = result["timings"]
+            # TorchTrainer start-up: fit() until the worker function runs (wall clock, one host)
+            summary["trainer_startup_s"] = round(timings["worker_start_unix"] - started, 2)
+            summary["trainer_teardown_s"] = round(started + fit_s - timings["worker_end_unix"], 2)
+            summary["load_avg"] = [round(x, 2) for x in os.getloadavg()]
+            runs[f"ray_{workers}_worker{'s' if workers > 1 else ''}"] = summary
     finally:
         ray.shutdown()
-    timings = result["timings"]
-    summary = _epoch_summary(result, fit_s)
-    summary["ray_init_s"] = round(ray_init_s, 2)
-    # TorchTrainer start-up: from fit() to the worker function running (wall clock, same host)
-    summary["trainer_startup_s"] = round(timings["worker_start_unix"] - t0, 2)
-    summary["trainer_teardown_s"] = round(t0 + fit_s - timings["worker_end_unix"], 2)
-    out["ray_2_workers"] = summary
-    out["ray_epoch_overhead"] = round(
-        summary["coarse_epoch_s_median"] / best_plain["coarse_epoch_s_median"] - 1.0, 3
-    )
+    # the plain loop again, to see how much the shared machine drifted meanwhile
+    runs[f"plain_{args.plain_threads[0]}_thread_again"] = plain(args.plain_threads[0], "b")
+    torch.set_num_threads(args.threads)
+    out.update(runs)
+
+    plains = [r for name, r in runs.items() if name.startswith("plain")]
+    best_coarse = min(r["coarse_epoch_s_median"] for r in plains)
+    best_contrastive = min(r["contrastive_epoch_s_median"] for r in plains)
+    two, one = runs["ray_2_workers"], runs["ray_1_worker"]
+    out["ray_init_s"] = round(ray_init_s, 2)
+    out["ray_epoch_overhead"] = round(two["coarse_epoch_s_median"] / best_coarse - 1.0, 3)
     out["ray_contrastive_epoch_overhead"] = round(
-        summary["contrastive_epoch_s_median"] / best_plain["contrastive_epoch_s_median"] - 1.0, 3
+        two["contrastive_epoch_s_median"] / best_contrastive - 1.0, 3
     )
+    # 1 worker, 1 CPU vs the plain loop on 1 thread: Ray's cost alone, without DDP's speed-up
+    one_thread = [r for n, r in runs.items() if n.startswith("plain_1_thread")]
+    if one_thread:
+        out["ray_1_worker_epoch_overhead"] = round(
+            one["coarse_epoch_s_median"] / min(r["coarse_epoch_s_median"] for r in one_thread)
+            - 1.0, 3
+        )
     out["ray_startup_s"] = round(
-        ray_init_s + summary["trainer_startup_s"] + summary["trainer_teardown_s"], 2
+        ray_init_s + two["trainer_startup_s"] + two["trainer_teardown_s"], 2
     )
     return out
 
 
-def _epoch_summary(result: dict[str, Any], total_s: float) -> dict[str, Any]:
+def _epoch_summary(result: dict[str, Any], total_s: float, batch: int) -> dict[str, Any]:
     t = result["timings"]
     return {
         "total_s": round(total_s, 2),
         "data_load_s": round(t["data_load_s"], 2),
+        "steps_per_epoch": -(-result["n_train"] // batch),
         "coarse_epoch_s": [round(s, 3) for s in t["coarse_epoch_s"]],
         "coarse_epoch_s_median": round(statistics.median(t["coarse_epoch_s"]), 3),
         "contrastive_epoch_s": [round(s, 3) for s in t["contrastive_epoch_s"]],
         "contrastive_epoch_s_median": round(statistics.median(t["contrastive_epoch_s"]), 3),
-        "steps_per_epoch": result.get("steps_per_epoch"),
     }
 
 
@@ -431,6 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--loop-trailers", type=int, default=2, help="trailers timed in the loop")
     p.add_argument("--ray-trailers", type=int, default=3000)
     p.add_argument("--ray-epochs", type=int, default=3, help="coarse epochs per run")
+    p.add_argument("--plain-threads", type=lambda v: [int(x) for x in v.split(",")],
+                   default=[1], help="torch threads of the runs without Ray, e.g. 1,2")
     p.add_argument("--skip-model", action="store_true")
     p.add_argument("--skip-ray", action="store_true")
     args = p.parse_args(argv)

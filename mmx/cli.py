@@ -6,6 +6,7 @@
     mmx similar-video PATH [--k 10]        nearest trailers to a video outside the archive
     mmx sql "SELECT …"                     DuckDB over the snapshot tables
     mmx subgenres                          the sub-genre clusters
+    mmx ablate [--features T] [--out DIR]  expert ablation table (paper Table 2) of a run
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="YAML config file")
     p.add_argument("--mode", default=None, choices=["full", "incremental"])
     p.add_argument("--profile", default=None, help="demo (default), paper or tiny")
+    p.add_argument(
+        "--retrain", action="store_true",
+        help="with --mode incremental: train a new model and re-cluster anyway",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -55,7 +60,7 @@ def run_job(argv: list[str] | None = None) -> int:
         parser.error(str(err))
     from mmx import pipeline
 
-    summary = pipeline.run(cfg)
+    summary = pipeline.run(cfg, retrain=args.retrain)
     print(summary.render())
     print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
     return 0
@@ -105,9 +110,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         return run_job(argv[1:])
+    if argv and argv[0] == "ablate":
+        from mmx.ablate import cli as ablate_cli
+
+        return ablate_cli(argv[1:])
     p = argparse.ArgumentParser(prog="mmx", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("run", help="run the indexing job (see `mmx run --help`)")
+    sub.add_parser("ablate", help="expert ablation table (see `mmx ablate --help`)")
     s = sub.add_parser("synth", help="write a synthetic trailer archive")
     s.add_argument("--n", type=int, default=48)
     s.add_argument("--out", required=True)

@@ -173,6 +173,7 @@ class RunConfig:
     out: str = ""  # output root; "" = .mmx/out
     mode: Literal["full", "incremental"] = "full"
     demo_trailers: int = 48
+    keep_snapshots: int = 7  # published snapshots kept (older ones pruned; 0 = keep all)
     video: VideoConfig = field(default_factory=VideoConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)

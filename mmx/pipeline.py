@@ -33,9 +33,12 @@ class RunSummary:
     timings_s: dict[str, float]
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
+    published: bool = True
 
     def render(self) -> str:
         """A one-screen, human-readable summary."""
+        if not self.published:
+            return f"nothing changed: LATEST still names {self.snapshot}"
         lines = [f"snapshot: {self.snapshot}"]
         total = sum(self.counts.values())
         counts = ", ".join(f"{k} {self.counts.get(k, 0)}" for k in schema.STATUSES)
@@ -92,16 +95,18 @@ def resolve_paths(cfg: RunConfig) -> RunConfig:
     return replace(cfg, archive=archive_uri, labels=labels, out=out)
 
 
-def run(cfg: RunConfig) -> RunSummary:
-    """Run the whole job for ``cfg`` and publish a snapshot. Returns its summary."""
+def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
+    """Run the whole job for ``cfg`` and publish a snapshot. Returns its summary.
+
+    ``cfg.mode == "incremental"`` reuses the latest snapshot's model and sub-genre centroids
+    and decodes only new or changed content; ``retrain`` (or no previous snapshot) trains anew.
+    """
     from mmx.stages import session
 
     cfg = resolve_paths(cfg)
-    if cfg.mode != "full":
-        raise NotImplementedError("--mode incremental is not implemented yet; use --mode full")
     started = session.connect(cfg)
     try:
-        return _run(cfg)
+        return _run(cfg, retrain)
     finally:
         if started:
             import ray
@@ -109,17 +114,70 @@ def run(cfg: RunConfig) -> RunSummary:
             ray.shutdown()
 
 
-def _run(cfg: RunConfig) -> RunSummary:
+def ingest_key(cfg: RunConfig) -> str:
+    """Short hash of everything that changes a trailer's features (video, shots, experts):
+    cached features are only reused under the same key."""
+    import hashlib
+    import json
+
+    parts = {k: cfg.to_dict()[k] for k in ("video", "shots", "experts")}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass
+class _Previous:
+    """The latest published snapshot, as an incremental run needs it."""
+
+    name: str
+    uri: str
+    ledger: dict[str, str]  # trailer_id -> fingerprint
+    model_dir: str
+    centroids: np.ndarray  # (k, D) float32
+
+
+def _previous(out: str) -> _Previous | None:
+    uri = storage.latest(out)
+    if uri is None:
+        return None
+    trailers = storage.read_table(storage.join(uri, "trailers.parquet"), ["trailer_id", "fingerprint"])
+    sub = storage.read_table(storage.join(uri, "subgenres.parquet"))
+    model = storage.read_json(storage.join(uri, "model.json"))
+    return _Previous(
+        name=uri.rstrip("/").rsplit("/", 1)[-1],
+        uri=uri,
+        ledger=dict(zip(trailers["trailer_id"].to_pylist(), trailers["fingerprint"].to_pylist(),
+                        strict=True)),
+        model_dir=model["model_dir"],
+        centroids=np.asarray(sub["centroid"].to_pylist(), dtype=np.float32),
+    )
+
+
+def _changes(inputs: pa.Table, prev: _Previous | None) -> dict[str, list[str]]:
+    """new / changed / unchanged / removed trailer ids against the previous ledger."""
+    ledger = prev.ledger if prev else {}
+    now = dict(zip(inputs["trailer_id"].to_pylist(), inputs["fingerprint"].to_pylist(),
+                   strict=True))
+    return {
+        "new": sorted(t for t in now if t not in ledger),
+        "changed": sorted(t for t in now if t in ledger and ledger[t] != now[t]),
+        "unchanged": sorted(t for t in now if t in ledger and ledger[t] == now[t]),
+        "removed": sorted(t for t in ledger if t not in now),
+    }
+
+
+def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     from mmx.stages import embed, index, ingest
     from mmx.train import ray_trainer
 
     timings: dict[str, float] = {}
     name = storage.new_snapshot_name()
     snap = storage.snapshot_uri(cfg.out, name)
-    work = storage.join(cfg.out, "work", name)
+    cache = storage.join(cfg.out, "cache", f"features-{ingest_key(cfg)}")
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
     vocab = archive.genre_vocabulary(labels)
     log.info("archive %s: %d labelled trailers, %d genres", cfg.archive, len(labels), len(vocab))
+    prev = _previous(cfg.out) if cfg.mode == "incremental" else None
+    incremental = prev is not None and not retrain
 
     with _timed(timings, "discover"):
         files = archive.list_inputs(cfg.archive)
@@ -129,29 +187,55 @@ def _run(cfg: RunConfig) -> RunSummary:
         dupes = archive.find_duplicates(
             zip(inputs["trailer_id"].to_pylist(), inputs["fingerprint"].to_pylist(), strict=True)
         )
+        changes = _changes(inputs, prev)
+        cached = {u.rsplit("/", 1)[-1].removesuffix(".parquet")
+                  for u in storage.list_files(cache, ".parquet")}
         ids = inputs["trailer_id"].to_pylist()
-        inputs = inputs.append_column("duplicate_of", pa.array([dupes.get(t, "") for t in ids]))
-        log.info("%d input files (%d duplicates)", len(files), len(dupes))
+        fps = inputs["fingerprint"].to_pylist()
+        todo = [i for i, (t, f) in enumerate(zip(ids, fps, strict=True))
+                if t not in dupes and f not in cached]
+        log.info("%d input files: %d duplicates, %d to decode, %d already featurised",
+                 len(files), len(dupes), len(todo), len(ids) - len(dupes) - len(todo))
 
-    features_uri = storage.join(work, "features")
+    if incremental and not (changes["new"] or changes["changed"] or changes["removed"]):
+        log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
+        summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
+                             published=False)
+        _write_report(cfg, name, summary, changes, [], published=False)
+        return summary
+
     with _timed(timings, "ingest"):
-        ingest.extract_features(inputs, cfg, features_uri)
-    features = storage.read_table(features_uri)
-
+        if todo:
+            ingest.extract_features(inputs.take(todo), cfg, cache)
+        features = _assemble_features(inputs, dupes, cache)
     ok = features.filter(pc.equal(features["status"], "ok"))
-    model_dir = storage.join(cfg.out, "models", name)
-    with _timed(timings, "train"):
-        result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
+    if ok.num_rows == 0:
+        raise RuntimeError("no trailer could be featurised: see the statuses above")
+
+    if incremental:
+        model_dir = prev.model_dir
+        fine, coarse = storage.join(model_dir, "fine"), storage.join(model_dir, "coarse")
+        train_metrics = storage.read_json(storage.join(prev.uri, "metrics.json"))
+        train_metrics = {k: train_metrics[k] for k in ("test", "val", "baseline", "silhouette")
+                         if k in train_metrics}
+    else:
+        model_dir = storage.join(cfg.out, "models", name)
+        features_uri = storage.join(cfg.out, "work", name, "features.parquet")
+        storage.write_table(ok, features_uri)
+        with _timed(timings, "train"):
+            result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
+        fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
 
     with _timed(timings, "embed"):
-        emb = embed.embed_trailers(ok, result.fine, result.coarse, cfg)
+        emb = embed.embed_trailers(ok, fine, coarse, cfg)
 
     with _timed(timings, "cluster"):
-        sub = index.cluster_trailers(emb, labels, vocab, cfg)
+        centroids = prev.centroids if incremental else None
+        sub = index.cluster_trailers(emb, labels, vocab, cfg, centroids=centroids)
 
     with _timed(timings, "index"):
         manifest = index.build_index(
-            emb["trailer_id"], emb["embedding"], cfg, storage.join(snap, "faiss"), name
+            emb["trailer_id"], emb["embedding"], cfg, storage.join(snap, "faiss"), model_dir
         )
         neigh = index.find_neighbours(storage.join(snap, "faiss"), emb, cfg)
 
@@ -163,16 +247,20 @@ def _run(cfg: RunConfig) -> RunSummary:
         storage.write_table(neigh, storage.join(snap, "neighbours.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), vocab)
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
+        storage.write_json(storage.join(snap, "model.json"), {"model_dir": model_dir})
     # metrics.json is the last file of the snapshot (it carries the publish timing too);
     # only then does LATEST move.
     metrics = {
-        **result.metrics,
+        **train_metrics,
         "timings_s": timings,
         "counts": _counts(features),
         "n_vectors": manifest["ntotal"],
+        "mode": "incremental" if incremental else "full",
     }
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     storage.publish(cfg.out, name)
+    if cfg.keep_snapshots > 0:
+        storage.prune(cfg.out, cfg.keep_snapshots)
 
     reasons = {
         r["trailer_id"]: f"{r['status']}: {r['reason']}"
@@ -187,8 +275,54 @@ def _run(cfg: RunConfig) -> RunSummary:
         metrics=metrics,
         reasons=reasons,
     )
-    storage.write_json(storage.join(cfg.out, "runs", f"{name}.json"), summary.__dict__)
+    _write_report(cfg, name, summary, changes, [ids[i] for i in todo], published=True)
     return summary
+
+
+def _assemble_features(inputs: pa.Table, dupes: dict[str, str], cache: str) -> pa.Table:
+    """One features row per input: cached results under this run's names, plus duplicates."""
+    rows = inputs.to_pylist()
+    distinct = [r for r in rows if r["trailer_id"] not in dupes]
+    from mmx.stages.ingest import cached_path
+
+    cached = storage.read_tables([cached_path(cache, r["fingerprint"]) for r in distinct],
+                                 schema.FEATURES)
+    where = {f: i for i, f in enumerate(cached["fingerprint"].to_pylist())}
+    cached = cached.take([where[r["fingerprint"]] for r in distinct])  # input order
+    # the same bytes may have been featurised under another name or location
+    cached = cached.set_column(0, "trailer_id", pa.array([r["trailer_id"] for r in distinct]))
+    cached = cached.set_column(1, "uri", pa.array([r["uri"] for r in distinct]))
+    extra = [
+        {**{n: None for n in schema.FEATURES.names}, "trailer_id": r["trailer_id"],
+         "uri": r["uri"], "fingerprint": r["fingerprint"], "size_bytes": r["size_bytes"],
+         "status": "excluded", "reason": f"duplicate of {dupes[r['trailer_id']]} (same bytes)"}
+        for r in rows if r["trailer_id"] in dupes
+    ]
+    table = pa.concat_tables([cached, pa.Table.from_pylist(extra, schema=schema.FEATURES)])
+    return table.sort_by("trailer_id")
+
+
+def _write_report(
+    cfg: RunConfig, name: str, summary: RunSummary, changes: dict[str, list[str]],
+    decoded: list[str], published: bool,
+) -> None:
+    """``<out>/runs/<name>.json``: what changed, what was decoded, counts, timings."""
+    ingest_s = summary.timings_s.get("ingest", 0.0)
+    report = {
+        "run": name,
+        "mode": cfg.mode,
+        "published": published,
+        "snapshot": summary.snapshot,
+        "counts": summary.counts,
+        "changes": {k: len(v) for k, v in changes.items()},
+        "changed_ids": {k: v for k, v in changes.items() if k != "unchanged"},
+        "decoded": decoded,
+        "n_decoded": len(decoded),
+        "timings_s": summary.timings_s,
+        "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
+        "reasons": summary.reasons,
+    }
+    storage.write_json(storage.join(cfg.out, "runs", f"{name}.json"), report)
 
 
 def _counts(features: pa.Table) -> dict[str, int]:

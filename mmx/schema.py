@@ -82,6 +82,7 @@ SUBGENRES = pa.schema(
         ("size", pa.int64()),
         ("top_genres", _str_list),
         ("exemplars", _str_list),
+        ("centroid", _f32_list),  # unit-norm centre in the embedding space
     ]
 )
 

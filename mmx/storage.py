@@ -112,6 +112,15 @@ def read_table(uri: str, columns: list[str] | None = None) -> pa.Table:
     return pq.read_table(path, filesystem=fs, columns=columns)
 
 
+def read_tables(uris: list[str], schema: pa.Schema) -> pa.Table:
+    """Read many Parquet files (same filesystem) into one table of ``schema``."""
+    if not uris:
+        return schema.empty_table()
+    fs, _ = filesystem(uris[0])
+    paths = [filesystem(u)[1] for u in uris]
+    return pq.ParquetDataset(paths, filesystem=fs, schema=schema).read()
+
+
 def list_files(uri: str, suffix: str = "") -> list[str]:
     """Sorted full URIs of the files directly under ``uri`` ending in ``suffix``."""
     fs, path = filesystem(uri)

@@ -40,23 +40,44 @@ def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def cluster_trailers(
-    emb: pa.Table, labels: dict[str, list[str]], vocab: list[str], cfg: RunConfig
+    emb: pa.Table,
+    labels: dict[str, list[str]],
+    vocab: list[str],
+    cfg: RunConfig,
+    centroids: np.ndarray | None = None,
 ) -> SubGenres:
-    """k-means sub-genres on the fine-grained embeddings, described by genre lift."""
+    """k-means sub-genres on the fine-grained embeddings, described by genre lift.
+
+    With ``centroids`` (an incremental run) trailers are assigned to the nearest existing
+    sub-genre instead of re-clustering, so sub-genre numbers stay stable between nights.
+    """
     ids = emb["trailer_id"].to_pylist()
     x = _vectors(emb["embedding"])
     if len(ids) == 0:
-        return SubGenres(np.zeros(0, np.int32), np.zeros((0, 0), np.float32), schema.empty(schema.SUBGENRES))
-    if cfg.index.k_range:
-        k = kmeans.choose_k(x, cfg.index.k_range, seed=cfg.index.seed)
+        return SubGenres(
+            np.zeros(0, np.int32), np.zeros((0, 0), np.float32), schema.empty(schema.SUBGENRES)
+        )
+    if centroids is not None and len(centroids):
+        assign = kmeans.assign(x, centroids)
     else:
-        k = min(cfg.index.n_subgenres, len(ids))
-    assign, centroids = kmeans.cluster(x, k, seed=cfg.index.seed)
+        if cfg.index.k_range:
+            k = kmeans.choose_k(x, cfg.index.k_range, seed=cfg.index.seed)
+        else:
+            k = min(cfg.index.n_subgenres, len(ids))
+        assign, centroids = kmeans.cluster(x, k, seed=cfg.index.seed)
     table = describe.describe_clusters(
         assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids,
         top=cfg.index.top_genres, exemplars=cfg.index.exemplars,
     )
+    order = table["subgenre"].to_numpy()
+    table = table.append_column("centroid", _lists(centroids[order]))
     return SubGenres(assign.astype(np.int32), centroids, schema.conform(table, schema.SUBGENRES))
+
+
+def _lists(x: np.ndarray) -> pa.Array:
+    """(N, D) float32 → list<float32> with N rows."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.array(list(x), type=pa.list_(pa.float32()))
 
 
 def build_index(

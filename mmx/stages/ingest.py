@@ -47,11 +47,14 @@ def _fingerprint_row(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def extract_features(inputs: pa.Table, cfg: RunConfig, out_dir: str) -> None:
-    """Run decode+shots+CPU experts and the appearance actor pool; write ``features`` parts.
+def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
+    """Run decode+shots+CPU experts and the appearance actor pool over ``inputs``.
 
-    ``inputs`` has trailer_id, uri, size_bytes, fingerprint and ``duplicate_of`` ("" if
-    none). Every input row comes out as exactly one features row, with a status.
+    ``inputs`` has trailer_id, uri, size_bytes and fingerprint, one row per distinct content.
+    Every result (ok, excluded or failed: the same bytes give the same result) is written to
+    ``<cache>/<fingerprint>.parquet`` as soon as its batch finishes, so a killed run loses at
+    most the trailers in flight and the rerun skips what is cached. Returns one small row per
+    input (trailer_id, fingerprint, status, reason).
     """
     res = cfg.resources
     ds = ray.data.from_arrow(inputs)
@@ -75,8 +78,30 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, out_dir: str) -> None:
         num_cpus=res.appearance_cpus,
         num_gpus=res.appearance_gpus,
     )
-    fs, path = storage.filesystem(out_dir)
-    ds.write_parquet(path, filesystem=fs if "://" in out_dir else None, min_rows_per_file=64)
+    ds = ds.map_batches(
+        _write_cache, batch_size=None, batch_format="pyarrow", fn_kwargs={"cache": cache},
+        num_cpus=0.25,
+    )
+    parts = ray.get(ds.to_arrow_refs())
+    return pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_STATUS)
+
+
+_STATUS = pa.schema(
+    [("trailer_id", pa.string()), ("fingerprint", pa.string()), ("status", pa.string()),
+     ("reason", pa.string())]
+)
+
+
+def cached_path(cache: str, fingerprint: str) -> str:
+    """Where the features row of content ``fingerprint`` is cached."""
+    return storage.join(cache, f"{fingerprint}.parquet")
+
+
+def _write_cache(batch: pa.Table, cache: str) -> pa.Table:
+    """Write each row to its own cache file (atomic) keyed by content; return status rows."""
+    for i, fingerprint in enumerate(batch["fingerprint"].to_pylist()):
+        storage.write_table(batch.slice(i, 1), cached_path(cache, fingerprint))
+    return batch.select(_STATUS.names).cast(_STATUS)
 
 
 def _analyse_batch(batch: pa.Table, cfg: RunConfig) -> pa.Table:
@@ -104,9 +129,6 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         frames=b"",
         frames_shape=[],
     )
-    if row.get("duplicate_of"):
-        out.update(status="excluded", reason=f"duplicate of {row['duplicate_of']} (same bytes)")
-        return out
     try:
         with _local_copy(row["uri"]) as path:
             tf = analyse_trailer(path, cfg.video, cfg.shots, cfg.experts)

@@ -1,0 +1,199 @@
+"""mmx.query and the mmx query commands against one real snapshot (the session ``run``: the
+tiny profile over the synthetic archive): query by example on held-out videos, refusal of a
+tampered index, and every command in table and JSON form."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pytest
+
+from mmx.cli import main as mmx_main
+from mmx.index.shards import IndexIntegrityError
+from mmx.query import (
+    Snapshot,
+    SnapshotError,
+    SnapshotIntegrityError,
+    VideoQueryError,
+    query_of,
+    similar_to_video,
+)
+from mmx.synth import write_trailer
+
+K = 5
+N_HELD_OUT = 3  # held-out videos, one per most common genre combination of the archive
+SQL = "SELECT subgenre, count(*) AS n FROM trailers WHERE status = 'ok' GROUP BY 1 ORDER BY 1"
+
+
+@pytest.fixture(scope="module")
+def snapshot(run: Path) -> Snapshot:
+    return Snapshot.open(str(run))
+
+
+@pytest.fixture(scope="module")
+def labelled(snapshot: Snapshot) -> dict[str, tuple[str, ...]]:
+    """Genre combination of every indexed (ok) labelled trailer."""
+    t = snapshot.table("trailers")
+    ok = t.filter(pc.equal(t["status"], "ok")).to_pylist()
+    return {r["trailer_id"]: tuple(sorted(r["genres"])) for r in ok if r["genres"]}
+
+
+@pytest.fixture(scope="module")
+def held_out(
+    labelled: dict[str, tuple[str, ...]], tmp_path_factory: pytest.TempPathFactory
+) -> list[tuple[Path, tuple[str, ...]]]:
+    """Videos that are not in the archive, carrying the archive's commonest genre combos."""
+    root = tmp_path_factory.mktemp("held_out")
+    combos = [c for c, _ in Counter(labelled.values()).most_common(N_HELD_OUT)]
+    videos = []
+    for i, combo in enumerate(combos):
+        path = root / f"held out {i}.mp4"  # a space in the name, as real files have
+        write_trailer(path, combo, seed=90_000 + i, n_shots=14)
+        videos.append((path, combo))
+    return videos
+
+
+def test_similar_to_video_returns_its_genre_combination_first(
+    snapshot: Snapshot,
+    labelled: dict[str, tuple[str, ...]],
+    held_out: list[tuple[Path, tuple[str, ...]]],
+) -> None:
+    freq = Counter(labelled.values())
+    hits, chance = 0, 0.0
+    for path, combo in held_out:
+        table = snapshot.similar_to_video(str(path), k=K)
+        rows = table.to_pylist()
+        assert [r["rank"] for r in rows] == list(range(1, K + 1))
+        scores = [r["score"] for r in rows]
+        assert scores == sorted(scores, reverse=True) and -1.0 <= scores[-1] <= 1.0 + 1e-5
+        assert path.stem not in {r["trailer_id"] for r in rows}  # it is not in the archive
+        query = query_of(table)
+        assert query["n_clips"] >= 10 and set(query["predicted_genres"]) <= set(snapshot.genres())
+        hits += sum(labelled.get(r["trailer_id"]) == combo for r in rows)
+        chance += K * freq[combo] / len(labelled)  # expected hits of K random trailers
+    assert hits > chance, f"{hits} neighbours share the query's genres, chance {chance:.2f}"
+
+
+def test_embed_video_matches_the_index_space(
+    snapshot: Snapshot, held_out: list[tuple[Path, tuple[str, ...]]]
+) -> None:
+    video = snapshot.embed_video(str(held_out[0][0]))
+    assert video.embedding.shape == (snapshot.index().dim,)
+    assert video.embedding.dtype == np.float32 and np.isfinite(video.embedding).all()
+    assert video.genre_scores.shape == (len(snapshot.genres()),)
+    assert ((video.genre_scores >= 0) & (video.genre_scores <= 1)).all()
+    # the search through the module-level helper gives the same neighbours
+    again = similar_to_video(str(held_out[0][0]), k=K, out=snapshot.out)
+    first = snapshot.similar_to_embedding(video.embedding, K)
+    assert again["trailer_id"].to_pylist() == first["trailer_id"].to_pylist()
+
+
+def test_similar_to_video_refuses_unusable_inputs(snapshot: Snapshot, tmp_path: Path) -> None:
+    with pytest.raises(VideoQueryError, match="no such file"):
+        snapshot.similar_to_video(str(tmp_path / "missing.mp4"))
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video\n" * 50)
+    with pytest.raises(VideoQueryError, match="failed"):
+        snapshot.similar_to_video(str(text))
+    short = tmp_path / "teaser.mp4"
+    write_trailer(short, ["Drama"], seed=3, n_shots=4)
+    with pytest.raises(VideoQueryError, match="excluded: .*shots"):
+        snapshot.similar_to_video(str(short))
+
+
+def _copy_snapshot(run: Path, dest: Path) -> Path:
+    """A private copy of the latest snapshot (tables + index) under a new output root."""
+    name = (run / "LATEST").read_text().strip()
+    shutil.copytree(run / "snapshots" / name, dest / "snapshots" / name)
+    (dest / "LATEST").write_text(name + "\n")
+    return dest / "snapshots" / name
+
+
+def test_tampered_shard_is_refused(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    snap_dir = _copy_snapshot(run, tmp_path)
+    shard = snap_dir / "faiss" / "shard_00000.faiss"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the vectors
+    shard.write_bytes(bytes(data))
+
+    snap = Snapshot.open(str(tmp_path))
+    dim = json.loads((snap_dir / "faiss" / "manifest.json").read_text())["dim"]
+    query = np.ones((1, dim), np.float32)
+    with pytest.raises(SnapshotIntegrityError, match=r"shard_00000\.faiss fails its sha256") as e:
+        snap.search(query, 3)
+    assert isinstance(e.value, IndexIntegrityError) and isinstance(e.value, SnapshotError)
+
+    # the command says so in one line and exits 2, no traceback
+    assert mmx_main(["similar", "trailer_0000", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "refusing its FAISS index" in err and "shard_00000.faiss" in err
+
+
+def test_missing_manifest_is_refused(run: Path, tmp_path: Path) -> None:
+    snap_dir = _copy_snapshot(run, tmp_path)
+    (snap_dir / "faiss" / "manifest.json").unlink()
+    with pytest.raises(SnapshotIntegrityError, match="manifest.*missing"):
+        Snapshot.open(str(tmp_path)).similar("trailer_0000")
+
+
+def _table_lines(text: str) -> list[str]:
+    """The aligned table printed by a command: header, dashes, rows (all the same width)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    start = next(i for i, line in enumerate(lines) if set(line) <= {"-", " "}) - 1
+    table = lines[start:]
+    assert len({len(line) for line in table}) == 1, "columns are not aligned"
+    return table
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["table", "json"])
+@pytest.mark.parametrize("command", ["similar", "similar-video", "sql", "subgenres"])
+def test_every_query_command(
+    command: str,
+    as_json: bool,
+    run: Path,
+    held_out: list[tuple[Path, tuple[str, ...]]],
+    capsys: pytest.CaptureFixture,
+) -> None:
+    args = {
+        "similar": ["similar", "trailer_0000", "--k", "3"],
+        "similar-video": ["similar-video", str(held_out[0][0]), "--k", "3"],
+        "sql": ["sql", SQL],
+        "subgenres": ["subgenres"],
+    }[command]
+    assert mmx_main([*args, "--out", str(run), *(["--json"] if as_json else [])]) == 0
+    out = capsys.readouterr().out
+    if as_json:
+        value = json.loads(out)
+        rows = value["neighbours"] if command == "similar-video" else value
+        if command == "similar-video":
+            assert value["query"]["n_clips"] >= 10
+    else:
+        rows = _table_lines(out)[2:]
+        if command == "similar-video":
+            assert out.startswith(f"query: {held_out[0][0]}")
+    assert rows
+    if command.startswith("similar"):
+        assert len(rows) == 3
+
+
+def test_synth_and_run_commands(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert mmx_main(["synth", "--n", "1", "--out", str(tmp_path / "a"), "--seed", "5"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    assert (tmp_path / "a" / "labels.csv").exists()
+    with pytest.raises(SystemExit) as e:  # `mmx run` is the job (run by the `run` fixture)
+        mmx_main(["run", "--help"])
+    assert e.value.code == 0 and "--archive" in capsys.readouterr().out
+
+
+def test_unknown_snapshot_and_trailer(run: Path, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SnapshotError, match="no complete snapshot"):
+        Snapshot.open(str(run), "19700101T000000Z-nope")
+    assert mmx_main(["similar-video", "/no/such/video.mp4", "--out", str(run)]) == 2
+    assert "no such file" in capsys.readouterr().err
