@@ -1,0 +1,103 @@
+"""Nightly runs: incremental decoding by content fingerprint, no-op reruns, and a killed run
+that leaves LATEST intact and resumes from the per-trailer feature cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from mmx import storage
+from mmx.cli import run_job
+from mmx.synth import write_trailer
+
+ROOT = Path(__file__).resolve().parents[2]
+ARGS = ["--profile", "tiny", "--train.coarse_epochs=2", "--train.contrastive_epochs=1"]
+
+
+def _small_archive(src: Path, dst: Path, n: int = 11) -> Path:
+    (dst / "videos").mkdir(parents=True)
+    keep = sorted((src / "videos").glob("trailer_*.mp4"))[:n] + [src / "videos/broken_0000.mp4"]
+    for p in keep:
+        shutil.copy(p, dst / "videos" / p.name)
+    shutil.copy(src / "labels.csv", dst / "labels.csv")
+    return dst
+
+
+def _report(out: Path) -> dict:
+    newest = max((out / "runs").glob("*.json"), key=lambda p: p.stat().st_mtime)
+    return json.loads(newest.read_text())
+
+
+def test_incremental_decodes_only_new_and_changed(
+    ray_session, synth_archive: Path, tmp_path: Path
+) -> None:
+    arch = _small_archive(synth_archive, tmp_path / "arch")
+    out = tmp_path / "out"
+    base = ["--archive", str(arch), "--out", str(out), *ARGS]
+    assert run_job(base) == 0
+    first = storage.latest(str(out))
+    assert _report(out)["n_decoded"] == 12
+
+    videos = arch / "videos"
+    for i, genre in enumerate(("Horror", "Comedy", "Action")):
+        write_trailer(str(videos / f"night2_{i}.mp4"), (genre,), seed=900 + i)
+    write_trailer(str(videos / "trailer_0001.mp4"), ("Drama",), seed=999)  # changed content
+    assert run_job([*base, "--mode", "incremental"]) == 0
+    report = _report(out)
+    assert sorted(report["decoded"]) == ["night2_0", "night2_1", "night2_2", "trailer_0001"]
+    assert report["changes"] == {"new": 3, "changed": 1, "unchanged": 11, "removed": 0}
+    second = storage.latest(str(out))
+    assert second != first
+    trailers = pq.read_table(Path(second) / "trailers.parquet")
+    assert trailers.num_rows == 15  # 12 + 3 new; the changed one replaces its row
+    assert Path(first, "trailers.parquet").exists()  # the previous snapshot stays readable
+
+    assert run_job([*base, "--mode", "incremental"]) == 0  # same night again
+    again = _report(out)
+    assert again["n_decoded"] == 0 and not again["published"]
+    assert storage.latest(str(out)) == second
+
+
+def test_killed_run_keeps_latest_and_resumes(
+    ray_session, synth_archive: Path, tmp_path: Path
+) -> None:
+    arch = _small_archive(synth_archive, tmp_path / "arch", n=11)
+    out = tmp_path / "out"
+    base = ["--archive", str(arch), "--out", str(out), *ARGS]
+    assert run_job(base) == 0
+    published = storage.latest(str(out))
+    for i in range(6):
+        write_trailer(str(arch / "videos" / f"late_{i}.mp4"), ("Sci-Fi",), seed=700 + i)
+
+    # a separate job process (its own local Ray), killed while the expert stage is writing
+    cache = next((out / "cache").iterdir())
+    before = len(list(cache.iterdir()))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "jobs/index_archive.py"), *base, "--mode", "incremental"],
+        cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 300
+    while len(list(cache.iterdir())) < before + 2 and time.monotonic() < deadline:
+        assert proc.poll() is None, "the job ended before it could be killed"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    subprocess.run(["pkill", "-9", "-f", f"--out {out}"], check=False)
+    done = len(list(cache.iterdir())) - before
+    assert 2 <= done < 6
+
+    assert storage.latest(str(out)) == published  # LATEST untouched and readable
+    assert pq.read_table(Path(published) / "trailers.parquet").num_rows == 12
+
+    assert run_job([*base, "--mode", "incremental"]) == 0
+    report = _report(out)
+    assert report["published"]
+    assert len(report["decoded"]) == 6 - done  # only the unfinished trailers
