@@ -36,7 +36,8 @@ Writes ``benchmarks/results/train.json`` (``--out``). Two parts:
    the worker function runs, tear-down) are reported separately as ``ray_startup_s``, the
    worker's data loading as ``data_load_s``.
 
-Timings on a shared 2-core machine are noisy; the JSON records the load average.
+Timings on a shared 2-core machine are noisy; each part records the load average (1, 5 and
+15 min) before and after it.
 """
 
 from __future__ import annotations
@@ -397,7 +398,7 @@ def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             fit_s = time.time() - started
             result = storage.read_json(f"{model_dir}/result.json")
             summary = _epoch_summary(result, fit_s, cfg.train.batch_size)
-            timings = result["timings"]
+            timings = result["train_timings"]
             # TorchTrainer start-up: fit() until the worker function runs (wall clock, one host)
             summary["trainer_startup_s"] = round(timings["worker_start_unix"] - started, 2)
             summary["trainer_teardown_s"] = round(started + fit_s - timings["worker_end_unix"], 2)
@@ -433,7 +434,7 @@ def bench_ray(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 def _epoch_summary(result: dict[str, Any], total_s: float, batch: int) -> dict[str, Any]:
-    t = result["timings"]
+    t = result["train_timings"]
     return {
         "total_s": round(total_s, 2),
         "data_load_s": round(t["data_load_s"], 2),
@@ -473,16 +474,20 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     if not args.skip_model:
+        load_before = [round(x, 2) for x in os.getloadavg()]
         report["model"] = bench_model(args)
+        report["model"]["load_avg"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
         report["speedup_vs_loop"] = report["model"]["speedup_vs_loop"]
         report["peak_rss_mb"] = report["model"]["peak_rss_mb_after_vectorised"]
         print(json.dumps(report["model"], indent=2), flush=True)
     if not args.skip_ray:
+        load_before = [round(x, 2) for x in os.getloadavg()]
         work = Path(tempfile.mkdtemp(prefix="mmx-bench-train-"))
         try:
             report["ray"] = bench_ray(args, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+        report["ray"]["load_avg"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
         report["ray_epoch_overhead"] = report["ray"]["ray_epoch_overhead"]
         report["ray_startup_s"] = report["ray"]["ray_startup_s"]
         print(json.dumps(report["ray"], indent=2), flush=True)
@@ -493,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     previous = json.loads(out.read_text()) if out.exists() else {}
     if args.skip_model or args.skip_ray:  # keep the other part's last numbers
-        report = {**previous, **report}
+        report = {**previous, **report, "benchmark_s": None}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")

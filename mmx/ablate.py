@@ -238,6 +238,7 @@ def to_markdown(table: pa.Table) -> str:
         f"split ({first.get('n_eval', '?')} trailers; {first.get('n_train', '?')} trained on), "
         f"mean over {max((r['seeds'] for r in table.to_pylist()), default=0)} seed(s). "
         "Single experts and pairs use collaborative gating among the experts they have."
+        + (" The val split also picks each run's early-stopping epoch." if "val" in split else "")
     )
     return "\n".join(lines) + "\n"
 

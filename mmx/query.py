@@ -126,7 +126,12 @@ class Snapshot:
         return self.uri.rstrip("/").rsplit("/", 2)[0]
 
     def model_uri(self, phase: str) -> str:
-        """Checkpoint folder of the snapshot's ``fine`` or ``coarse`` model."""
+        """Checkpoint folder of the snapshot's ``fine`` or ``coarse`` model: the folder named
+        by ``model.json`` (an incremental snapshot reuses an earlier run's model), else
+        ``<out>/models/<snapshot name>``."""
+        pointer = storage.join(self.uri, "model.json")
+        if storage.exists(pointer):
+            return storage.join(storage.read_json(pointer)["model_dir"], phase)
         return storage.join(self.out, "models", self.name, phase)
 
     def sql(self, query: str) -> pa.Table:
@@ -260,8 +265,12 @@ class Snapshot:
                 ) from err
         return self._cache["index"]
 
-    def subgenres(self) -> pa.Table:
-        return self.table("subgenres")
+    def subgenres(self, centroids: bool = False) -> pa.Table:
+        """The sub-genre clusters; the ``centroid`` vectors only when asked (they are long)."""
+        table = self.table("subgenres")
+        if not centroids and "centroid" in table.column_names:
+            table = table.drop_columns(["centroid"])
+        return table
 
     # ------------------------------------------------------------------ models (cached)
 
@@ -274,10 +283,7 @@ class Snapshot:
                 fine, meta = load_model(self.model_uri("fine"))
                 coarse, _ = load_model(self.model_uri("coarse"))
             except FileNotFoundError as err:
-                raise SnapshotError(
-                    f"snapshot {self.name}: its models are not under {self.out}/models "
-                    f"({err})"
-                ) from err
+                raise SnapshotError(f"snapshot {self.name}: cannot load its model ({err})") from err
             self._cache["models"] = (fine, coarse, list(meta.get("genres") or self.genres()))
         return self._cache["models"]
 

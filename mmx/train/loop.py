@@ -118,7 +118,9 @@ def _wrap(objective: nn.Module, world_size: int, device: torch.device) -> nn.Mod
     if world_size == 1:
         return objective
     device_ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(objective, device_ids=device_ids)
+    # the only buffers (input standardisation, BCE weights) are equal on every worker and never
+    # change during training: sync them once at init, not before every forward (a collective)
+    return DistributedDataParallel(objective, device_ids=device_ids, forward_sync_buffers=False)
 
 
 def _mean_over_workers(

@@ -12,7 +12,7 @@ BCE, then contrastive NT-Xent) on this worker's shard of every global batch. Ran
     coarse/              the coarse model (best epoch): the phase is finished
     contrastive-epoch-NNNN/  every contrastive epoch (newest 2 kept)
     fine/                the contrastive model: the phase is finished
-    result.json          test/val metrics, baseline, silhouettes, epoch timings
+    result.json          test/val metrics, baseline, silhouettes, train_timings
 
 Every checkpoint folder gets its ``meta.json`` last, so a folder without one is unfinished and
 ignored. A killed run (a worker, the node, or the whole job) started again on the same
@@ -350,7 +350,7 @@ def train_phases(
                 "n": len(part),
             }
     # this attempt's timings (a resumed run lists only the epochs it ran)
-    result["timings"] = {
+    result["train_timings"] = {
         "worker_start_unix": worker_start,
         "worker_end_unix": time.time(),
         "data_load_s": data_load_s,

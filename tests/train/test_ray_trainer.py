@@ -106,7 +106,7 @@ def test_resume_after_kill_matches_uninterrupted_run(job, monkeypatch, kill_at):
     assert got["coarse_best_epoch"] == want["coarse_best_epoch"]
     # the resumed attempt ran only the epochs after the kill
     phase, epoch = kill_at
-    timings = got["timings"]
+    timings = got["train_timings"]
     if phase == "coarse":
         assert len(timings["coarse_epoch_s"]) == cfg.train.coarse_epochs - epoch - 1
         assert len(timings["contrastive_epoch_s"]) == cfg.train.contrastive_epochs
