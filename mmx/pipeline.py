@@ -170,7 +170,14 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     from mmx.train import ray_trainer
 
     timings: dict[str, float] = {}
-    name = storage.new_snapshot_name()
+    # A run killed before it published left its name here: reuse it, so its training
+    # checkpoints under models/<name>/ are resumed rather than started again.
+    pending = storage.join(cfg.out, "work", "PENDING")
+    name = storage.read_text(pending).strip() if storage.exists(pending) else ""
+    if name and storage.exists(storage.join(storage.snapshot_uri(cfg.out, name), storage.COMPLETE)):
+        name = ""  # it did publish; start afresh
+    name = name or storage.new_snapshot_name()
+    storage.write_text(pending, name + "\n")
     snap = storage.snapshot_uri(cfg.out, name)
     cache = storage.join(cfg.out, "cache", f"features-{ingest_key(cfg)}")
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
@@ -202,6 +209,8 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
                              published=False)
         _write_report(cfg, name, summary, changes, [], published=False)
+        fs, path = storage.filesystem(pending)
+        fs.rm(path)
         return summary
 
     with _timed(timings, "ingest"):
@@ -259,6 +268,8 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     }
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     storage.publish(cfg.out, name)
+    fs, path = storage.filesystem(pending)
+    fs.rm(path)
     if cfg.keep_snapshots > 0:
         storage.prune(cfg.out, cfg.keep_snapshots)
 
