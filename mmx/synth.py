@@ -62,11 +62,9 @@ MIN_SHOT_FRAMES = 16
 """Minimum number of frames of a shot, and of the cut-free part between two transitions."""
 
 _GENRE_PRIOR = np.array([0.22, 0.20, 0.24, 0.12, 0.10, 0.12])
-_P_OFF_GENRE_SHOT = 0.22  # shot styled after a random genre (label noise in the cues)
-_P_OFF_PALETTE = 0.15  # shot with a random palette whatever its style
+_P_OFF_GENRE_SHOT = 0.18  # shot styled after a random genre (label noise in the cues)
+_P_OFF_PALETTE = 0.12  # shot with a random palette whatever its style
 _P_DISSOLVE = 1.0 / 6.0
-_P_AUDIO_FOLLOWS_SHOT = 0.7  # a shot's music matches its visual style
-_P_AUDIO_DISTRACTOR = 0.35  # trailer-wide music bed from a genre the trailer does not have
 _MIN_CUT_SCORE = 40.0  # min HSV mean-abs-difference (scale 0..255) across a hard cut
 _CUT_RETRIES = 8
 _DETECT_WIDTH = 96  # width at which the cut-distinctness check measures frames
@@ -834,41 +832,30 @@ _AUDIO_TRACKS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] 
 
 
 def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) -> np.ndarray:
-    """Mix genre tracks loosely following the shot styles; float32 mono ``(n_samples,)``.
+    """Mix genre tracks following the shot styles; float32 mono ``(n_samples,)`` in [-1, 1].
 
-    Each shot's music follows its visual style with probability 0.7, otherwise a random genre.
-    A genre's gain is ``base + 0.65 * [current shot's music is that genre]`` (linearly
-    interpolated between frame centres, i.e. smoothed over one frame), where ``base`` is
-    ``0.35 * trailer weight`` for the trailer's genres (dropped with probability 0.25), plus
-    sometimes a distractor genre, plus a low room-noise floor. Peak-normalised to <= 0.85.
+    Each genre's gain is ``0.35 * trailer weight + 0.65 * [current shot has that style]``,
+    smoothed over one frame, plus a low room-noise floor.
     """
     n = round(plan.n_frames / fps * sr)
     n_frames = plan.n_frames
     style_w = np.zeros((n_frames, len(GENRES)))
     for i, shot in enumerate(plan.shots):
         end = plan.starts[i] + shot.length
-        music = shot.style
-        if rng.random() >= _P_AUDIO_FOLLOWS_SHOT:
-            music = GENRES[int(rng.integers(len(GENRES)))]
-        style_w[plan.starts[i] : end, GENRES.index(music)] += 1.0
+        style_w[plan.starts[i] : end, GENRES.index(shot.style)] += 1.0
     style_w /= style_w.sum(axis=1, keepdims=True)
-    bases = {g: (0.35 * w if rng.random() >= 0.25 else 0.0) for g, w in plan.genre_weights.items()}
-    if rng.random() < _P_AUDIO_DISTRACTOR:
-        others = [g for g in GENRES if g not in plan.genre_weights]
-        if others:
-            bases[others[int(rng.integers(len(others)))]] = float(rng.uniform(0.1, 0.3))
     # Linear interpolation between frame centres smooths gain changes over one frame (~40 ms).
     frame_centres = (np.arange(n_frames) + 0.5) / fps
     sample_times = np.arange(n) / sr
     mix = np.zeros(n)
     for gi, genre in enumerate(GENRES):
-        base = bases.get(genre, 0.0)
+        base = 0.35 * plan.genre_weights.get(genre, 0.0)
         if base == 0.0 and not style_w[:, gi].any():
             continue
         gain = base + 0.65 * np.interp(sample_times, frame_centres, style_w[:, gi])
         track = _AUDIO_TRACKS[genre](rng, n, sr)
         track /= np.sqrt(np.mean(track**2)) + 1e-9
-        mix += gain * track * rng.uniform(0.5, 1.4)
+        mix += gain * track * rng.uniform(0.7, 1.3)
     mix += rng.uniform(0.02, 0.1) * _lowpass_noise(rng, n, 3000.0, sr)
     peak = float(np.abs(mix).max()) + 1e-9
     return (mix * (rng.uniform(0.5, 0.85) / peak)).astype(np.float32)
@@ -1090,8 +1077,7 @@ def generate_archive(
     pipe-separated, empty for unlabelled) and ``truth.json``. With ``extras`` it adds
     ``teaser_0000`` (5 shots; expected ``excluded``), ``noaudio_0000`` (no audio stream;
     ``ok``), ``unlabelled_0000`` (empty genres in labels.csv; ``ok``) and ``broken_0000``
-    (truncated copy of the teaser, no ``moov`` atom; ``failed``), listed under
-    ``truth["extras"]`` with their ``expected_status``.
+    (corrupt bytes; ``failed``), listed under ``truth["extras"]`` with ``expected_status``.
 
     Trailer ``i`` depends only on ``(seed, i)``, so a smaller ``n`` gives a prefix of a larger
     archive. If ``truth.json`` exists with the same parameters and all files are present, the
@@ -1158,16 +1144,16 @@ def generate_archive(
             truth_extras[tid] = rec
             extra_trailers.append(t)
             labels.append((tid, t.genres))
-        # A download cut off mid-file: ftyp + part of mdat, no moov atom -> unreadable.
         broken = videos / "broken_0000.mp4"
-        data = Path(extra_trailers[0].path).read_bytes()
-        broken.write_bytes(data[: max(64, len(data) * 2 // 5)])
+        header = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+        body = xrng.integers(0, 256, size=4096, dtype=np.uint8).tobytes()
+        broken.write_bytes(header + b"\x00\x00\x10\x00moov" + body)
         bgenres = _sample_genres(xrng)
         truth_extras["broken_0000"] = {
             "path": os.path.relpath(broken, root),
             "genres": list(bgenres),
             "expected_status": "failed",
-            "reason": "truncated MP4 (no moov atom)",
+            "reason": "corrupt file (MP4 header followed by random bytes)",
             "n_frames": None,
             "has_audio": None,
         }

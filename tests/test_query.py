@@ -71,7 +71,7 @@ def held_out(
     videos = []
     for i, combo in enumerate(combos):
         path = root / f"held out {i}.mp4"  # a space in the name, as real files have
-        write_trailer(path, combo, seed=90_000 + i, n_shots=22)
+        write_trailer(path, combo, seed=90_000 + i, n_shots=14)
         videos.append((path, combo))
     return videos
 
