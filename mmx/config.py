@@ -36,6 +36,9 @@ class VideoConfig:
     audio_rate: int = 16000
     decode_threads: int = 1  # decoder threads per trailer (Ray runs trailers side by side)
     prefetch_chunks: int = 1  # PyAV: chunks decoded ahead on a background thread (0 = none)
+    # PyAV: skip in-loop deblocking on frames nothing predicts from ("noref": no error can
+    # propagate; ~0.01 grey levels at 256x144, 2-14% less decoding), "none" = bit-exact.
+    skip_loop_filter: Literal["none", "noref", "bidir", "all"] = "noref"
 
     def __post_init__(self) -> None:
         _check(self.width >= 32 and self.height >= 32, "video.width/height must be >= 32")

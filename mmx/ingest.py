@@ -42,6 +42,8 @@ from mmx.video.sampling import evenly_spaced, mean_in_ranges, nearest, rows_in_r
 
 log = logging.getLogger(__name__)
 
+TRUNCATION_SLACK = 0.02  # fewer decoded frames than the header's exact count minus this: failed
+
 
 @dataclass
 class TrailerFeatures:
@@ -151,7 +153,8 @@ def analyse_trailer(
 
     Raises:
         TrailerError: ``failed`` for unreadable input (empty, not a video, no video stream,
-            truncated, corrupt), ``excluded`` when the trailer is longer than
+            truncated — also when the stream ends cleanly well before the frame count its
+            header declares —, corrupt), ``excluded`` when the trailer is longer than
             ``video.max_duration_s`` or has fewer than ``shots.min_shots`` kept clips.
     """
     timings: dict[str, float] = {}
@@ -177,7 +180,8 @@ def analyse_trailer(
     n_frames = 0
     chunks = iter_frames(path, width=video.width, height=video.height,
                          chunk_frames=video.chunk_frames, backend=video.backend,
-                         threads=video.decode_threads, prefetch=video.prefetch_chunks)
+                         threads=video.decode_threads, prefetch=video.prefetch_chunks,
+                         skip_loop_filter=video.skip_loop_filter)
     with closing(chunks):  # stops the decode thread at once if we raise mid-video
         for first, chunk in chunks:
             n = len(chunk)
@@ -222,6 +226,10 @@ def analyse_trailer(
 
     if n_frames == 0:
         raise failed("video stream has no decodable frames")
+    if info.exact_n_frames and n_frames < info.n_frames * (1 - TRUNCATION_SLACK) - 2:
+        # The stream just ended early (a file cut short after its index): not a short trailer.
+        raise failed(f"truncated video: decoded {n_frames} of {info.n_frames} frames "
+                     f"(the count its header declares)")
     t = time.perf_counter()
     shot_list = detector.finish()
     for cut in detector.cuts:  # cuts released by finish() close their shots too

@@ -126,3 +126,60 @@ def test_too_long_is_excluded(silent_trailer):
     with pytest.raises(TrailerError) as info:
         analyse_trailer(silent_trailer.path, video, SHOTS, EXPERTS)
     assert info.value.status == "excluded" and "> 5 s" in info.value.reason
+
+
+def _faststart_cut(src, dst, fraction: float, at_packet: bool) -> None:
+    """``src`` remuxed with its index first, then cut after ``fraction`` of the bytes: exactly
+    at a packet boundary (the decoder sees a clean end) or in the middle of a packet."""
+    import av
+
+    full = dst.with_name("full-" + dst.name)
+    with av.open(str(src)) as inp, av.open(str(full), "w",
+                                           options={"movflags": "faststart"}) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    data = full.read_bytes()
+    cut = int(len(data) * fraction)
+    if at_packet:
+        with av.open(str(full)) as inp:
+            cut = max(p.pos for p in inp.demux() if p.pos is not None and 0 < p.pos <= cut)
+    dst.write_bytes(data[:cut])
+
+
+@pytest.mark.parametrize("at_packet", [True, False])
+def test_truncated_stream_fails_as_truncated(synth_trailer, tmp_path, at_packet):
+    """A file cut short after its index must not pass as a shorter trailer (or be excluded
+    for too few shots): failed, and the reason says truncated."""
+    path = tmp_path / "cut short.mp4"
+    _faststart_cut(synth_trailer.path, path, 0.6, at_packet)
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(path, VIDEO, SHOTS, EXPERTS)
+    assert info.value.status == "failed" and "truncated" in info.value.reason
+    assert f"of {synth_trailer.n_frames}" in info.value.reason
+
+
+@pytest.mark.parametrize("unit", ["a long trailer title with spaces ", "Ça tourne — 映画 "])
+def test_absurdly_long_names(synth_trailer, tmp_path, unit):
+    """Names near the 255-byte limit of one path component, ASCII or multi-byte UTF-8."""
+    stem = (unit * 100)[:250]
+    while len((stem + ".mp4").encode()) > 250:
+        stem = stem[:-1]
+    path = tmp_path / (stem + ".mp4")
+    assert len(path.name.encode()) > 240
+    shutil.copy(synth_trailer.path, path)
+    out = analyse_trailer(path, VIDEO, SHOTS, EXPERTS)
+    assert len(out.clips) >= SHOTS.min_shots and out.has_audio
+
+
+def test_still_image_named_like_a_video(tmp_path):
+    import cv2
+
+    _, png = cv2.imencode(".png", np.full((90, 160, 3), 120, np.uint8))
+    path = tmp_path / "poster.mp4"
+    path.write_bytes(png.tobytes())
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(path, VIDEO, SHOTS, EXPERTS)
+    assert info.value.status == "failed" and "still image" in info.value.reason

@@ -44,7 +44,7 @@ def test_deterministic(tmp_path: Path) -> None:
 def test_archive_labels_and_idempotence(tmp_path: Path) -> None:
     trailers = generate_archive(str(tmp_path), n=3, seed=1)
     rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
-    assert [r.keys() for r in rows][0] == {"trailer_id", "genres"}
+    assert set(rows[0].keys()) == {"trailer_id", "genres"}
     for r in rows:
         assert all(g in GENRES for g in r["genres"].split("|") if g)
     assert any(r["genres"] == "" for r in rows)  # the unlabelled extra

@@ -17,6 +17,7 @@ working copy:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import cv2
@@ -47,23 +48,45 @@ def _edge_energy(grey: np.ndarray) -> np.ndarray:
     n, h, w = grey.shape
     gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey])  # (N, H, W)
     gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey])
-    mag = np.sqrt(gx * gx + gy * gy) / 4.0  # Sobel gain 4 → unit step ≈ 1
-    theta = np.mod(np.arctan2(gy, gx), np.pi)  # unsigned orientation in [0, pi)
-    bins = np.floor(theta / (np.pi / ORIENTATIONS) + 0.5).astype(np.int64) % ORIENTATIONS
-    onehot = np.eye(ORIENTATIONS, dtype=np.float32)[bins] * mag[..., None]  # (N, H, W, O)
-    cells = onehot.reshape(n, GRID, h // GRID, GRID, w // GRID, ORIENTATIONS).mean(axis=(2, 4))
-    return np.sqrt(cells.transpose(0, 3, 1, 2).reshape(n, -1))  # (N, O * G * G)
+    # Magnitude and angle in [0, 2 pi) in one OpenCV pass (angles good to ~0.3 degrees).
+    mag, theta = cv2.cartToPolar(gx.reshape(n * h, w), gy.reshape(n * h, w))
+    # Unsigned orientation: bin of theta mod pi; adding pi shifts the bin by exactly O.
+    bins = (theta * (ORIENTATIONS / np.pi) + 0.5).astype(np.int64) % ORIENTATIONS  # (N*H, W)
+    cell = _cell_index(h, w)  # (H, W) cell of each pixel, row-major on the grid
+    index = (np.arange(n)[:, None, None] * GRID * GRID + cell) * ORIENTATIONS  # (N, H, W)
+    index = index + bins.reshape(n, h, w)
+    energy = np.bincount(index.reshape(-1), weights=mag.reshape(-1) / 4.0,  # Sobel gain 4
+                         minlength=n * GRID * GRID * ORIENTATIONS)
+    cells = energy.reshape(n, GRID * GRID, ORIENTATIONS) / ((h // GRID) * (w // GRID))  # means
+    return np.sqrt(cells.transpose(0, 2, 1).reshape(n, -1)).astype(np.float32)  # (N, O*G*G)
 
 
-def _histogram(values: np.ndarray, bins: int, weights: np.ndarray | None = None) -> np.ndarray:
-    """Per-row normalised histogram of values in [0, 1): ``(N, P)`` → ``(N, bins)``."""
-    idx = np.clip((values * bins).astype(np.int64), 0, bins - 1)
-    n = values.shape[0]
-    flat = idx + bins * np.arange(n)[:, None]  # offset each row into its own bin range
+@functools.cache
+def _cell_index(h: int, w: int) -> np.ndarray:
+    """int64 ``(h, w)``: grid cell of each pixel, ``row * GRID + col`` on a GRID x GRID grid."""
+    rows = np.arange(h) // (h // GRID)
+    cols = np.arange(w) // (w // GRID)
+    return rows[:, None] * GRID + cols[None, :]
+
+
+def _histogram(codes: np.ndarray, bins: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """Per-row normalised histogram of uint8 codes read as values ``code / 256`` in [0, 1).
+
+    ``(N, P)`` uint8 (and optional float weights ``(N, P)``) → float32 ``(N, bins)``; bin
+    ``floor(code * bins / 256)``.
+    """
+    n = codes.shape[0]
+    lut = (np.arange(256) * bins) // 256  # code -> bin
+    flat = lut[codes] + bins * np.arange(n)[:, None]  # offset each row into its own bin range
     w = None if weights is None else weights.reshape(-1)
     hist = np.bincount(flat.reshape(-1), weights=w, minlength=n * bins).reshape(n, bins)
     total = hist.sum(axis=1, keepdims=True)
     return (hist / np.maximum(total, 1e-6)).astype(np.float32)
+
+
+_UNIT = (np.arange(256) / 256.0).astype(np.float32)  # uint8 HSV code -> [0, 1)
+_COS = np.cos(2 * np.pi * _UNIT).astype(np.float32)  # hue code -> cos / sin of its angle
+_SIN = np.sin(2 * np.pi * _UNIT).astype(np.float32)
 
 
 def describe_frames(frames: np.ndarray) -> np.ndarray:
@@ -79,14 +102,15 @@ def describe_frames(frames: np.ndarray) -> np.ndarray:
                                 interpolation=cv2.INTER_AREA) for g in grey])
     edges = np.concatenate([_edge_energy(grey), _edge_energy(half)], axis=1)  # (N, 128)
 
-    hsv = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2HSV_FULL) for f in small])
-    hsv = hsv.reshape(n, -1, 3).astype(np.float32) / 256.0  # (N, P, 3) in [0, 1)
-    hue, sat, val = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    # One HSV conversion for all frames (stacked vertically they are one image).
+    hsv8 = cv2.cvtColor(small.reshape(n * small.shape[1], small.shape[2], 3),
+                        cv2.COLOR_RGB2HSV_FULL).reshape(n, -1, 3)  # (N, P, 3) uint8
+    hue8, sat8, val8 = hsv8[..., 0], hsv8[..., 1], hsv8[..., 2]
+    sat, val = _UNIT[sat8], _UNIT[val8]  # (N, P) float32 in [0, 1)
     chroma = sat * val  # weight hue by how coloured the pixel is
-    angle = 2 * np.pi * hue
     chroma_sum = np.maximum(chroma.sum(axis=1), 1e-6)
-    hue_cos = (chroma * np.cos(angle)).sum(axis=1) / chroma_sum
-    hue_sin = (chroma * np.sin(angle)).sum(axis=1) / chroma_sum
+    hue_cos = (chroma * _COS[hue8]).sum(axis=1) / chroma_sum  # tables: hue has 256 values
+    hue_sin = (chroma * _SIN[hue8]).sum(axis=1) / chroma_sum
     luma = grey.reshape(n, -1)
     r, g, b = (rgb[..., c].reshape(n, -1) for c in range(3))
     rg, yb = r - g, 0.5 * (r + g) - b
@@ -100,11 +124,14 @@ def describe_frames(frames: np.ndarray) -> np.ndarray:
         (luma < 0.1).mean(1), (luma > 0.9).mean(1), gmag.sum(1) / ORIENTATIONS,
     ], axis=1)  # (N, 12)
     colour = np.concatenate([
-        _histogram(hue, HUE_BINS, chroma), _histogram(sat, SV_BINS), _histogram(val, SV_BINS),
+        _histogram(hue8, HUE_BINS, chroma), _histogram(sat8, SV_BINS), _histogram(val8, SV_BINS),
         stats,
     ], axis=1)  # (N, 40)
     h2, w2 = WORK_SIZE[1] // 2, WORK_SIZE[0] // 2
-    layout = rgb.reshape(n, 2, h2, 2, w2, 3).mean(axis=(2, 4)).reshape(n, -1)  # (N, 12)
+    # Quadrant means: sum the rows of each half first (contiguous), then the columns.
+    rows = rgb.reshape(n, 2, h2, w2 * 2 * 3).sum(axis=2)  # (N, 2, 2 * w2 * 3)
+    layout = rows.reshape(n, 2, 2, w2, 3).sum(axis=3) / (h2 * w2)  # (N, 2, 2, 3)
+    layout = layout.reshape(n, -1)  # (N, 12)
     return np.concatenate([edges, colour, layout], axis=1).astype(np.float32)
 
 

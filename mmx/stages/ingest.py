@@ -199,7 +199,10 @@ class AppearanceActor:
 
         threads = max(1, int(cfg.resources.appearance_cpus))
         torch.set_num_threads(threads)
-        self.expert = get_expert("appearance", cfg.experts)
+        # A GPU actor (appearance_gpus > 0) runs the CNN on its GPU; its forward batch then
+        # defaults to 64 frames, on CPU to 4 (small batches stay in cache, see AppearanceExpert).
+        gpu = cfg.resources.appearance_gpus > 0 and torch.cuda.is_available()
+        self.expert = get_expert("appearance", cfg.experts, device="cuda" if gpu else "cpu")
         self.batch = cfg.resources.appearance_batch
 
     def __call__(self, batch: pa.Table) -> pa.Table:

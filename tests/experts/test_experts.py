@@ -85,6 +85,15 @@ def test_appearance_has_imagenet_weights(appearance):
     assert not torch.allclose(bn.running_var, torch.ones_like(bn.running_var))
 
 
+def test_appearance_folded_batchnorm_gives_the_same_features(appearance):
+    """Inference runs on a BN-folded copy; it must match the checkpoint's own network."""
+    frames = np.stack([textured(5, (256, 144)), checkerboard()])
+    with torch.inference_mode():
+        x = appearance.preprocess(frames)
+        reference = appearance.model.extract_features(x).mean(dim=(2, 3)).numpy()
+    np.testing.assert_allclose(appearance(frames), reference, rtol=1e-3, atol=1e-4)
+
+
 def test_appearance_loads_user_weights(appearance, tmp_path):
     state = {k: v.clone() for k, v in appearance.model.state_dict().items()}
     state["_fc.bias"] += 1.0
@@ -119,6 +128,37 @@ def test_scene_shape_dtype_determinism():
     shots = expert([frames[:2], frames[2:]])  # two shots → mean of their frames
     np.testing.assert_allclose(shots[0], rows[:2].mean(0), rtol=1e-6)
     assert shots.shape == (2, 180)
+
+
+def test_scene_edge_energy_matches_direct_formula():
+    """The pooled orientation energies equal the plain per-pixel formula (arctan2, one-hot,
+    cell means), up to OpenCV's ~0.3 degree angles near bin edges."""
+    from mmx.experts.scene import GRID, ORIENTATIONS, _edge_energy
+
+    grey = np.stack([textured(6, (128, 72))[..., 1], checkerboard(72, 128, 8)[..., 0]])
+    grey = grey.astype(np.float32) / 255.0  # (2, 72, 128)
+    gx = np.stack([cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3) for g in grey])
+    gy = np.stack([cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3) for g in grey])
+    mag = np.sqrt(gx**2 + gy**2) / 4.0
+    theta = np.mod(np.arctan2(gy, gx), np.pi)
+    bins = np.floor(theta / (np.pi / ORIENTATIONS) + 0.5).astype(int) % ORIENTATIONS
+    onehot = np.eye(ORIENTATIONS)[bins] * mag[..., None]  # (2, 72, 128, O)
+    cells = onehot.reshape(2, GRID, 72 // GRID, GRID, 128 // GRID, ORIENTATIONS).mean((2, 4))
+    reference = np.sqrt(cells.transpose(0, 3, 1, 2).reshape(2, -1))
+    np.testing.assert_allclose(_edge_energy(grey), reference, atol=0.01)
+
+
+def test_motion_zoom_sign():
+    """Zooming in (a shrinking centred crop, scaled up) gives zoom > 0 and no pan."""
+    texture = textured(7, (512, 288))
+    frames = []
+    for i in range(6):
+        m = 4 * i  # crop margin grows: the view zooms in
+        crop = texture[m * 9 // 16 : 288 - m * 9 // 16, m : 512 - m]
+        frames.append(cv2.resize(crop, (256, 144), interpolation=cv2.INTER_AREA))
+    out = MotionExpert()([np.stack(frames)], fps=24.0)[0]
+    pan, tilt, zoom = out[16], out[17], out[18]
+    assert zoom > 0.05 and abs(pan) < 0.2 * zoom and abs(tilt) < 0.2 * zoom
 
 
 def test_motion_shape_and_camera_pan():

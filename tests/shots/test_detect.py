@@ -52,6 +52,35 @@ def test_scenedetect_finds_known_cuts(synth_trailer, name):
     assert all(a[1] == b[0] for a, b in itertools.pairwise(shots))
 
 
+@pytest.mark.parametrize("name", ["adaptive", "content"])
+@pytest.mark.parametrize("width", [256, 128, 96])
+def test_chunked_scores_match_pyscenedetect(synth_trailer, name, width):
+    """Our chunk-wise content scores drive the library's detector to exactly the cuts it finds
+    itself, frame by frame on BGR frames (the CLI's way), at the same downscale."""
+    import cv2
+    from scenedetect.common import FrameTimecode
+    from scenedetect.detectors import AdaptiveDetector, ContentDetector
+
+    cfg = ShotsConfig(detector=name, detect_width=width, min_shot_frames=6)
+    _, ours = detect(synth_trailer.path, cfg, synth_trailer.fps, chunk=50)
+    library = (AdaptiveDetector(adaptive_threshold=cfg.adaptive_threshold, min_scene_len=6)
+               if name == "adaptive"
+               else ContentDetector(threshold=cfg.content_threshold, min_scene_len=6))
+    size = (width, round(H * width / W))
+    fps = float(synth_trailer.fps)
+    theirs, last = [], 0
+    for first, frames in iter_frames(synth_trailer.path, width=W, height=H, chunk_frames=64):
+        for k, frame in enumerate(frames):
+            small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+            last = first + k
+            events = library.process_frame(FrameTimecode(last, fps=fps),
+                                           cv2.cvtColor(small, cv2.COLOR_RGB2BGR))
+            theirs += [t.frame_num for t in events]
+    theirs += [t.frame_num for t in library.post_process(FrameTimecode(last, fps=fps))]
+    assert ours == [c for c in theirs if c > 0]
+    assert len(ours) >= len(synth_trailer.cuts) - 1
+
+
 def test_chunking_does_not_change_cuts(synth_trailer):
     cfg = ShotsConfig()
     _, small = detect(synth_trailer.path, cfg, synth_trailer.fps, chunk=7)

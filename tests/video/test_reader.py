@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pickle
 
+import av
 import numpy as np
 import pytest
 
 from mmx.errors import TrailerError, excluded, failed
 from mmx.video import (
     evenly_spaced,
+    frame_to_rgb,
     iter_frames,
     mean_in_ranges,
     nearest,
@@ -75,12 +77,46 @@ def test_decord_frames_match_pyav(synth_trailer):
                 seen[i] = frames[i - first].astype(np.int16)
     got = np.stack([seen[i] for i in indices])
     diff = np.abs(got - reference)
-    assert diff.mean() < 1.0  # same decoder; scalers differ by rounding only
+    # Same decoder; decord scales with swscale, whose integer YUV→RGB reads about one level
+    # dark, the PyAV path with OpenCV (frame_to_rgb): they differ by that bias and rounding.
+    assert diff.mean() < 2.0
     assert np.percentile(diff, 99) <= 8
     # and the right frames: each matches its own index far better than its neighbour's
     for k, i in enumerate(indices):
         if i + 1 < synth_trailer.n_frames and i + 1 in seen and i + 1 in synth_trailer.cuts:
             assert np.abs(got[k] - seen[i + 1]).mean() > 5 * max(diff[k].mean(), 0.1)
+
+
+@pytest.mark.parametrize(("matrix", "code"), [("ITU601", 5), ("ITU709", 1)])
+@pytest.mark.parametrize("fmt", ["yuv420p", "yuvj420p", "yuv444p"])
+def test_frame_to_rgb_colours(matrix, code, fmt):
+    """Known colours survive RGB → Y'CbCr (each matrix and range) → frame_to_rgb."""
+    colours = [(200, 30, 40), (20, 180, 60), (30, 60, 220), (128, 128, 128), (250, 250, 10),
+               (5, 5, 5)]
+    rgb = np.zeros((64, 96, 3), np.uint8)
+    for i, colour in enumerate(colours):
+        rgb[:, 16 * i : 16 * (i + 1)] = colour
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt,
+                                                                     dst_colorspace=matrix)
+    frame.colorspace = code  # tag the matrix, as a decoder does from the stream
+    back = frame_to_rgb(frame, 96, 64).astype(np.int16)
+    centres = back[:, [16 * i + 8 for i in range(len(colours))]]  # (64, 6, 3) patch centres
+    assert np.abs(centres - np.array(colours)).max() <= 3
+    half = frame_to_rgb(frame, 48, 32)  # scaled too, into a given array
+    out = np.empty((32, 48, 3), np.uint8)
+    assert frame_to_rgb(frame, 48, 32, out=out) is out
+    np.testing.assert_array_equal(out, half)
+
+
+def test_skip_loop_filter_on_unreferenced_frames_is_nearly_exact(synth_trailer):
+    """Skipping deblocking where no frame predicts from it changes pixels by a hair, never
+    which frame is where."""
+    exact, fast = (np.concatenate([f for _, f in iter_frames(
+        synth_trailer.path, width=W, height=H, chunk_frames=100, backend="pyav",
+        skip_loop_filter=mode)]).astype(np.int16) for mode in ("none", "noref"))
+    assert exact.shape == fast.shape == (synth_trailer.n_frames, H, W, 3)
+    diff = np.abs(exact - fast)
+    assert diff.mean() < 0.05 and np.percentile(diff, 99.9) <= 4  # a few edge pixels differ
 
 
 def test_odd_size_falls_back_to_pyav(synth_trailer):
