@@ -148,6 +148,8 @@ class IndexConfig:
     train_sample: int = 100_000  # max vectors (seeded sample) to train the IVF quantizer
     top_genres: int = 3  # genres listed per sub-genre (by lift vs the archive)
     exemplars: int = 5  # trailers listed per sub-genre (nearest the centroid)
+    top_concepts: int = 5  # ImageNet concepts listed per sub-genre (0 = skip naming them)
+    concept_min_share: float = 0.2  # a listed concept is seen in at least this share of members
 
 
 @dataclass(frozen=True)

@@ -240,7 +240,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
 
     with _timed(timings, "cluster"):
         centroids = prev.centroids if incremental else None
-        sub = index.cluster_trailers(emb, labels, vocab, cfg, centroids=centroids)
+        sub = index.cluster_trailers(emb, labels, vocab, cfg, centroids=centroids, features=ok)
 
     with _timed(timings, "index"):
         manifest = index.build_index(

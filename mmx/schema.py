@@ -80,8 +80,9 @@ SUBGENRES = pa.schema(
     [
         ("subgenre", pa.int32()),
         ("size", pa.int64()),
-        ("top_genres", _str_list),
-        ("exemplars", _str_list),
+        ("top_genres", _str_list),  # most over-represented genres (lift vs the archive)
+        ("top_concepts", _str_list),  # most over-represented ImageNet concepts of its clips
+        ("exemplars", _str_list),  # trailers nearest the centroid first
         ("centroid", _f32_list),  # unit-norm centre in the embedding space
     ]
 )

@@ -229,3 +229,30 @@ def test_unknown_snapshot_and_trailer(run: Path, capsys: pytest.CaptureFixture) 
         Snapshot.open(str(run), "19700101T000000Z-nope")
     assert mmx_main(["similar-video", "/no/such/video.mp4", "--out", str(run)]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def _readme_recipes() -> list[str]:
+    """The SQL blocks of the README's "DuckDB recipes" section, in order."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### DuckDB recipes", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```sql\n")[1:]]
+
+
+def test_readme_duckdb_recipes_run_on_a_snapshot(run: Path) -> None:
+    recipes = _readme_recipes()
+    assert len(recipes) >= 5
+    snap = Snapshot.open(str(run))
+    for sql in recipes:
+        table = snap.sql(sql.replace(".mmx/out", str(run)))
+        assert table.num_columns >= 2, sql
+    sizes = snap.sql(recipes[-1].replace(".mmx/out", str(run)))
+    assert sizes.num_rows == snap.table("subgenres").num_rows
+
+
+def test_subgenres_are_named_by_imagenet_concepts(run: Path) -> None:
+    from mmx.experts.concepts import imagenet_names
+
+    sub = Snapshot.open(str(run)).subgenres().to_pylist()
+    named = [c for r in sub for c in r["top_concepts"]]
+    assert named, "no sub-genre of the synthetic archive is named by a concept"
+    assert set(named) <= set(imagenet_names())

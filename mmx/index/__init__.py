@@ -4,9 +4,9 @@ Pure functions and one reader class; no Ray here (the L3 stage runs e.g. one tas
 Similarity everywhere is cosine (inner product of L2-normalised float32 vectors).
 """
 
-from mmx.index.describe import SUBGENRES_SCHEMA, describe_clusters, genre_matrix
+from mmx.index.describe import describe_clusters, genre_matrix, over_represented
 from mmx.index.kmeans import assign, choose_k, cluster
-from mmx.index.neighbours import NEIGHBOURS_SCHEMA, neighbours
+from mmx.index.neighbours import neighbours
 from mmx.index.shards import (
     IdCollisionError,
     IndexIntegrityError,
@@ -27,8 +27,6 @@ from mmx.index.shards import (
 from mmx.index.vectors import l2_normalise
 
 __all__ = [
-    "NEIGHBOURS_SCHEMA",
-    "SUBGENRES_SCHEMA",
     "IdCollisionError",
     "IndexIntegrityError",
     "ShardedIndex",
@@ -43,6 +41,7 @@ __all__ = [
     "index_to_bytes",
     "l2_normalise",
     "neighbours",
+    "over_represented",
     "partition",
     "shard_of",
     "stable_id",

@@ -1,8 +1,9 @@
 """The ``subgenres`` table (DESIGN §4): what each sub-genre cluster is made of.
 
 Owns how a cluster is described to analysts: its size, the genres most over-represented in it
-relative to the whole archive (lift, with a minimum support), and exemplar trailers (members
-nearest the centroid by cosine).
+relative to the whole archive (lift, with a minimum support), the ImageNet concepts its clips
+show more often than the archive's (see ``mmx.experts.concepts``), exemplar trailers (members
+nearest the centroid by cosine) and its centroid.
 """
 
 from __future__ import annotations
@@ -12,17 +13,10 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+from scipy import sparse
 
+from mmx import schema
 from mmx.index.vectors import l2_normalise
-
-SUBGENRES_SCHEMA = pa.schema(
-    [
-        ("subgenre", pa.int32()),
-        ("size", pa.int64()),
-        ("top_genres", pa.list_(pa.string())),  # by decreasing lift vs the archive
-        ("exemplars", pa.list_(pa.string())),  # trailer_ids, nearest the centroid first
-    ]
-)
 
 
 def genre_matrix(genres_per_trailer: Sequence[Sequence[str]], vocab: Sequence[str]) -> np.ndarray:
@@ -42,6 +36,42 @@ def genre_matrix(genres_per_trailer: Sequence[Sequence[str]], vocab: Sequence[st
     return y
 
 
+def over_represented(
+    labels: np.ndarray,
+    counts: np.ndarray,
+    units: np.ndarray,
+    k: int,
+    names: Sequence[str],
+    top: int,
+    min_support: np.ndarray | int,
+) -> list[list[str]]:
+    """Per cluster, up to ``top`` names whose share in the cluster beats the archive's.
+
+    ``counts`` (N, V): occurrences of each name per trailer (multi-hot genres, or clips per
+    concept); ``units`` (N,): what a share is out of (1 per labelled trailer, or clips per
+    trailer). lift = (Σ_cluster counts / Σ_cluster units) / (Σ counts / Σ units); a name is
+    listed when lift > 1 and at least ``min_support`` (scalar, or per cluster ``(k,)``)
+    member trailers carry it; ranked by lift, then carriers, then name order.
+    """
+    v = counts.shape[1]
+    if v == 0:
+        return [[] for _ in range(k)]
+    n = len(labels)
+    member = sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))  # (k, N)
+    per_cluster = np.asarray(member @ counts.astype(np.float64))  # (k, V)
+    carriers = np.asarray(member @ (counts > 0).astype(np.float64))  # (k, V) members carrying it
+    units_in = member @ np.asarray(units, dtype=np.float64)  # (k,)
+    base = counts.sum(axis=0) / max(float(np.sum(units)), 1.0)  # (V,)
+    share = per_cluster / np.maximum(units_in, 1.0)[:, None]  # (k, V)
+    lift = np.divide(share, base[None, :], out=np.zeros_like(share), where=base[None, :] > 0)
+    support = np.broadcast_to(np.asarray(min_support, dtype=np.float64).reshape(-1, 1), (k, 1))
+    eligible = (carriers >= support) & (lift > 1.0)  # (k, V)
+    idx = np.broadcast_to(np.arange(v), (k, v))
+    order = np.lexsort((idx, -carriers, -lift), axis=1)  # (k, V)
+    arr = np.asarray(list(names), dtype=object)
+    return [arr[order[i][eligible[i, order[i]]][:top]].tolist() for i in range(k)]
+
+
 def describe_clusters(
     labels: npt.ArrayLike,
     genres_per_trailer: Sequence[Sequence[str]],
@@ -53,15 +83,23 @@ def describe_clusters(
     exemplars: int = 5,
     *,
     min_support: int = 2,
+    concept_counts: np.ndarray | None = None,
+    concept_names: Sequence[str] = (),
+    top_concepts: int = 5,
+    concept_min_share: float = 0.2,
 ) -> pa.Table:
-    """One ``SUBGENRES_SCHEMA`` row per centroid (empty clusters included, size 0).
+    """One ``schema.SUBGENRES`` row per centroid (empty clusters included, size 0).
 
     ``labels`` (N,) int cluster of each trailer; ``genres_per_trailer`` N lists of genre
     names (empty = unlabelled); ``trailer_ids`` (N,); ``vectors`` (N, D) float32;
     ``centroids`` (k, D) float32. ``top_genres``: up to ``top`` genres with lift > 1, where
     lift = P(genre | cluster) / P(genre | archive) over labelled trailers only, among genres
     carried by at least ``min_support`` labelled members (ties: higher count, then vocab
-    order). ``exemplars``: up to ``exemplars`` members with the highest cosine to the centroid.
+    order). ``top_concepts``: with ``concept_counts`` (N, V) clips per concept and their
+    ``concept_names``, up to ``top_concepts`` concepts whose share of the cluster's clips
+    beats the archive's, shown by at least ``min_support`` members and ``concept_min_share``
+    of them. ``exemplars``: up to ``exemplars`` members with the highest cosine to the
+    centroid. ``centroid``: the unit-norm centroid.
     """
     c = l2_normalise(centroids, name="centroids")
     k = len(c)
@@ -77,22 +115,23 @@ def describe_clusters(
         raise ValueError(f"describe_clusters: labels outside [0, {k})")
     sizes = np.bincount(lab, minlength=k)  # (k,)
 
-    # Lift over labelled trailers: unlabelled ones would dilute every genre equally.
-    g = len(vocab)
+    # Genre lift over labelled trailers: unlabelled ones would dilute every genre equally.
     y = genre_matrix(genres_per_trailer, vocab)  # (N, G)
-    labelled = y.any(axis=1)  # (N,)
-    rows, cols = np.nonzero(y)  # one pair per (trailer, genre) it carries
-    per_cluster = np.bincount(lab[rows] * g + cols, minlength=k * g).reshape(k, g)  # (k, G)
-    labelled_in = np.bincount(lab[labelled], minlength=k)  # (k,)
-    base = y.sum(axis=0) / max(int(labelled.sum()), 1)  # (G,) archive frequency
-    share = per_cluster / np.maximum(labelled_in, 1)[:, None]  # (k, G)
-    lift = np.divide(share, base[None, :], out=np.zeros_like(share), where=base[None, :] > 0)
-    eligible = (per_cluster >= min_support) & (lift > 1.0)  # (k, G)
-    # Rank genres per cluster: lift desc, count desc, vocab order.
-    genre_idx = np.broadcast_to(np.arange(g), (k, g))
-    order = np.lexsort((genre_idx, -per_cluster, -lift), axis=1)  # (k, G)
-    vocab_arr = np.asarray(list(vocab), dtype=object)
-    top_genres = [vocab_arr[order[i][eligible[i, order[i]]][:top]].tolist() for i in range(k)]
+    top_genres = over_represented(lab, y, y.any(axis=1), k, vocab, top, min_support)
+
+    if concept_counts is not None and len(concept_names):
+        counts = np.asarray(concept_counts)
+        if counts.shape != (n, len(concept_names)):
+            raise ValueError(
+                f"describe_clusters: concept_counts {counts.shape}, expected "
+                f"({n}, {len(concept_names)})"
+            )
+        support = np.maximum(min_support, np.ceil(concept_min_share * sizes))  # (k,)
+        concepts = over_represented(
+            lab, counts, counts.sum(axis=1), k, concept_names, top_concepts, support
+        )
+    else:
+        concepts = [[] for _ in range(k)]
 
     # Exemplars: members sorted by cluster, then cosine to their centroid (desc), then row.
     sims = np.einsum("nd,nd->n", x, c[lab]) if n else np.zeros(0, np.float32)  # (N,)
@@ -108,7 +147,9 @@ def describe_clusters(
             "subgenre": pa.array(np.arange(k, dtype=np.int32)),
             "size": pa.array(sizes.astype(np.int64)),
             "top_genres": pa.array(top_genres, type=pa.list_(pa.string())),
+            "top_concepts": pa.array(concepts, type=pa.list_(pa.string())),
             "exemplars": pa.array(exemplar_ids, type=pa.list_(pa.string())),
+            "centroid": pa.array(list(c), type=pa.list_(pa.float32())),
         },
-        schema=SUBGENRES_SCHEMA,
+        schema=schema.SUBGENRES,
     )

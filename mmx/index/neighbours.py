@@ -12,17 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from mmx import schema
 from mmx.index.shards import ShardedIndex
 from mmx.index.vectors import as_matrix
-
-NEIGHBOURS_SCHEMA = pa.schema(
-    [
-        ("trailer_id", pa.string()),
-        ("rank", pa.int32()),  # 1 = most similar
-        ("neighbour_id", pa.string()),
-        ("score", pa.float32()),  # cosine similarity
-    ]
-)
 
 
 def neighbours(
@@ -34,7 +26,7 @@ def neighbours(
     batch_size: int = 4096,
     nprobe: int | None = None,
 ) -> pa.Table:
-    """Top-``k`` neighbours of each trailer, itself excluded, as a ``NEIGHBOURS_SCHEMA`` table.
+    """Top-``k`` neighbours of each trailer, itself excluded, as a ``schema.NEIGHBOURS`` table.
 
     ``trailer_ids`` (N,) and ``vectors`` (N, D) float32 are the query trailers (normally the
     indexed ones). Each batch searches ``k + 1`` and drops the trailer's own id wherever it
@@ -49,7 +41,7 @@ def neighbours(
         raise ValueError(f"neighbours: {len(tids)} trailer_ids for {len(x)} vectors")
     if k < 1:
         raise ValueError(f"neighbours: k must be >= 1, got {k}")
-    columns: dict[str, list[np.ndarray]] = {f.name: [] for f in NEIGHBOURS_SCHEMA}
+    columns: dict[str, list[np.ndarray]] = {f.name: [] for f in schema.NEIGHBOURS}
     for start in range(0, len(x), batch_size):
         query_tids = tids[start : start + batch_size]  # (B,)
         scores, found = index.search(x[start : start + batch_size], k + 1, nprobe=nprobe)
@@ -63,6 +55,6 @@ def neighbours(
         columns["score"].append(scores[rows, cols].astype(np.float32))
     arrays = [
         pa.array(np.concatenate(columns[f.name]) if columns[f.name] else [], type=f.type)
-        for f in NEIGHBOURS_SCHEMA
+        for f in schema.NEIGHBOURS
     ]
-    return pa.Table.from_arrays(arrays, schema=NEIGHBOURS_SCHEMA)
+    return pa.Table.from_arrays(arrays, schema=schema.NEIGHBOURS)

@@ -45,8 +45,10 @@ def cluster_trailers(
     vocab: list[str],
     cfg: RunConfig,
     centroids: np.ndarray | None = None,
+    features: pa.Table | None = None,
 ) -> SubGenres:
-    """k-means sub-genres on the fine-grained embeddings, described by genre lift.
+    """k-means sub-genres on the fine-grained embeddings, described by genre lift and, given
+    the ok ``features`` rows (their appearance column), by over-represented ImageNet concepts.
 
     With ``centroids`` (an incremental run) trailers are assigned to the nearest existing
     sub-genre instead of re-clustering, so sub-genre numbers stay stable between nights.
@@ -65,19 +67,37 @@ def cluster_trailers(
         else:
             k = min(cfg.index.n_subgenres, len(ids))
         assign, centroids = kmeans.cluster(x, k, seed=cfg.index.seed)
+    counts, names = _concepts(features, ids, cfg)
     table = describe.describe_clusters(
         assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids,
         top=cfg.index.top_genres, exemplars=cfg.index.exemplars,
+        concept_counts=counts, concept_names=names, top_concepts=cfg.index.top_concepts,
+        concept_min_share=cfg.index.concept_min_share,
     )
-    order = table["subgenre"].to_numpy()
-    table = table.append_column("centroid", _lists(centroids[order]))
-    return SubGenres(assign.astype(np.int32), centroids, schema.conform(table, schema.SUBGENRES))
+    return SubGenres(assign.astype(np.int32), centroids, table)
 
 
-def _lists(x: np.ndarray) -> pa.Array:
-    """(N, D) float32 → list<float32> with N rows."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return pa.array(list(x), type=pa.list_(pa.float32()))
+def _concepts(
+    features: pa.Table | None, ids: list[str], cfg: RunConfig
+) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """Clips per ImageNet concept ``(N, 1000)`` of the trailers ``ids`` (in that order), or
+    ``(None, ())`` when concepts are off or there are no appearance features."""
+    if (
+        features is None
+        or cfg.index.top_concepts <= 0
+        or "appearance" not in cfg.experts.names
+        or features.num_rows == 0
+    ):
+        return None, ()
+    from mmx.experts import concepts
+
+    row_of = {t: i for i, t in enumerate(features["trailer_id"].to_pylist())}
+    missing = [t for t in ids if t not in row_of]
+    if missing:
+        raise ValueError(f"no features for embedded trailers {missing[:5]}")
+    rows = features.take(pa.array([row_of[t] for t in ids], pa.int64()))
+    weight, bias = concepts.classifier_head(cfg.experts)
+    return concepts.concept_counts(rows, weight, bias), concepts.imagenet_names()
 
 
 def build_index(

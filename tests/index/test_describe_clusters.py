@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from mmx.index.describe import SUBGENRES_SCHEMA, describe_clusters, genre_matrix
+from mmx import schema
+from mmx.index.describe import describe_clusters, genre_matrix
 
 VOCAB = ["Action", "Comedy", "Drama", "Horror"]
 
@@ -44,7 +45,7 @@ def test_describe_clusters_lift_support_and_exemplars() -> None:
     table = describe_clusters(
         labels, genres, VOCAB, tids, vectors, centroids, top=3, exemplars=2, min_support=2
     )
-    assert table.schema.equals(SUBGENRES_SCHEMA)
+    assert table.schema.equals(schema.SUBGENRES)
     rows = table.to_pylist()
     assert [r["subgenre"] for r in rows] == [0, 1, 2]
     assert [r["size"] for r in rows] == [4, 6, 0]
@@ -65,3 +66,41 @@ def test_describe_clusters_empty_vocab_and_no_labels() -> None:
     assert table.num_rows == 1
     assert table.column("top_genres").type == pa.list_(pa.string())
     assert table.to_pylist()[0]["size"] == 5
+
+
+def test_describe_clusters_names_over_represented_concepts() -> None:
+    # 3 clusters of 4 trailers, 10 clips each, over 5 concepts. Concept 0 ("sky") is everywhere;
+    # cluster 0 shows "desert" in every member, cluster 1 "castle" in 3 of 4 and a single
+    # "volcano" clip (one carrier: under the support threshold); cluster 2 nothing special.
+    names = ["sky", "desert", "castle", "volcano", "seashore"]
+    labels = np.repeat([0, 1, 2], 4)
+    counts = np.zeros((12, 5), dtype=np.int32)
+    counts[:, 0] = 10
+    counts[0:4, 0], counts[0:4, 1] = 6, 4
+    counts[4:7, 0], counts[4:7, 2] = 5, 5
+    counts[7, 0], counts[7, 3] = 9, 1
+    counts[8:12, 4] = [1, 0, 0, 0]
+    counts[8, 0] = 9
+    vectors = np.eye(3, dtype=np.float32)[labels]
+    table = describe_clusters(
+        labels, [[]] * 12, [], [f"t{i}" for i in range(12)], vectors, np.eye(3, dtype=np.float32),
+        concept_counts=counts, concept_names=names, top_concepts=3, concept_min_share=0.5,
+    )
+    rows = table.to_pylist()
+    assert rows[0]["top_concepts"] == ["desert"]
+    assert rows[1]["top_concepts"] == ["castle"]
+    # Cluster 2's clips are nearly all "sky" (39 of 40 vs 87 of 120 archive-wide: lift 1.34);
+    # seashore has 1 carrier of 4 < max(2, 0.5 × 4).
+    assert rows[2]["top_concepts"] == ["sky"]
+    assert rows[0]["centroid"] == [1.0, 0.0, 0.0]
+
+
+def test_describe_clusters_rejects_misaligned_concepts() -> None:
+    import pytest
+
+    x = np.eye(2, dtype=np.float32)
+    with pytest.raises(ValueError, match="concept_counts"):
+        describe_clusters(
+            [0, 1], [[], []], [], ["a", "b"], x, x,
+            concept_counts=np.zeros((3, 2)), concept_names=["p", "q"],
+        )

@@ -9,7 +9,8 @@ import faiss
 import numpy as np
 import pytest
 
-from mmx.index.neighbours import NEIGHBOURS_SCHEMA, neighbours
+from mmx import schema
+from mmx.index.neighbours import neighbours
 from mmx.index.shards import ShardedIndex, build_index
 
 
@@ -41,7 +42,7 @@ def test_neighbours_match_brute_force_without_self(tmp_path: Path) -> None:
     index = load(tmp_path, x, tids)
     k = 5
     table = neighbours(index, tids, x, k, batch_size=64)
-    assert table.schema.equals(NEIGHBOURS_SCHEMA)
+    assert table.schema.equals(schema.NEIGHBOURS)
     assert table.num_rows == len(x) * k
     xn = x / np.linalg.norm(x, axis=1, keepdims=True)
     sims = xn @ xn.T  # (N, N)
