@@ -128,10 +128,19 @@ class TrainConfig:
     temperature: float = 0.5
     threshold: float = 0.3
     weight_decay: float = 0.0
+    # --mode incremental trains anew (and re-clusters) when the model is this many days old, or
+    # when the ok trailers grew by this fraction (0.2 = 20 %) since the run that trained it;
+    # None = rule off (then only --retrain does). See mmx/policy.py.
+    retrain_every_days: float | None = None
+    retrain_growth: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers must be >= 1")
         _check(self.batch_size >= 2, "train.batch_size must be >= 2")
+        _check(self.retrain_every_days is None or self.retrain_every_days > 0,
+               "train.retrain_every_days must be > 0 (or null)")
+        _check(self.retrain_growth is None or self.retrain_growth > 0,
+               "train.retrain_growth must be > 0 (or null)")
 
 
 @dataclass(frozen=True)

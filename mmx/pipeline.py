@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, schema, storage
+from mmx import archive, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ class RunSummary:
     metrics: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, str] = field(default_factory=dict)
     published: bool = True
+    model: str = ""  # trained anew or reused, and why (mmx.policy)
 
     def render(self) -> str:
         """A one-screen, human-readable summary."""
@@ -63,6 +64,8 @@ class RunSummary:
         sil = self.metrics.get("silhouette") or []
         if sil:
             lines.append(f"genre silhouette: coarse {sil[0]:.3f} → fine {sil[-1]:.3f}")
+        if self.model:
+            lines.append(f"model: {self.model}")
         lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings_s.items()))
         lines.append(f"total: {sum(self.timings_s.values()):.1f} s")
         return "\n".join(lines)
@@ -131,8 +134,12 @@ class _Previous:
     name: str
     uri: str
     ledger: dict[str, str]  # trailer_id -> fingerprint
-    model_dir: str
+    model: policy.ModelInfo
     centroids: np.ndarray  # (k, D) float32
+
+    @property
+    def model_dir(self) -> str:
+        return self.model.model_dir
 
 
 def _previous(out: str) -> _Previous | None:
@@ -147,7 +154,7 @@ def _previous(out: str) -> _Previous | None:
         uri=uri,
         ledger=dict(zip(trailers["trailer_id"].to_pylist(), trailers["fingerprint"].to_pylist(),
                         strict=True)),
-        model_dir=model["model_dir"],
+        model=policy.ModelInfo.from_dict(model),
         centroids=np.asarray(sub["centroid"].to_pylist(), dtype=np.float32),
     )
 
@@ -221,7 +228,14 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     if ok.num_rows == 0:
         raise RuntimeError("no trailer could be featurised: see the statuses above")
 
+    decision = policy.decide_retrain(
+        mode=cfg.mode, forced=retrain, model=prev.model if prev else None, n_ok=ok.num_rows,
+        now=time.time(), every_days=cfg.train.retrain_every_days, growth=cfg.train.retrain_growth,
+    )
+    log.info("model: %s (%s)", "train anew" if decision.retrain else "reuse", decision.reason)
+    incremental = incremental and not decision.retrain
     if incremental:
+        model_info = prev.model
         model_dir = prev.model_dir
         fine, coarse = storage.join(model_dir, "fine"), storage.join(model_dir, "coarse")
         train_metrics = storage.read_json(storage.join(prev.uri, "metrics.json"))
@@ -234,6 +248,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         with _timed(timings, "train"):
             result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
         fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
+        model_info = policy.ModelInfo(model_dir, name, time.time(), ok.num_rows)
 
     with _timed(timings, "embed"):
         emb = embed.embed_trailers(ok, fine, coarse, cfg)
@@ -256,7 +271,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         storage.write_table(neigh, storage.join(snap, "neighbours.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), vocab)
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
-        storage.write_json(storage.join(snap, "model.json"), {"model_dir": model_dir})
+        storage.write_json(storage.join(snap, "model.json"), model_info.to_dict())
     # metrics.json is the last file of the snapshot (it carries the publish timing too);
     # only then does LATEST move.
     metrics = {
@@ -265,6 +280,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         "counts": _counts(features),
         "n_vectors": manifest["ntotal"],
         "mode": "incremental" if incremental else "full",
+        "retrain": decision.to_dict(),
     }
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     storage.publish(cfg.out, name)
@@ -285,8 +301,10 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         timings_s=timings,
         metrics=metrics,
         reasons=reasons,
+        model=("trained anew: " if decision.retrain else "") + decision.reason,
     )
-    _write_report(cfg, name, summary, changes, [ids[i] for i in todo], published=True)
+    _write_report(cfg, name, summary, changes, [ids[i] for i in todo], published=True,
+                  retrain=decision.to_dict())
     return summary
 
 
@@ -315,7 +333,7 @@ def _assemble_features(inputs: pa.Table, dupes: dict[str, str], cache: str) -> p
 
 def _write_report(
     cfg: RunConfig, name: str, summary: RunSummary, changes: dict[str, list[str]],
-    decoded: list[str], published: bool,
+    decoded: list[str], published: bool, retrain: dict[str, Any] | None = None,
 ) -> None:
     """``<out>/runs/<name>.json``: what changed, what was decoded, counts, timings."""
     ingest_s = summary.timings_s.get("ingest", 0.0)
@@ -332,6 +350,7 @@ def _write_report(
         "timings_s": summary.timings_s,
         "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
         "reasons": summary.reasons,
+        "retrain": retrain,  # {"retrain": bool, "reason": str}; None when nothing was published
     }
     storage.write_json(storage.join(cfg.out, "runs", f"{name}.json"), report)
 

@@ -5,6 +5,10 @@ A snapshot is written completely under ``<out>/snapshots/<name>/`` and only then
 snapshot. Credentials for s3:// come from the standard AWS chain (env, profile, instance role)
 via s3fs; an endpoint override comes from ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``.
 Nothing here logs credentials.
+
+Object stores are opened without fsspec's directory-listing cache: the pipeline's Ray workers
+write files (feature cache, checkpoints, index shards) that the driver lists and reads next,
+and a listing cached earlier in this process would hide them.
 """
 
 from __future__ import annotations
@@ -30,9 +34,10 @@ COMPLETE = "_COMPLETE"
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     """The filesystem of ``uri`` and the path inside it (local paths made absolute)."""
     if "://" not in uri:
-        uri = os.path.abspath(uri)
-    fs, path = fsspec.core.url_to_fs(uri)
-    return fs, path
+        return fsspec.core.url_to_fs(os.path.abspath(uri))
+    if uri.startswith("file://"):
+        return fsspec.core.url_to_fs(uri)
+    return fsspec.core.url_to_fs(uri, use_listings_cache=False)
 
 
 def join(uri: str, *parts: str) -> str:
