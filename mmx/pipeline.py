@@ -109,6 +109,7 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
     cfg = resolve_paths(cfg)
     started = session.connect(cfg)
     try:
+        session.check_storage(cfg.archive, cfg.out)  # workers reach s3:// too, or stop here
         return _run(cfg, retrain)
     finally:
         if started:

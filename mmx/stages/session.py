@@ -40,3 +40,34 @@ def _quiet_data_context() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True
     ctx.print_on_execution_start = False
+
+
+def check_storage(*uris: str) -> None:
+    """Fail fast, with a clear message, when Ray's workers cannot reach a remote ``uri`` the
+    driver uses (s3:// archive or output): a worker lacking the AWS settings (credentials,
+    ``AWS_ENDPOINT_URL``…) would otherwise fail deep inside a stage, or mark every trailer
+    failed. Probes one worker; local paths are not probed. Never reports credentials."""
+    remote = sorted({u for u in uris if u and "://" in u and not u.startswith("file://")})
+    if not remote:
+        return
+    errors = ray.get(_probe_storage.remote(remote))
+    if errors:
+        detail = "; ".join(f"{u}: {e}" for u, e in errors.items())
+        raise RuntimeError(
+            f"Ray workers cannot reach {', '.join(errors)} ({detail}). Every Ray process needs "
+            "the storage settings of the AWS chain (a role, the node's env, or non-secret "
+            "settings such as AWS_ENDPOINT_URL via the job's runtime_env env_vars)."
+        )
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def _probe_storage(uris: list[str]) -> dict[str, str]:
+    from mmx import storage
+
+    errors = {}
+    for uri in uris:
+        try:
+            storage.exists(uri)
+        except Exception as err:  # noqa: BLE001 - reported to the driver
+            errors[uri] = f"{type(err).__name__}: {err}"[:300]
+    return errors

@@ -12,7 +12,6 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -121,8 +120,8 @@ def _keys(client, prefix: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def s3_runs(s3: S3, s3_ray, synth_archive: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A full run and then an incremental one (one new trailer), archive and out on S3.
-    Returns (captured log text, the two run reports, the run ids)."""
+    """A full run, then an incremental one (one new trailer, a retrain policy that is not due),
+    archive and output on S3: the captured logs, both run reports and snapshot URIs."""
     client = s3.client()
     local = tmp_path_factory.mktemp("s3-archive")
     videos = synth_archive / "videos"
@@ -138,8 +137,7 @@ def s3_runs(s3: S3, s3_ray, synth_archive: Path, tmp_path_factory: pytest.TempPa
     for name, data in bad.items():
         client.put_object(Bucket=BUCKET, Key=f"archive/videos/{name}.mp4", Body=data)
     # the same bytes under another name (sorting after the original, which is kept)
-    shutil.copy(good[3], local / "dup.mp4")
-    _upload(client, local / "dup.mp4", f"archive/videos/{DUP}.mp4")
+    _upload(client, good[3], f"archive/videos/{DUP}.mp4")
 
     archive_uri, out = f"s3://{BUCKET}/archive", f"s3://{BUCKET}/out"
     base = ["--archive", archive_uri, "--out", out, *ARGS]
@@ -233,12 +231,33 @@ def test_output_keys_in_bucket(s3_runs) -> None:
     assert not any(k.startswith("out/work/PENDING") for k in keys)
 
 
-def test_no_credentials_in_logs_or_reports(s3_runs) -> None:
+def test_no_credentials_in_logs_or_reports(s3_runs, s3_ray) -> None:
     client = s3_runs["client"]
     assert s3_runs["logs"]  # the run did log
     assert SECRET not in s3_runs["logs"]
+    # the Ray session's own logs (drivers, workers, Ray Data, Ray Train)
+    node = getattr(s3_ray._private.worker, "_global_node", None)
+    if node is not None:
+        for path in Path(node.get_logs_dir_path()).rglob("*"):
+            if path.is_file():
+                assert SECRET.encode() not in path.read_bytes(), path
     for key in _keys(client, "out/"):
         if key.endswith((".json", "LATEST", storage.COMPLETE, ".csv", ".txt")):
             body = client.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
             assert SECRET not in body, key
             assert KEY_ID not in body, key
+
+
+def test_workers_that_cannot_reach_s3_stop_the_run_early(s3: S3, s3_ray) -> None:
+    from mmx.stages import session
+
+    uri = f"s3://{BUCKET}/out"
+    session.check_storage(uri, "/local/paths/are/not/probed")  # these workers can
+    dead = "http://127.0.0.1:1"  # a worker whose env points elsewhere
+    env = {"AWS_ENDPOINT_URL": dead, "AWS_ENDPOINT_URL_S3": dead, "AWS_MAX_ATTEMPTS": "1",
+           "AWS_RETRY_MODE": "standard"}
+    errors = s3_ray.get(
+        session._probe_storage.options(runtime_env={"env_vars": env}).remote([uri])
+    )
+    assert list(errors) == [uri] and "EndpointConnectionError" in errors[uri]
+    assert SECRET not in errors[uri]
