@@ -1,0 +1,20 @@
+"""The code's shape (DESIGN §5) as checked contracts: layers import only downwards, and the
+pure cores (video, shots, experts, model, index, storage, training loop…) know nothing of
+Ray. The contracts live in pyproject.toml ([tool.importlinter])."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from importlinter.cli import lint_imports
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_contracts_hold(monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)
+    code = lint_imports(
+        config_filename=os.fspath(ROOT / "pyproject.toml"), no_cache=True, no_logo=True
+    )
+    assert code == 0, "an import breaks the layers of DESIGN §5 (see the report above)"
