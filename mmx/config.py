@@ -178,6 +178,16 @@ class ResourcesConfig:
     embed_pool: int = 1  # embedding actors (model replicas)
     embed_gpus: float = 0.0
     max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)
+    # Decodes of one trailer whose worker process died (segfault, OOM kill, lost node) before
+    # the trailer is recorded ``failed`` instead of decoded again (attempt ledger, see
+    # mmx/stages/ingest.py); Ray Data itself retries such tasks without limit.
+    decode_attempts: int = 3
+    # Testing only: decodes of input files whose name matches this fnmatch pattern kill their
+    # own worker with SIGSEGV, as a crashing decoder would ("" = off).
+    debug_crash_decode: str = ""
+
+    def __post_init__(self) -> None:
+        _check(self.decode_attempts >= 1, "resources.decode_attempts must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,42 @@
 
 Each trailer is decoded once inside the task that consumes its frames; only a few small
 frames per shot travel on to the CNN actors, never a decoded video (PITFALLS).
+
+Failure safety. A decode that raises is an ordinary ``failed`` row. A decode that kills its
+worker process (a decoder segfault, an out-of-memory kill, the node going away) is a *system*
+failure: Ray Data retries such tasks without limit (``max_retries=-1`` for tasks,
+``max_restarts=-1``/``max_task_retries=-1`` for actor pools; Ray 2.60 deprecates changing them
+per operator), so one poisonous trailer would loop forever. The bound lives in storage
+instead, beside the feature cache, as a per-trailer **attempt ledger**: before decoding, a
+task writes a small marker ``<cache>/_attempts/<fingerprint>/<uuid>.json`` (node, pid, time)
+and removes it as soon as the decode returns, whatever its result. A marker that is still
+there therefore records a decode whose process died. A task that finds
+``resources.decode_attempts`` such markers does not decode again: it records the trailer
+``failed`` ("worker crashed N times while decoding …"), the row is cached like any other
+result and the ledger entry is cleared. Every other trailer is unaffected: tasks hold one
+trailer each, Ray retries the lost tasks, and a lost node costs its in-flight trailers one
+attempt each. Chosen over decoding in a subprocess per trailer (process start-up and imports
+per trailer, frames copied between processes) and over bounded Ray retries (deprecated per
+operator, and a bound per task would fail the whole dataset rather than the trailer): the
+ledger costs one small write and one delete per trailer, works on any shared storage (local
+or s3://) and survives the driver, so a run killed mid-decode counts too.
+
+``resources.debug_crash_decode`` (an fnmatch pattern on the file name, testing only) makes
+matching decodes kill their own worker with SIGSEGV, exactly where the decoder would.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import hashlib
 import logging
 import os
+import posixpath
 import shutil
+import signal
 import tempfile
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -43,7 +70,9 @@ def _fingerprint_row(row: dict[str, Any]) -> dict[str, Any]:
     try:
         row["fingerprint"] = archive.fingerprint(row["uri"])
     except OSError as err:  # unreadable: decoding will report it as failed
-        row["fingerprint"] = f"unreadable-{type(err).__name__}"
+        # Keyed by the file's location, so two unreadable files are never "duplicates".
+        where = hashlib.sha256(row["uri"].encode()).hexdigest()[:16]
+        row["fingerprint"] = f"unreadable-{type(err).__name__}-{where}"
     return row
 
 
@@ -63,7 +92,7 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
         _analyse_batch,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"cfg": cfg},
+        fn_kwargs={"cfg": cfg, "cache": cache},
         num_cpus=res.decode_cpus,
         compute=ray.data.TaskPoolStrategy(size=res.decode_concurrency),
     )
@@ -98,15 +127,81 @@ def cached_path(cache: str, fingerprint: str) -> str:
 
 
 def _write_cache(batch: pa.Table, cache: str) -> pa.Table:
-    """Write each row to its own cache file (atomic) keyed by content; return status rows."""
+    """Write each row to its own cache file (atomic) keyed by content; return status rows.
+
+    A trailer recorded failed by the attempt ledger has its ledger entry cleared once its row
+    is cached: the cached row is the record now (delete it to give the trailer new attempts).
+    """
+    reasons = batch["reason"].to_pylist()
     for i, fingerprint in enumerate(batch["fingerprint"].to_pylist()):
         storage.write_table(batch.slice(i, 1), cached_path(cache, fingerprint))
+        if (reasons[i] or "").startswith(CRASHED):
+            AttemptLedger(cache, fingerprint).clear()
     return batch.select(_STATUS.names).cast(_STATUS)
 
 
-def _analyse_batch(batch: pa.Table, cfg: RunConfig) -> pa.Table:
+CRASHED = "worker crashed"  # reason prefix of trailers failed by the attempt ledger
+
+
+class AttemptLedger:
+    """Decode attempts of one content fingerprint whose worker died (see the module doc).
+
+    ``<cache>/_attempts/<fingerprint>/<uuid>.json``: one marker per decode in progress or
+    lost. Only one task decodes a given fingerprint at a time (duplicates are not decoded),
+    so the entries of one fingerprint are never written concurrently.
+    """
+
+    def __init__(self, cache: str, fingerprint: str) -> None:
+        self.dir = storage.join(cache, "_attempts", fingerprint)
+
+    def lost(self) -> list[dict[str, Any]]:
+        """The markers left by earlier decodes that never returned (oldest first)."""
+        found = []
+        for uri in storage.list_files(self.dir, ".json"):
+            try:
+                found.append(storage.read_json(uri))
+            except (OSError, ValueError):  # a marker half-written by a dying node still counts
+                found.append({})
+        return sorted(found, key=lambda m: m.get("started", 0.0))
+
+    def begin(self) -> str:
+        """Record a decode about to start; returns its marker (pass it to :meth:`end`)."""
+        marker = storage.join(self.dir, f"{uuid.uuid4().hex}.json")
+        node = ray.util.get_node_ip_address() if ray.is_initialized() else "local"
+        storage.write_json(marker, {"node": node, "pid": os.getpid(), "started": time.time()})
+        return marker
+
+    def end(self, marker: str) -> None:
+        """The decode returned (with any result): forget its marker."""
+        fs, path = storage.filesystem(marker)
+        try:
+            fs.rm(path)
+        except FileNotFoundError:
+            pass
+        _rmdir_if_empty(fs, self.dir)
+
+    def clear(self) -> None:
+        """Forget every marker of this fingerprint."""
+        fs, path = storage.filesystem(self.dir)
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
+
+def _rmdir_if_empty(fs: Any, uri: str) -> None:
+    """Remove a local, now empty ledger folder (object stores have no folders to remove)."""
+    if "://" in uri:
+        return
+    try:
+        os.rmdir(storage.filesystem(uri)[1])
+    except OSError:  # not empty, or gone
+        pass
+
+
+def _analyse_batch(batch: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
     """One trailer (a 1-row table) → its features row plus the frames the CNN needs."""
-    rows = [_analyse(row, cfg) for row in batch.to_pylist()]
+    rows = [_analyse(row, cfg, cache) for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=_with_frames(schema.FEATURES))
 
 
@@ -116,7 +211,7 @@ def _with_frames(base: pa.Schema) -> pa.Schema:
     )
 
 
-def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
+def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str) -> dict[str, Any]:
     from mmx.ingest import analyse_trailer
 
     t0 = time.perf_counter()
@@ -129,8 +224,20 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         frames=b"",
         frames_shape=[],
     )
+    ledger = AttemptLedger(cache, row["fingerprint"])
+    lost = ledger.lost()
+    if len(lost) >= cfg.resources.decode_attempts:
+        last = lost[-1]
+        out.update(status="failed", reason=(
+            f"{CRASHED} {len(lost)} times while decoding (the process died: a decoder crash, "
+            f"an out-of-memory kill or a lost node; last on node {last.get('node', '?')}, "
+            f"pid {last.get('pid', '?')})"))
+        log.error("%s: %s", row["uri"], out["reason"])
+        return out
+    marker = ledger.begin()
     try:
         with _local_copy(row["uri"]) as path:
+            _debug_crash(row["uri"], cfg.resources.debug_crash_decode)
             tf = analyse_trailer(path, cfg.video, cfg.shots, cfg.experts)
     except TrailerError as err:
         out.update(status=err.status, reason=err.reason.removeprefix(f"{err.status}: "))
@@ -139,6 +246,8 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         log.exception("analysing %s failed", row["uri"])
         out.update(status="failed", reason=f"{type(err).__name__}: {err}"[:500])
         return out
+    finally:  # not reached when the process dies: then the marker stays, an attempt lost
+        ledger.end(marker)
     info = tf.info
     n_clips = int(tf.clips.shape[0])
     out.update(
@@ -161,6 +270,19 @@ def _analyse(row: dict[str, Any], cfg: RunConfig) -> dict[str, Any]:
         frames_shape=list(tf.frames.shape),
     )
     return out
+
+
+def _debug_crash(uri: str, pattern: str) -> None:
+    """Testing hook (``resources.debug_crash_decode``): die by SIGSEGV like a decoder crash."""
+    if not pattern or not fnmatch.fnmatch(posixpath.basename(uri), pattern):
+        return
+    import resource
+
+    log.error("debug_crash_decode matches %s: killing this worker (pid %d) with SIGSEGV",
+              uri, os.getpid())
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(60)  # the signal is delivered asynchronously; never decode meanwhile
 
 
 def _flat(values: np.ndarray | None) -> np.ndarray | None:

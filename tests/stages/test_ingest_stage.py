@@ -136,3 +136,13 @@ def test_long_and_unicode_names_are_featurised(statuses, odd_archive):
         assert row["trailer_id"] == trailer_id and row["uri"].endswith(trailer_id + ".mp4")
         assert row["n_clips"] >= 10 and len(row["appearance"]) == row["n_clips"] * 1280
         assert np.isfinite(row["appearance"]).all() and np.abs(row["appearance"]).sum() > 0
+
+
+def test_unreadable_files_never_share_a_fingerprint(tmp_path):
+    """Files that vanish (or cannot be read) between listing and hashing are keyed by their
+    location: two of them are not each other's duplicate and do not share a cache entry."""
+    from mmx.stages.ingest import _fingerprint_row
+
+    a, b = (_fingerprint_row({"uri": str(tmp_path / n)})["fingerprint"] for n in ("a.mp4", "b.mp4"))
+    assert a.startswith("unreadable-FileNotFoundError-") and b.startswith("unreadable-")
+    assert a != b
