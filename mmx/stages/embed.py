@@ -2,6 +2,11 @@
 
 Each actor loads the fine-grained and the coarse checkpoints once; a batch of trailers comes
 out as fine embeddings, coarse embeddings and genre scores (sigmoid of the coarse head).
+
+Fault tolerance: a replica lost with its node (or its process) is restarted and its batches
+re-run by Ray Data's actor-pool defaults (``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60
+deprecates setting them per operator); embedding is a pure function of the checkpoints, so a
+re-run batch gives the same rows. tests/integration/test_failures.py pins these defaults.
 """
 
 from __future__ import annotations
