@@ -155,6 +155,9 @@ class IndexConfig:
     k_range: tuple[int, ...] = ()  # non-empty = "k: auto": pick n_subgenres by silhouette
     nprobe: int = 16  # IVF lists visited per query (ignored by the exact index)
     train_sample: int = 100_000  # max vectors (seeded sample) to train the IVF quantizer
+    # IVF list encoding: flat = float32 (4·D B/vector), sq8 = 8-bit scalar quantizer (D B/vector,
+    # ~1.8× faster scans, ~0.5 pt recall); auto = sq8 once the float32 vectors exceed 2 GiB
+    ivf_encoding: Literal["auto", "flat", "sq8"] = "auto"
     top_genres: int = 3  # genres listed per sub-genre (by lift vs the archive)
     exemplars: int = 5  # trailers listed per sub-genre (nearest the centroid)
     top_concepts: int = 5  # ImageNet concepts listed per sub-genre (0 = skip naming them)

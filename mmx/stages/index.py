@@ -113,7 +113,8 @@ def build_index(
     x = _vectors(embeddings)
     ic = cfg.index
     trained = shards.train_index(
-        x[: ic.train_sample], n_total=len(ids), exact_below=ic.exact_below, seed=ic.seed
+        x[: ic.train_sample], n_total=len(ids), exact_below=ic.exact_below, seed=ic.seed,
+        encoding=ic.ivf_encoding,
     )
     trained_ref = ray.put(shards.index_to_bytes(trained))
     gids = shards.stable_ids(ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tracemalloc
 from collections.abc import Iterator
 
 import faiss
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from mmx.index.kmeans import assign, choose_k, cluster
+from mmx.index import kmeans as kmeans_mod
+from mmx.index.kmeans import assign, choose_k, cluster, train_sample
 
 
 @pytest.fixture(autouse=True)
@@ -81,3 +83,53 @@ def test_choose_k_finds_planted_k() -> None:
     x, _, _ = clustered(5, 60, noise=0.3, seed=7)
     assert choose_k(x, range(2, 10), seed=0) == 5
     assert choose_k(x[:3], [5, 8], seed=0) == 3  # no valid candidate: clamp to N
+
+
+def test_cluster_on_a_sample_neither_copies_nor_changes_its_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Large N: k-means trains on a seeded sample (restarts on a sub-sample), every row is then
+    assigned; the caller's array is read in blocks, never copied whole or modified."""
+    monkeypatch.setattr(kmeans_mod, "MAX_POINTS_PER_CENTROID", 200)  # sample 1,200 of 60,000
+    monkeypatch.setattr(kmeans_mod, "RESTART_POINTS_PER_CENTROID", 50)  # restarts on 300
+    runs: list[tuple[int, int, bool]] = []  # (sample rows, nredo, started from centroids)
+    real = kmeans_mod._kmeans
+
+    def spy(sample: np.ndarray, k: int, **kw: object) -> object:
+        runs.append((len(sample), kw["nredo"], kw.get("init") is not None))
+        return real(sample, k, **kw)
+
+    monkeypatch.setattr(kmeans_mod, "_kmeans", spy)
+    x, truth, _ = clustered(6, 10_000, dim=64, noise=0.5, seed=4)  # 15 MiB, unequal norms
+    before = x.copy()
+    tracemalloc.start()
+    try:
+        labels, centroids = cluster(x, 6, seed=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < x.nbytes / 2, f"peak {peak} bytes for a {x.nbytes}-byte input"
+    assert runs == [(300, 10, False), (1200, 1, True)]  # 10 restarts small, best one refined
+    np.testing.assert_array_equal(x, before)
+    assert adjusted_rand_score(truth, labels) >= 0.95
+    np.testing.assert_allclose(np.linalg.norm(centroids, axis=1), 1.0, atol=1e-5)
+    again, _ = cluster(x, 6, seed=0)
+    np.testing.assert_array_equal(again, labels)
+
+
+def test_train_sample_is_seeded_normalised_and_bounded() -> None:
+    x, _, _ = clustered(3, 400, dim=8)
+    s = train_sample(x, 3, seed=1, max_points_per_centroid=100)
+    assert s.shape == (300, 8)
+    np.testing.assert_allclose(np.linalg.norm(s, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(s, train_sample(x, 3, seed=1, max_points_per_centroid=100))
+    assert not np.array_equal(s, train_sample(x, 3, seed=2, max_points_per_centroid=100))
+    assert train_sample(x, 3, seed=1, max_points=50).shape == (50, 8)
+    whole = train_sample(x, 3, seed=1)  # N below the cap: every row, in order
+    np.testing.assert_allclose(whole, x / np.linalg.norm(x, axis=1, keepdims=True), atol=1e-6)
+
+
+def test_assign_in_blocks_equals_one_block() -> None:
+    x, _, _ = clustered(5, 60, seed=2)
+    _, centroids = cluster(x, 5, seed=0)
+    np.testing.assert_array_equal(assign(x, centroids, chunk=7), assign(x, centroids))

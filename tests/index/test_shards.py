@@ -286,3 +286,115 @@ def test_round_trip_via_s3(tmp_path: Path) -> None:
             ShardedIndex.load(root, fs=fs)
     finally:
         server.stop()
+
+
+def test_encoding_choice() -> None:
+    assert shards.resolve_encoding("auto", 100_000, 2048) == "flat"  # 0.76 GiB of float32
+    assert shards.resolve_encoding("auto", 300_000, 2048) == "sq8"  # 2.3 GiB
+    assert shards.resolve_encoding("auto", 3_000_000, 128) == "flat"  # 1.4 GiB
+    assert shards.resolve_encoding("flat", 10**9, 2048) == "flat"
+    with pytest.raises(ValueError, match="'pq'"):
+        shards.resolve_encoding("pq", 10, 8)
+    with pytest.raises(ValueError, match="'pq'"):
+        train_index(clustered(50, dim=8), n_total=50, exact_below=100, seed=0, encoding="pq")
+
+
+def test_sq8_index_round_trip_and_recall(tmp_path: Path) -> None:
+    x = clustered(6000, n_clusters=50, seed=1)
+    tids = tids_for(len(x))
+    manifest = build_index(
+        str(tmp_path), tids, x, n_shards=3, model_version="m1", exact_below=1000, seed=0,
+        encoding="sq8", nlist=64,
+    )
+    assert manifest["index_type"] == "IVF64,SQ8"
+    index = ShardedIndex.load(str(tmp_path), nprobe=8)
+    assert index.ntotal == 6000
+    # 1 byte per dimension (+ ids) instead of 4: the shards are well under half Flat's size.
+    shard_bytes = sum((tmp_path / shards.shard_file(s)).stat().st_size for s in range(3))
+    assert shard_bytes < 0.5 * x.nbytes
+    queries = clustered(200, n_clusters=50, seed=1) + 0.01
+    _, want_rows = brute_force(x, queries, 10)
+    want = np.asarray(tids, dtype=object)[want_rows]
+    for nprobe, floor in ((8, 0.85), (64, 0.95)):  # all lists: only quantisation error left
+        _, found = index.search(queries, 10, nprobe=nprobe)
+        recall = np.mean([len(set(f) & set(w)) / 10 for f, w in zip(found, want, strict=True)])
+        assert recall >= floor, (nprobe, recall)
+
+
+@pytest.mark.parametrize("encoding", ["flat", "sq8"])
+def test_one_coarse_search_equals_searching_each_shard(tmp_path: Path, encoding: str) -> None:
+    """The shared-quantizer search returns what searching every shard on its own and merging
+    returns (the pre-assignment changes the cost, not the result)."""
+    x = clustered(3000, n_clusters=30, seed=3)
+    tids = tids_for(len(x))
+    build_index(
+        str(tmp_path), tids, x, n_shards=4, model_version="m", exact_below=100, seed=0,
+        encoding=encoding, nlist=32,
+    )
+    index = ShardedIndex.load(str(tmp_path))
+    queries = clustered(50, n_clusters=30, seed=8)
+    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    for nprobe in (1, 5, 32, 500):  # 500 > nlist: clamped
+        scores, ids = index.search_ids(queries, 7, nprobe=nprobe)
+        params = faiss.SearchParametersIVF(nprobe=min(nprobe, 32))
+        each = [s.search(q, 7, params=params) for s in index.shards]
+        all_s = np.concatenate([d for d, _ in each], axis=1)
+        all_i = np.concatenate([i for _, i in each], axis=1)
+        top = np.argsort(-all_s, axis=1, kind="stable")[:, :7]
+        np.testing.assert_allclose(scores, np.take_along_axis(all_s, top, axis=1), atol=1e-5)
+        np.testing.assert_array_equal(ids, np.take_along_axis(all_i, top, axis=1))
+        assert (ids >= 0).all() and all(len(set(r)) == 7 for r in ids)
+
+
+def test_shards_from_different_trainings_are_refused(tmp_path: Path) -> None:
+    """Searching one quantizer for all shards is only right if they share it: refuse others."""
+    x = clustered(2000, n_clusters=20, seed=2)
+    tids = tids_for(len(x))
+    ids = stable_ids(tids)
+    a = index_to_bytes(train_index(x, n_total=2000, exact_below=10, seed=0, nlist=16))
+    b = index_to_bytes(train_index(x, n_total=2000, exact_below=10, seed=1, nlist=16))
+    parts = partition(tids, 2)
+    inputs = [
+        (s, build_shard(t, ids[rows], x[rows]), ids[rows], [tids[i] for i in rows])
+        for s, (t, rows) in enumerate(zip((a, b), parts, strict=True))
+    ]
+    with pytest.raises(ValueError, match="different trained indexes"):
+        write_index(str(tmp_path / "mixed"), inputs, model_version="m", dim=32)
+    assert not (tmp_path / "mixed" / "manifest.json").exists()
+    loaded = [shards.index_from_bytes(data) for _, data, _, _ in inputs]
+    with pytest.raises(IndexIntegrityError, match="different trained indexes"):
+        ShardedIndex({"dim": 32}, loaded, ids, tids)
+    # Same training: fine, and the manifest records the shared fingerprint, checked on load.
+    good = [
+        (s, build_shard(a, ids[rows], x[rows]), ids[rows], [tids[i] for i in rows])
+        for s, rows in enumerate(parts)
+    ]
+    root = tmp_path / "good"
+    manifest = write_index(str(root), good, model_version="m", dim=32)
+    assert manifest["trained_sha256"] == shards.trained_fingerprint(shards.index_from_bytes(a))
+    ShardedIndex.load(str(root))
+    manifest["trained_sha256"] = "0" * 64
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(IndexIntegrityError, match="differs from the manifest"):
+        ShardedIndex.load(str(root))
+
+
+def test_build_shard_adds_in_blocks_without_touching_input(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    x = clustered(500, dim=16, seed=5)
+    before = x.copy()
+    ids = np.arange(500, dtype=np.int64) * 7 + 3
+    for encoding in ("flat", "sq8"):
+        trained = index_to_bytes(
+            train_index(x, n_total=500, exact_below=10, seed=0, nlist=8, encoding=encoding)
+        )
+        whole = build_shard(trained, ids, x)
+        monkeypatch.setattr(shards, "ADD_CHUNK", 37)
+        blocks = build_shard(trained, ids, x)
+        monkeypatch.undo()
+        assert blocks == whole  # same vectors, same order: byte-identical shard
+        index = shards.index_from_bytes(whole)
+        assert index.ntotal == 500
+        np.testing.assert_array_equal(np.sort(shards.index_ids(index)), ids)
+    np.testing.assert_array_equal(x, before)
