@@ -11,6 +11,7 @@ and only training, embedding and indexing run (~1 min here).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -231,22 +232,38 @@ def test_unknown_snapshot_and_trailer(run: Path, capsys: pytest.CaptureFixture) 
     assert "no such file" in capsys.readouterr().err
 
 
-def _readme_recipes() -> list[str]:
-    """The SQL blocks of the README's "DuckDB recipes" section, in order."""
+def _readme_recipes() -> dict[int, str]:
+    """The SQL blocks of the README's "DuckDB recipes" section, by their number."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = readme.split("### DuckDB recipes", 1)[1].split("\n## ", 1)[0]
-    return [block.split("```", 1)[0] for block in section.split("```sql\n")[1:]]
+    recipes, title = {}, None
+    for part in section.split("```"):
+        if part.startswith("sql\n") and title is not None:
+            recipes[title] = part.removeprefix("sql\n")
+        else:
+            numbered = re.findall(r"^(\d+)\. ", part, flags=re.M)
+            title = int(numbered[-1]) if numbered else None
+    return recipes
 
 
 def test_readme_duckdb_recipes_run_on_a_snapshot(run: Path) -> None:
     recipes = _readme_recipes()
-    assert len(recipes) >= 5
+    assert sorted(recipes) == list(range(1, len(recipes) + 1)) and len(recipes) >= 5
     snap = Snapshot.open(str(run))
-    for sql in recipes:
-        table = snap.sql(sql.replace(".mmx/out", str(run)))
-        assert table.num_columns >= 2, sql
-    sizes = snap.sql(recipes[-1].replace(".mmx/out", str(run)))
-    assert sizes.num_rows == snap.table("subgenres").num_rows
+    tables = {n: snap.sql(sql.replace(".mmx/out", str(run))) for n, sql in recipes.items()}
+    assert all(t.num_columns >= 2 for t in tables.values())
+    subgenres = snap.table("subgenres")
+    sizes = tables[4]  # one row per sub-genre, sizes adding up to the ok trailers
+    assert sizes.num_rows == subgenres.num_rows
+    assert sum(sizes["size"].to_pylist()) == sum(subgenres["size"].to_pylist())
+    assert abs(sum(sizes["pct_of_archive"].to_pylist()) - 100) < 0.5
+    labelled = snap.sql("SELECT count(*) AS n FROM trailers WHERE status = 'ok' AND len(genres) > 0")
+    per_genre = tables[5].to_pydict()  # every labelled genre once, counts within the archive
+    assert len(set(per_genre["genre"])) == len(per_genre["genre"])
+    assert max(per_genre["labelled"]) <= labelled["n"][0].as_py()
+    nightly = tables[6].to_pydict()  # the latest snapshot's sub-genres among every retained one
+    latest = [s for s, n in zip(nightly["snapshot"], nightly["subgenre"]) if s == snap.name]
+    assert len(latest) == subgenres.num_rows
 
 
 def test_subgenres_are_named_by_imagenet_concepts(run: Path) -> None:
