@@ -241,7 +241,7 @@ def _readme_recipes() -> dict[int, str]:
         if part.startswith("sql\n") and title is not None:
             recipes[title] = part.removeprefix("sql\n")
         else:
-            numbered = re.findall(r"^(\d+)\. ", part, flags=re.M)
+            numbered = re.findall(r"^(\d+)\. ", part, flags=re.MULTILINE)
             title = int(numbered[-1]) if numbered else None
     return recipes
 
