@@ -33,7 +33,14 @@ import pyarrow.compute as pc
 import torch
 
 from mmx import storage
-from mmx.config import ConfigError, RunConfig, build_config, config_from_dict, parse_overrides
+from mmx.config import (
+    ConfigError,
+    RunConfig,
+    build_config,
+    config_from_dict,
+    parse_args_with_overrides,
+    parse_overrides,
+)
 from mmx.model.network import AUDIO, MMXNetwork
 from mmx.train import loop
 from mmx.train.data import TrailerSet, split_of, trailer_set_from_table
@@ -347,10 +354,7 @@ def cli(argv: list[str] | None = None) -> int:
     from mmx.archive import read_labels
 
     parser = _parser()
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
-    if bad:
-        parser.error(f"unrecognised arguments: {' '.join(bad)}")
+    args, extra = parse_args_with_overrides(parser, argv)
     logs.setup(args.verbose)
     root = args.root or ".mmx/out"
     try:

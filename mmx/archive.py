@@ -1,8 +1,15 @@
 """The input archive: which files are trailers, their ids, content fingerprints, and labels.
 
-``trailer_id`` is the file name without its extension. A fingerprint is the file size plus
-a SHA-256 of its bytes, so two names holding the same bytes are recognised as one trailer
-(the second is excluded as a duplicate) and an incremental run can tell changed files.
+``trailer_id`` is the file name without its extension. Two files with one name (``a.mp4``
+beside ``a.mov``, or ``x/a.mp4`` and ``y/a.mp4``) cannot both hold it: the one that held it in
+the previous snapshot keeps it (else the shallowest, then first by path), the others are ``excluded`` under
+their archive-relative path with the reason, so every file still has exactly one row.
+
+A fingerprint is the file size plus a SHA-256 of its bytes, so two names holding the same
+bytes are recognised as one trailer (the second is excluded as a duplicate) and an
+incremental run can tell changed files. Hashing reads every byte; a nightly run over an
+archive on S3 need not: a file whose location, size and version tag (S3 ETag, local mtime)
+are those of a fingerprint taken earlier reuses it (:func:`reuse_fingerprints`).
 """
 
 from __future__ import annotations
@@ -11,8 +18,8 @@ import csv
 import hashlib
 import io
 import posixpath
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -31,6 +38,8 @@ class InputFile:
     trailer_id: str
     uri: str
     size_bytes: int
+    version: str = ""  # the store's version tag (S3 ETag, local mtime + inode); "" = none
+    clash: str = ""  # why this file cannot have its name as trailer_id ("" = it has it)
 
 
 def trailer_id_of(uri: str) -> str:
@@ -40,19 +49,59 @@ def trailer_id_of(uri: str) -> str:
     return stem if dot and stem else name
 
 
-def list_inputs(archive: str) -> list[InputFile]:
+def list_inputs(archive: str, keep: Mapping[str, str] | None = None) -> list[InputFile]:
     """Every non-hidden, non-sidecar file under ``archive`` (videos and would-be videos).
 
     Files with a video extension and anything unknown are inputs: an unknown file that is
-    not a video ends ``failed`` with a reason rather than vanishing silently.
+    not a video ends ``failed`` with a reason rather than vanishing silently. ``keep`` maps a
+    trailer_id to the uri that held it before; it decides which of several files with one
+    name keeps the id (see the module docstring).
     """
+    keep = keep or {}
+    root = storage.filesystem(archive)[1]
     files = []
-    for uri, size in storage.iter_archive(archive, extensions=("",)):
+    for uri, size, version in storage.iter_archive(archive, extensions=("",)):
         base = posixpath.basename(uri)
         if base.startswith(".") or base.lower().endswith(SIDECAR_EXTENSIONS):
             continue
-        files.append(InputFile(trailer_id_of(uri), uri, size))
-    return files
+        files.append(InputFile(trailer_id_of(uri), uri, size, version))
+    by_id: dict[str, list[InputFile]] = {}
+    for f in sorted(files, key=lambda f: (f.uri.count("/"), f.uri)):  # shallowest first
+        by_id.setdefault(f.trailer_id, []).append(f)
+    taken = set(by_id)
+    out = []
+    for tid, group in by_id.items():
+        owner = next((f for f in group if f.uri == keep.get(tid)), group[0])
+        out.append(owner)
+        for f in group:
+            if f is owner:
+                continue
+            new_id = _relative(f.uri, root)
+            while new_id in taken:
+                new_id += "~"
+            taken.add(new_id)
+            reason = (f"trailer_id {tid!r} is taken by {_relative(owner.uri, root)} "
+                      "(file names must be unique without their extension)")
+            out.append(replace(f, trailer_id=new_id, clash=reason))
+    return sorted(out, key=lambda f: f.trailer_id)
+
+
+def _relative(uri: str, root: str) -> str:
+    return posixpath.relpath(storage.filesystem(uri)[1], root)
+
+
+def reuse_fingerprints(
+    files: Iterable[InputFile], known: Mapping[tuple[str, str], str]
+) -> dict[str, str]:
+    """uri → fingerprint for the files that need no hashing: ``known`` maps (uri, version
+    tag) to a fingerprint taken earlier, and the size must match too. Files without a version
+    tag, and earlier fingerprints of unreadable files, are always hashed again."""
+    reused = {}
+    for f in files:
+        fp = known.get((f.uri, f.version)) if f.version else None
+        if fp and fp.startswith(f"{f.size_bytes}-"):
+            reused[f.uri] = fp
+    return reused
 
 
 def fingerprint(uri: str, chunk: int = 1 << 22) -> str:

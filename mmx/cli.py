@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from mmx import logs
-from mmx.config import ConfigError, build_config, parse_overrides
+from mmx.config import ConfigError, build_config, parse_args_with_overrides, parse_overrides
 
 
 def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
@@ -37,6 +37,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         "--retrain", action="store_true",
         help="with --mode incremental: train a new model and re-cluster anyway",
     )
+    p.add_argument(
+        "--rehash", action="store_true",
+        help="read and hash every file again, even those whose size and version tag (S3 ETag, "
+        "local mtime) are unchanged since the latest snapshot",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -44,14 +49,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
 def run_job(argv: list[str] | None = None) -> int:
     """Parse job arguments, build the config, run the pipeline and print the summary."""
     parser = _job_parser()
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
-    if bad:
-        parser.error(f"unrecognised arguments: {' '.join(bad)}")
+    args, extra = parse_args_with_overrides(parser, argv)
     logs.setup(args.verbose)
     try:
         overrides: dict[str, Any] = parse_overrides(extra)
-        for key in ("archive", "labels", "out", "mode"):
+        for key in ("archive", "labels", "out", "mode", "rehash"):
             value = getattr(args, key)
             if value:
                 overrides[key] = value

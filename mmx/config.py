@@ -8,6 +8,7 @@ job fails at start-up instead of silently running with a default.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import types
@@ -204,6 +205,9 @@ class RunConfig:
     mode: Literal["full", "incremental"] = "full"
     demo_trailers: int = 48
     keep_snapshots: int = 7  # published snapshots kept (older ones pruned; 0 = keep all)
+    # Hash every file's bytes again, even those whose location, size and version tag (S3 ETag,
+    # local mtime) are unchanged since the latest snapshot (whose fingerprints are reused).
+    rehash: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
@@ -394,6 +398,20 @@ def parse_overrides(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return nested
+
+
+def parse_args_with_overrides(
+    parser: argparse.ArgumentParser, argv: list[str] | None
+) -> tuple[argparse.Namespace, list[str]]:
+    """Parse ``argv`` with ``parser``, leaving ``--section.key=value`` overrides aside.
+
+    Anything else the parser does not know ends the program with argparse's usage error.
+    """
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
+    if bad:
+        parser.error(f"unrecognised arguments: {' '.join(bad)}")
+    return args, extra
 
 
 def build_config(

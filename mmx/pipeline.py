@@ -7,6 +7,7 @@ embed → sub-genres → sharded index + neighbours → publish a snapshot, then
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -160,6 +161,23 @@ def _previous(out: str) -> _Previous | None:
     )
 
 
+def _latest_files(out: str) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
+    """What the latest snapshot knows of the archive's files: trailer_id → uri (who holds a
+    name), and (uri, version tag) → fingerprint for the files whose version tag is known and
+    whose bytes could be read (an unreadable file's placeholder fingerprint is never reused)."""
+    uri = storage.latest(out)
+    if uri is None:
+        return {}, {}
+    table = storage.read_table(storage.join(uri, "trailers.parquet"))
+    owners = dict(zip(table["trailer_id"].to_pylist(), table["uri"].to_pylist(), strict=True))
+    if "source_version" not in table.column_names:  # a snapshot from before version tags
+        return owners, {}
+    cols = [table[c].to_pylist() for c in ("uri", "source_version", "fingerprint")]
+    known = {(u, v): fp for u, v, fp in zip(*cols, strict=True)
+             if v and fp and not fp.startswith("unreadable-")}
+    return owners, known
+
+
 def _changes(inputs: pa.Table, prev: _Previous | None) -> dict[str, list[str]]:
     """new / changed / unchanged / removed trailer ids against the previous ledger."""
     ledger = prev.ledger if prev else {}
@@ -195,28 +213,45 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     incremental = prev is not None and not retrain
 
     with _timed(timings, "discover"):
-        files = archive.list_inputs(cfg.archive)
+        owners, known = _latest_files(cfg.out)
+        files = archive.list_inputs(cfg.archive, keep=owners)
         if not files:
             raise FileNotFoundError(f"no input files under {cfg.archive}")
-        inputs = ingest.fingerprint_inputs(files, cfg)
-        dupes = archive.find_duplicates(
-            zip(inputs["trailer_id"].to_pylist(), inputs["fingerprint"].to_pylist(), strict=True)
-        )
+        reused = archive.reuse_fingerprints(files, {} if cfg.rehash else known)
+        inputs = pa.concat_tables([
+            pa.Table.from_pylist(
+                [{**dataclasses.asdict(f), "fingerprint": reused[f.uri]}  # clash: not a column
+                 for f in files if f.uri in reused], schema=schema.INPUTS),
+            ingest.fingerprint_inputs([f for f in files if f.uri not in reused], cfg),
+        ]).sort_by("trailer_id")
+        excluded = {f.trailer_id: f.clash for f in files if f.clash}
+        excluded |= {
+            tid: f"duplicate of {original} (same bytes)"
+            for tid, original in archive.find_duplicates(
+                (t, fp) for t, fp in zip(inputs["trailer_id"].to_pylist(),
+                                         inputs["fingerprint"].to_pylist(), strict=True)
+                if t not in excluded
+            ).items()
+        }
         changes = _changes(inputs, prev)
         cached = {u.rsplit("/", 1)[-1].removesuffix(".parquet")
                   for u in storage.list_files(cache, ".parquet")}
         ids = inputs["trailer_id"].to_pylist()
         fps = inputs["fingerprint"].to_pylist()
         todo = [i for i, (t, f) in enumerate(zip(ids, fps, strict=True))
-                if t not in dupes and f not in cached]
-        log.info("%d input files: %d duplicates, %d to decode, %d already featurised",
-                 len(files), len(dupes), len(todo), len(ids) - len(dupes) - len(todo))
+                if t not in excluded and f not in cached]
+        fingerprints = {"hashed": len(files) - len(reused), "reused": len(reused)}
+        log.info("%d input files (%d hashed, %d fingerprints reused): %d excluded by name or "
+                 "duplicate bytes, %d to decode, %d already featurised", len(files),
+                 fingerprints["hashed"], len(reused), len(excluded), len(todo),
+                 len(ids) - len(excluded) - len(todo))
 
     if incremental and not (changes["new"] or changes["changed"] or changes["removed"]):
         log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
         summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
                              published=False)
-        _write_report(cfg, name, summary, changes, [], published=False)
+        _write_report(cfg, name, summary, changes, [], published=False,
+                      fingerprints=fingerprints)
         fs, path = storage.filesystem(pending)
         fs.rm(path)
         return summary
@@ -224,7 +259,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     with _timed(timings, "ingest"):
         if todo:
             ingest.extract_features(inputs.take(todo), cfg, cache)
-        features = _assemble_features(inputs, dupes, cache)
+        features = _assemble_features(inputs, excluded, cache)
     ok = features.filter(pc.equal(features["status"], "ok"))
     if ok.num_rows == 0:
         raise RuntimeError("no trailer could be featurised: see the statuses above")
@@ -265,7 +300,9 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         neigh = index.find_neighbours(storage.join(snap, "faiss"), emb, cfg)
 
     with _timed(timings, "publish"):
-        trailers = _trailers_table(features, emb, sub.labels, labels, vocab, cfg)
+        versions = dict(zip(inputs["trailer_id"].to_pylist(), inputs["version"].to_pylist(),
+                            strict=True))
+        trailers = _trailers_table(features, emb, sub.labels, labels, vocab, versions, cfg)
         storage.write_table(trailers, storage.join(snap, "trailers.parquet"))
         storage.write_table(_scenes_table(ok), storage.join(snap, "scenes.parquet"))
         storage.write_table(sub.table, storage.join(snap, "subgenres.parquet"))
@@ -305,14 +342,15 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         model=("trained anew: " if decision.retrain else "") + decision.reason,
     )
     _write_report(cfg, name, summary, changes, [ids[i] for i in todo], published=True,
-                  retrain=decision.to_dict())
+                  retrain=decision.to_dict(), fingerprints=fingerprints)
     return summary
 
 
-def _assemble_features(inputs: pa.Table, dupes: dict[str, str], cache: str) -> pa.Table:
-    """One features row per input: cached results under this run's names, plus duplicates."""
+def _assemble_features(inputs: pa.Table, excluded: dict[str, str], cache: str) -> pa.Table:
+    """One features row per input: cached results under this run's names, plus the files
+    ``excluded`` before decoding (trailer_id → reason: a name clash or duplicate bytes)."""
     rows = inputs.to_pylist()
-    distinct = [r for r in rows if r["trailer_id"] not in dupes]
+    distinct = [r for r in rows if r["trailer_id"] not in excluded]
     from mmx.stages.ingest import cached_path
 
     cached = storage.read_tables([cached_path(cache, r["fingerprint"]) for r in distinct],
@@ -325,8 +363,8 @@ def _assemble_features(inputs: pa.Table, dupes: dict[str, str], cache: str) -> p
     extra = [
         {**{n: None for n in schema.FEATURES.names}, "trailer_id": r["trailer_id"],
          "uri": r["uri"], "fingerprint": r["fingerprint"], "size_bytes": r["size_bytes"],
-         "status": "excluded", "reason": f"duplicate of {dupes[r['trailer_id']]} (same bytes)"}
-        for r in rows if r["trailer_id"] in dupes
+         "status": "excluded", "reason": excluded[r["trailer_id"]]}
+        for r in rows if r["trailer_id"] in excluded
     ]
     table = pa.concat_tables([cached, pa.Table.from_pylist(extra, schema=schema.FEATURES)])
     return table.sort_by("trailer_id")
@@ -335,6 +373,7 @@ def _assemble_features(inputs: pa.Table, dupes: dict[str, str], cache: str) -> p
 def _write_report(
     cfg: RunConfig, name: str, summary: RunSummary, changes: dict[str, list[str]],
     decoded: list[str], published: bool, retrain: dict[str, Any] | None = None,
+    fingerprints: dict[str, int] | None = None,
 ) -> None:
     """``<out>/runs/<name>.json``: what changed, what was decoded, counts, timings."""
     ingest_s = summary.timings_s.get("ingest", 0.0)
@@ -345,6 +384,9 @@ def _write_report(
         "snapshot": summary.snapshot,
         "counts": summary.counts,
         "changes": {k: len(v) for k, v in changes.items()},
+        # files whose bytes were read to hash them / whose fingerprint was reused because
+        # their location, size and version tag were unchanged
+        "fingerprints": fingerprints,
         "changed_ids": {k: v for k, v in changes.items() if k != "unchanged"},
         "decoded": decoded,
         "n_decoded": len(decoded),
@@ -367,9 +409,13 @@ def _trailers_table(
     subgenres: np.ndarray,
     labels: dict[str, list[str]],
     vocab: list[str],
+    versions: dict[str, str],
     cfg: RunConfig,
 ) -> pa.Table:
-    """One row per input file: status, labels, predictions, sub-genre, embedding, split."""
+    """One row per input file: status, labels, predictions, sub-genre, embedding, split.
+
+    ``versions`` maps trailer_id to the store's version tag of its file when fingerprinted.
+    """
     from mmx.train.data import split_of
 
     by_id = {tid: i for i, tid in enumerate(emb["trailer_id"].to_pylist())}
@@ -396,6 +442,7 @@ def _trailers_table(
                 "subgenre": int(subgenres[i]) if i is not None else None,
                 "embedding": vectors[i] if i is not None else None,
                 "split": split_of(tid) if genres else "unlabelled",
+                "source_version": versions.get(tid, ""),
             }
         )
     table = pa.Table.from_pylist(rows, schema=schema.TRAILERS)

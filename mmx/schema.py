@@ -20,6 +20,17 @@ GENRE_VOCAB_KEY = b"mmx.genre_vocab"
 _f32_list = pa.list_(pa.float32())
 _str_list = pa.list_(pa.string())
 
+# One row per input file as discovered: where it is, its store version tag, its content.
+INPUTS = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("uri", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("version", pa.string()),  # S3 ETag / local mtime: unchanged ⇒ fingerprint reused
+        ("fingerprint", pa.string()),  # "<size>-<sha256>" of the bytes
+    ]
+)
+
 # One row per input file after decode + shots + experts (ok rows carry features).
 FEATURES = pa.schema(
     [
@@ -62,6 +73,7 @@ TRAILERS = pa.schema(
         ("duration_s", pa.float64()),
         ("fingerprint", pa.string()),
         ("uri", pa.string()),
+        ("source_version", pa.string()),  # the store's version tag of uri when fingerprinted
     ]
 )
 

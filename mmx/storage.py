@@ -197,8 +197,16 @@ def prune(out: str, keep: int) -> list[str]:
     return doomed
 
 
-def iter_archive(archive: str, extensions: tuple[str, ...]) -> Iterator[tuple[str, int]]:
-    """(uri, size in bytes) of every file under ``archive`` with one of ``extensions``."""
+def iter_archive(
+    archive: str, extensions: tuple[str, ...]
+) -> Iterator[tuple[str, int, str]]:
+    """(uri, size in bytes, version tag) of every file under ``archive`` with one of
+    ``extensions``, from one listing (no file is opened).
+
+    The version tag is what the store says changes whenever the object is rewritten: the ETag
+    on S3 (and S3-compatible stores), the generation on GCS, the modification time and inode
+    on a local disk; "" when the store gives none.
+    """
     fs, path = filesystem(archive)
     if not fs.exists(path):
         raise FileNotFoundError(f"archive {archive!r} does not exist")
@@ -206,4 +214,14 @@ def iter_archive(archive: str, extensions: tuple[str, ...]) -> Iterator[tuple[st
         if info.get("type") != "file":
             continue
         if name.lower().endswith(extensions):
-            yield _unstrip(archive, path, name), int(info.get("size") or 0)
+            yield _unstrip(archive, path, name), int(info.get("size") or 0), version_tag(info)
+
+
+def version_tag(info: dict[str, Any]) -> str:
+    """The store's version of one object from its listing entry (see :func:`iter_archive`)."""
+    for key in ("ETag", "etag", "generation", "md5Hash"):
+        if info.get(key):
+            return f"{key}:{str(info[key]).strip(chr(34))}"
+    if info.get("mtime") is not None:
+        return f"mtime:{float(info['mtime'])!r}:ino:{info.get('ino', '')}"
+    return ""

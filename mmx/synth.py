@@ -993,6 +993,19 @@ def write_trailer(
     )
 
 
+def write_audio_only(path: str | os.PathLike[str], seconds: float = 1.0) -> None:
+    """Write a silent mono AAC file with no video stream (an input that must fail as such)."""
+    n = int(seconds * AUDIO_SAMPLE_RATE)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=AUDIO_SAMPLE_RATE)
+        for start in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
+                                               layout="mono")
+            frame.sample_rate, frame.pts = AUDIO_SAMPLE_RATE, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
 # --------------------------------------------------------------------------------------------
 # Archive
 # --------------------------------------------------------------------------------------------

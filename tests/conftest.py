@@ -15,6 +15,8 @@ import av
 import numpy as np
 import pytest
 
+from mmx.synth import write_audio_only
+
 
 @dataclass(frozen=True)
 class SynthVideo:
@@ -136,16 +138,7 @@ def bad_files(media_dir: Path, synth_trailer: SynthVideo) -> dict[str, Path]:
     files["truncated"].write_bytes(data[: len(data) // 3])
     files["text"].write_text("not a video at all\n" * 100)
     audio_only = root / "audio_only.m4a"
-    with av.open(str(audio_only), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for start in range(0, 16000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    write_audio_only(audio_only)
     files["audio_only"] = audio_only
     return files
 

@@ -55,15 +55,14 @@ _FRAME_COLS = ("frames", "frames_shape")
 
 
 def fingerprint_inputs(files: list[archive.InputFile], cfg: RunConfig) -> pa.Table:
-    """(trailer_id, uri, size_bytes, fingerprint) for every input, hashed in parallel tasks."""
+    """``schema.INPUTS`` rows for ``files``, their bytes hashed in parallel tasks."""
     if not files:
-        return pa.table({"trailer_id": [], "uri": [], "size_bytes": [], "fingerprint": []})
-    items = [{"trailer_id": f.trailer_id, "uri": f.uri, "size_bytes": f.size_bytes} for f in files]
+        return schema.empty(schema.INPUTS)
+    items = [{"trailer_id": f.trailer_id, "uri": f.uri, "size_bytes": f.size_bytes,
+              "version": f.version} for f in files]
     ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
     ds = ds.map(_fingerprint_row, num_cpus=0.5)
-    rows = ds.take_all()
-    rows.sort(key=lambda r: r["trailer_id"])
-    return pa.Table.from_pylist(rows)
+    return schema.conform(pa.Table.from_pylist(ds.take_all()), schema.INPUTS)
 
 
 def _fingerprint_row(row: dict[str, Any]) -> dict[str, Any]:

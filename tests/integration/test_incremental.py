@@ -50,19 +50,34 @@ def test_incremental_decodes_only_new_and_changed(
     for i, genre in enumerate(("Horror", "Comedy", "Action")):
         write_trailer(str(videos / f"night2_{i}.mp4"), (genre,), seed=900 + i)
     write_trailer(str(videos / "trailer_0001.mp4"), ("Drama",), seed=999)  # changed content
+    # a second file named like a trailer of the archive: excluded, never decoded
+    write_trailer(str(videos / "bonus" / "trailer_0004.mp4"), ("Horror",), seed=998)
     assert run_job([*base, "--mode", "incremental"]) == 0
     report = _report(out)
     assert sorted(report["decoded"]) == ["night2_0", "night2_1", "night2_2", "trailer_0001"]
-    assert report["changes"] == {"new": 3, "changed": 1, "unchanged": 11, "removed": 0}
+    assert report["changes"] == {"new": 4, "changed": 1, "unchanged": 11, "removed": 0}
+    # only the new and rewritten files were read: the others' size and mtime are unchanged
+    assert report["fingerprints"] == {"hashed": 5, "reused": 11}
     second = storage.latest(str(out))
     assert second != first
     trailers = pq.read_table(Path(second) / "trailers.parquet")
-    assert trailers.num_rows == 15  # 12 + 3 new; the changed one replaces its row
+    assert trailers.num_rows == 16  # 12 + 3 new + the clash; the changed one replaces its row
+    rows = {r["trailer_id"]: r for r in trailers.to_pylist()}
+    clash = rows["videos/bonus/trailer_0004.mp4"]
+    assert clash["status"] == "excluded"
+    assert "'trailer_0004' is taken by videos/trailer_0004.mp4" in clash["reason"]
+    assert rows["trailer_0004"]["uri"] == str(videos / "trailer_0004.mp4")
+    assert rows["trailer_0004"]["status"] == "ok"
+    assert all(r["source_version"].startswith("mtime:") for r in rows.values())
     assert Path(first, "trailers.parquet").exists()  # the previous snapshot stays readable
 
     assert run_job([*base, "--mode", "incremental"]) == 0  # same night again
     again = _report(out)
     assert again["n_decoded"] == 0 and not again["published"]
+    assert again["fingerprints"] == {"hashed": 0, "reused": 16}
+    assert storage.latest(str(out)) == second
+    assert run_job([*base, "--mode", "incremental", "--rehash"]) == 0  # read every byte again
+    assert _report(out)["fingerprints"] == {"hashed": 16, "reused": 0}
     assert storage.latest(str(out)) == second
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,6 +37,30 @@ def _small_archive(src: Path, dst: Path) -> Path:
 
 def _cached(out: Path) -> list[Path]:
     return [p for p in out.glob("cache/features-*/*.parquet")]
+
+
+def _parent(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def _decode_on_node(out: Path, raylet_pid: int) -> tuple[int, Path] | None:
+    """(pid, attempt marker) of a decode in progress in a worker process of the node whose
+    raylet is ``raylet_pid`` (the attempt ledger names the decoding process)."""
+    for marker in out.glob("cache/features-*/_attempts/*/*.json"):
+        try:
+            pid = int(json.loads(marker.read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            continue  # being written or just removed
+        ancestor = pid
+        while ancestor > 1:
+            ancestor = _parent(ancestor)
+            if ancestor == raylet_pid:
+                return pid, marker
+    return None
 
 
 @pytest.mark.own_ray
@@ -68,11 +93,20 @@ def test_run_survives_losing_a_worker_node(synth_archive: Path, tmp_path: Path) 
              "--resources.decode_concurrency=4"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
+        raylet_pid = worker.all_processes["raylet"][0].process.pid
         try:
             deadline = time.monotonic() + 600
-            while not _cached(out) and job.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.2)
-            assert job.poll() is None, "the job ended before the node could be removed"
+            found = None
+            while found is None and job.poll() is None and time.monotonic() < deadline:
+                found = _decode_on_node(out, raylet_pid)
+                if found is not None:
+                    os.kill(found[0], signal.SIGSTOP)  # frozen: in flight until the node is gone
+                    if not found[1].exists():  # it finished just before: let it go, look again
+                        os.kill(found[0], signal.SIGCONT)
+                        found = None
+                time.sleep(0.05)
+            assert found is not None, "no decode ran on the worker node"
+            marker = found[1]
             done_before = len(_cached(out))
             cluster.remove_node(worker, allow_graceful=False)  # a lost machine
             code = job.wait(timeout=900)
@@ -84,6 +118,8 @@ def test_run_survives_losing_a_worker_node(synth_archive: Path, tmp_path: Path) 
         assert code == 0, text[-4000:]
         # the removal hit work in flight (Ray's message when it re-runs a task of a dead node)
         assert "node it was running on is dead" in text, text[-4000:]
+        # the ledger kept the lost attempt: the decode's marker outlived its process
+        assert marker.exists()
     finally:
         cluster.shutdown()
 

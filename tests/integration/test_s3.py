@@ -183,6 +183,10 @@ def test_statuses_and_incremental_on_s3(s3_runs) -> None:
     assert full["run"] in incr["retrain"]["reason"] and "+10%" in incr["retrain"]["reason"]
     assert snap_model(s3_runs["second"]) == snap_model(s3_runs["first"])
     assert incr["changes"]["new"] == 1 and incr["changes"]["changed"] == 0
+    # the nightly run reads only the new object's bytes: the others' ETags are unchanged
+    n_files = sum(full["changes"].values())
+    assert full["fingerprints"] == {"hashed": n_files, "reused": 0}
+    assert incr["fingerprints"] == {"hashed": 1, "reused": n_files}
 
     snap = Snapshot.open(out)
     assert snap.uri == s3_runs["second"]

@@ -13,7 +13,7 @@ import pytest
 from mmx import archive
 from mmx.config import build_config
 from mmx.stages import ingest
-from mmx.synth import write_trailer
+from mmx.synth import write_audio_only, write_trailer
 
 NAME_MAX = 255  # bytes in one file name on Linux (ext4, xfs, tmpfs)
 
@@ -37,19 +37,6 @@ def faststart_copy(src: Path, dst: Path) -> None:
                 continue
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
-
-
-def write_audio_only(path: Path) -> None:
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("aac", rate=16000)
-        for start in range(0, 32000, 1024):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp",
-                                               layout="mono")
-            frame.sample_rate, frame.pts = 16000, start
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +68,7 @@ def odd_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
 
     (root / "zero bytes.mp4").write_bytes(b"")
     expected["zero bytes"] = "failed: empty file (0 bytes)"
-    write_audio_only(root / "soundtrack only.m4a")
+    write_audio_only(root / "soundtrack only.m4a", seconds=2.0)
     expected["soundtrack only"] = "failed: no video stream"
     (root / "random bytes.mkv").write_bytes(np.random.default_rng(1).bytes(40_000))
     expected["random bytes"] = "failed: unreadable or corrupt"

@@ -1,0 +1,72 @@
+"""mmx.archive: inputs and their ids (name clashes), fingerprints and their reuse."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from mmx import archive, storage
+
+
+@pytest.fixture()
+def clashing(tmp_path: Path) -> Path:
+    for rel in ("a.mp4", "a.mov", "b.mp4", "deep/b.mp4", "deep/c.mkv", "labels.csv", ".hidden"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(rel.encode())
+    return tmp_path
+
+
+def test_every_file_keeps_one_unique_id(clashing: Path) -> None:
+    files = {f.trailer_id: f for f in archive.list_inputs(str(clashing))}
+    assert sorted(files) == ["a", "a.mp4", "b", "c", "deep/b.mp4"]  # no sidecar, no hidden
+    assert files["a"].uri == str(clashing / "a.mov") and not files["a"].clash
+    assert files["a.mp4"].clash == (
+        "trailer_id 'a' is taken by a.mov (file names must be unique without their extension)")
+    assert files["b"].uri == str(clashing / "b.mp4")  # the shallowest keeps the name
+    assert "'b' is taken by b.mp4" in files["deep/b.mp4"].clash
+    assert all(f.version.startswith("mtime:") for f in files.values())
+
+
+def test_the_previous_owner_keeps_its_id(clashing: Path) -> None:
+    keep = {"a": str(clashing / "a.mp4"), "b": str(clashing / "deep/b.mp4")}
+    files = {f.trailer_id: f for f in archive.list_inputs(str(clashing), keep=keep)}
+    assert files["a"].uri == keep["a"] and files["b"].uri == keep["b"]
+    assert "'a' is taken by a.mp4" in files["a.mov"].clash
+    assert "'b' is taken by deep/b.mp4" in files["b.mp4"].clash
+
+
+def test_fingerprint_is_size_and_sha256(tmp_path: Path) -> None:
+    data = b"x" * 5_000_001
+    (tmp_path / "v.mp4").write_bytes(data)
+    fp = archive.fingerprint(str(tmp_path / "v.mp4"), chunk=1 << 20)
+    assert fp == f"{len(data)}-{hashlib.sha256(data).hexdigest()}"
+
+
+def test_fingerprints_are_reused_only_for_the_same_version_and_size() -> None:
+    f = archive.InputFile("t", "s3://b/t.mp4", 10, "ETag:abc")
+    known = {("s3://b/t.mp4", "ETag:abc"): "10-ff"}
+    assert archive.reuse_fingerprints([f], known) == {"s3://b/t.mp4": "10-ff"}
+    rewritten = archive.InputFile("t", "s3://b/t.mp4", 10, "ETag:def")
+    resized = archive.InputFile("t", "s3://b/t.mp4", 11, "ETag:abc")
+    untagged = archive.InputFile("t", "s3://b/t.mp4", 10, "")
+    moved = archive.InputFile("t", "s3://b/new/t.mp4", 10, "ETag:abc")
+    assert archive.reuse_fingerprints([rewritten, resized, untagged, moved], known) == {}
+    unreadable = {("s3://b/t.mp4", "ETag:abc"): "unreadable-OSError-1234"}
+    assert archive.reuse_fingerprints([f], unreadable) == {}
+
+
+def test_version_tags_from_listings(tmp_path: Path) -> None:
+    assert storage.version_tag({"ETag": '"9b2cf535f27731c974343645a3985328"'}) == (
+        "ETag:9b2cf535f27731c974343645a3985328")
+    assert storage.version_tag({"generation": 1714}) == "generation:1714"
+    assert storage.version_tag({"size": 3}) == ""
+    path = tmp_path / "v.mp4"
+    path.write_bytes(b"one")
+    [(_, size, before)] = storage.iter_archive(str(tmp_path), (".mp4",))
+    path.write_bytes(b"two")  # same size, rewritten
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
+    [(_, _, after)] = storage.iter_archive(str(tmp_path), (".mp4",))
+    assert size == 3 and before != after
