@@ -15,9 +15,9 @@ and removes it as soon as the decode returns, whatever its result. A marker that
 there therefore records a decode whose process died. A task that finds
 ``resources.decode_attempts`` such markers does not decode again: it records the trailer
 ``failed`` ("worker crashed N times while decoding …"), the row is cached like any other
-result and the ledger entry is cleared. Every other trailer is unaffected: tasks hold one
-trailer each, Ray retries the lost tasks, and a lost node costs its in-flight trailers one
-attempt each. Chosen over decoding in a subprocess per trailer (process start-up and imports
+result and the ledger entry is cleared (as it is for every trailer whose row is cached).
+Every other trailer is unaffected: tasks hold one trailer each, Ray retries the lost tasks,
+and a lost node costs its in-flight trailers one attempt each. Chosen over decoding in a subprocess per trailer (process start-up and imports
 per trailer, frames copied between processes) and over bounded Ray retries (deprecated per
 operator, and a bound per task would fail the whole dataset rather than the trailer): the
 ledger costs one small write and one delete per trailer, works on any shared storage (local
@@ -128,14 +128,13 @@ def cached_path(cache: str, fingerprint: str) -> str:
 def _write_cache(batch: pa.Table, cache: str) -> pa.Table:
     """Write each row to its own cache file (atomic) keyed by content; return status rows.
 
-    A trailer recorded failed by the attempt ledger has its ledger entry cleared once its row
-    is cached: the cached row is the record now (delete it to give the trailer new attempts).
+    Once its row is cached a trailer's ledger entry is cleared, lost attempts included (a
+    decode that died with its node and then succeeded on a retry, or a trailer failed by the
+    ledger): the cached row is the record now (delete it to give the trailer new attempts).
     """
-    reasons = batch["reason"].to_pylist()
     for i, fingerprint in enumerate(batch["fingerprint"].to_pylist()):
         storage.write_table(batch.slice(i, 1), cached_path(cache, fingerprint))
-        if (reasons[i] or "").startswith(CRASHED):
-            AttemptLedger(cache, fingerprint).clear()
+        AttemptLedger(cache, fingerprint).clear()
     return batch.select(_STATUS.names).cast(_STATUS)
 
 

@@ -118,8 +118,9 @@ def test_run_survives_losing_a_worker_node(synth_archive: Path, tmp_path: Path) 
         assert code == 0, text[-4000:]
         # the removal hit work in flight (Ray's message when it re-runs a task of a dead node)
         assert "node it was running on is dead" in text, text[-4000:]
-        # the ledger kept the lost attempt: the decode's marker outlived its process
-        assert marker.exists()
+        # the lost attempt's marker outlived its process until the retry's row was cached
+        assert not marker.exists()
+        assert not list(out.glob("cache/features-*/_attempts/*/*.json"))
     finally:
         cluster.shutdown()
 
