@@ -168,10 +168,14 @@ def _latest_files(out: str) -> tuple[dict[str, str], dict[tuple[str, str], str]]
     uri = storage.latest(out)
     if uri is None:
         return {}, {}
-    table = storage.read_table(storage.join(uri, "trailers.parquet"))
+    path = storage.join(uri, "trailers.parquet")
+    try:  # these columns only: the embeddings are most of the table
+        table = storage.read_table(path, ["trailer_id", "uri", "source_version", "fingerprint"])
+    except pa.ArrowInvalid:  # a snapshot from before version tags: nothing to reuse
+        table = storage.read_table(path, ["trailer_id", "uri"])
+        return dict(zip(table["trailer_id"].to_pylist(), table["uri"].to_pylist(),
+                        strict=True)), {}
     owners = dict(zip(table["trailer_id"].to_pylist(), table["uri"].to_pylist(), strict=True))
-    if "source_version" not in table.column_names:  # a snapshot from before version tags
-        return owners, {}
     cols = [table[c].to_pylist() for c in ("uri", "source_version", "fingerprint")]
     known = {(u, v): fp for u, v, fp in zip(*cols, strict=True)
              if v and fp and not fp.startswith("unreadable-")}
