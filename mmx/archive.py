@@ -2,8 +2,9 @@
 
 ``trailer_id`` is the file name without its extension. Two files with one name (``a.mp4``
 beside ``a.mov``, or ``x/a.mp4`` and ``y/a.mp4``) cannot both hold it: the one that held it in
-the previous snapshot keeps it (else the shallowest, then first by path), the others are ``excluded`` under
-their archive-relative path with the reason, so every file still has exactly one row.
+the previous snapshot keeps it (else the shallowest, then the first by path); the others are
+``excluded`` under their archive-relative path with the reason, so every file still has
+exactly one row.
 
 A fingerprint is the file size plus a SHA-256 of its bytes, so two names holding the same
 bytes are recognised as one trailer (the second is excluded as a duplicate) and an

@@ -7,7 +7,6 @@ embed → sub-genres → sharded index + neighbours → publish a snapshot, then
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import Iterator
@@ -144,42 +143,49 @@ class _Previous:
         return self.model.model_dir
 
 
-def _previous(out: str) -> _Previous | None:
-    uri = storage.latest(out)
-    if uri is None:
-        return None
-    trailers = storage.read_table(storage.join(uri, "trailers.parquet"), ["trailer_id", "fingerprint"])
+def _previous(uri: str, latest: _LatestFiles) -> _Previous:
+    """The latest published snapshot ``uri`` as an incremental run needs it."""
     sub = storage.read_table(storage.join(uri, "subgenres.parquet"))
     model = storage.read_json(storage.join(uri, "model.json"))
     return _Previous(
         name=uri.rstrip("/").rsplit("/", 1)[-1],
         uri=uri,
-        ledger=dict(zip(trailers["trailer_id"].to_pylist(), trailers["fingerprint"].to_pylist(),
-                        strict=True)),
+        ledger=latest.ledger,
         model=policy.ModelInfo.from_dict(model),
         centroids=np.asarray(sub["centroid"].to_pylist(), dtype=np.float32),
     )
 
 
-def _latest_files(out: str) -> tuple[dict[str, str], dict[tuple[str, str], str]]:
-    """What the latest snapshot knows of the archive's files: trailer_id → uri (who holds a
-    name), and (uri, version tag) → fingerprint for the files whose version tag is known and
-    whose bytes could be read (an unreadable file's placeholder fingerprint is never reused)."""
-    uri = storage.latest(out)
+@dataclass
+class _LatestFiles:
+    """What the latest snapshot knows of the archive's files."""
+
+    ledger: dict[str, str] = field(default_factory=dict)  # trailer_id → fingerprint
+    owners: dict[str, str] = field(default_factory=dict)  # trailer_id → uri holding the name
+    # (uri, version tag) → fingerprint of the files whose version tag is known and whose bytes
+    # could be read (an unreadable file's placeholder fingerprint is never reused)
+    known: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def _latest_files(uri: str | None) -> _LatestFiles:
+    """The files of snapshot ``uri`` (None: no snapshot yet), from four small columns of its
+    trailers table (the embeddings are most of it)."""
     if uri is None:
-        return {}, {}
+        return _LatestFiles()
     path = storage.join(uri, "trailers.parquet")
-    try:  # these columns only: the embeddings are most of the table
-        table = storage.read_table(path, ["trailer_id", "uri", "source_version", "fingerprint"])
+    try:
+        table = storage.read_table(path, ["trailer_id", "uri", "fingerprint", "source_version"])
     except pa.ArrowInvalid:  # a snapshot from before version tags: nothing to reuse
-        table = storage.read_table(path, ["trailer_id", "uri"])
-        return dict(zip(table["trailer_id"].to_pylist(), table["uri"].to_pylist(),
-                        strict=True)), {}
-    owners = dict(zip(table["trailer_id"].to_pylist(), table["uri"].to_pylist(), strict=True))
-    cols = [table[c].to_pylist() for c in ("uri", "source_version", "fingerprint")]
-    known = {(u, v): fp for u, v, fp in zip(*cols, strict=True)
-             if v and fp and not fp.startswith("unreadable-")}
-    return owners, known
+        table = storage.read_table(path, ["trailer_id", "uri", "fingerprint"])
+    ids, uris, fps = (table[c].to_pylist() for c in ("trailer_id", "uri", "fingerprint"))
+    versions = (table["source_version"].to_pylist() if "source_version" in table.column_names
+                else [""] * table.num_rows)
+    return _LatestFiles(
+        ledger=dict(zip(ids, fps, strict=True)),
+        owners=dict(zip(ids, uris, strict=True)),
+        known={(u, v): fp for u, v, fp in zip(uris, versions, fps, strict=True)
+               if v and fp and not fp.startswith("unreadable-")},
+    )
 
 
 def _changes(inputs: pa.Table, prev: _Previous | None) -> dict[str, list[str]]:
@@ -213,21 +219,18 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
     vocab = archive.genre_vocabulary(labels)
     log.info("archive %s: %d labelled trailers, %d genres", cfg.archive, len(labels), len(vocab))
-    prev = _previous(cfg.out) if cfg.mode == "incremental" else None
+    latest_uri = storage.latest(cfg.out)
+    latest = _latest_files(latest_uri)
+    prev = (_previous(latest_uri, latest)
+            if cfg.mode == "incremental" and latest_uri is not None else None)
     incremental = prev is not None and not retrain
 
     with _timed(timings, "discover"):
-        owners, known = _latest_files(cfg.out)
-        files = archive.list_inputs(cfg.archive, keep=owners)
+        files = archive.list_inputs(cfg.archive, keep=latest.owners)
         if not files:
             raise FileNotFoundError(f"no input files under {cfg.archive}")
-        reused = archive.reuse_fingerprints(files, {} if cfg.rehash else known)
-        inputs = pa.concat_tables([
-            pa.Table.from_pylist(
-                [{**dataclasses.asdict(f), "fingerprint": reused[f.uri]}  # clash: not a column
-                 for f in files if f.uri in reused], schema=schema.INPUTS),
-            ingest.fingerprint_inputs([f for f in files if f.uri not in reused], cfg),
-        ]).sort_by("trailer_id")
+        reused = archive.reuse_fingerprints(files, {} if cfg.rehash else latest.known)
+        inputs = ingest.fingerprint_inputs(files, cfg, reused).sort_by("trailer_id")
         excluded = {f.trailer_id: f.clash for f in files if f.clash}
         excluded |= {
             tid: f"duplicate of {original} (same bytes)"

@@ -17,8 +17,9 @@ there therefore records a decode whose process died. A task that finds
 ``failed`` ("worker crashed N times while decoding …"), the row is cached like any other
 result and the ledger entry is cleared (as it is for every trailer whose row is cached).
 Every other trailer is unaffected: tasks hold one trailer each, Ray retries the lost tasks,
-and a lost node costs its in-flight trailers one attempt each. Chosen over decoding in a subprocess per trailer (process start-up and imports
-per trailer, frames copied between processes) and over bounded Ray retries (deprecated per
+and a lost node costs its in-flight trailers one attempt each. Chosen over decoding in a
+subprocess per trailer (process start-up and imports per trailer, frames copied between
+processes) and over bounded Ray retries (deprecated per
 operator, and a bound per task would fail the whole dataset rather than the trailer): the
 ledger costs one small write and one delete per trailer, works on any shared storage (local
 or s3://) and survives the driver, so a run killed mid-decode counts too.
@@ -39,6 +40,7 @@ import signal
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,15 +56,20 @@ log = logging.getLogger(__name__)
 _FRAME_COLS = ("frames", "frames_shape")
 
 
-def fingerprint_inputs(files: list[archive.InputFile], cfg: RunConfig) -> pa.Table:
-    """``schema.INPUTS`` rows for ``files``, their bytes hashed in parallel tasks."""
-    if not files:
-        return schema.empty(schema.INPUTS)
-    items = [{"trailer_id": f.trailer_id, "uri": f.uri, "size_bytes": f.size_bytes,
-              "version": f.version} for f in files]
-    ds = ray.data.from_items(items, override_num_blocks=min(len(items), 64))
-    ds = ds.map(_fingerprint_row, num_cpus=0.5)
-    return schema.conform(pa.Table.from_pylist(ds.take_all()), schema.INPUTS)
+def fingerprint_inputs(
+    files: list[archive.InputFile], cfg: RunConfig, reused: Mapping[str, str] | None = None
+) -> pa.Table:
+    """``schema.INPUTS`` rows for ``files``: the fingerprints in ``reused`` (uri →
+    fingerprint) as they are, every other file's bytes hashed in parallel tasks."""
+    reused = reused or {}
+    rows = [{"trailer_id": f.trailer_id, "uri": f.uri, "size_bytes": f.size_bytes,
+             "version": f.version} for f in files]
+    done = [{**r, "fingerprint": reused[r["uri"]]} for r in rows if r["uri"] in reused]
+    todo = [r for r in rows if r["uri"] not in reused]
+    if todo:
+        ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 64))
+        done += ds.map(_fingerprint_row, num_cpus=0.5).take_all()
+    return pa.Table.from_pylist(done, schema=schema.INPUTS)
 
 
 def _fingerprint_row(row: dict[str, Any]) -> dict[str, Any]:
