@@ -48,22 +48,38 @@ class VideoConfig:
 
 @dataclass(frozen=True)
 class ShotsConfig:
-    """Shot detection (PySceneDetect detectors fed with our decoded frames) and clip rules."""
+    """Shot detection on our decoded frames and clip rules.
 
-    detector: Literal["adaptive", "content", "transnetv2"] = "adaptive"
+    ``hybrid`` (default, chosen by ``benchmarks/shots.py``): hard cuts with flash suppression
+    and gradual transitions (dissolves, fades) on 32x18 frames (``mmx.shots.transitions``);
+    ``adaptive`` / ``content``: PySceneDetect's detectors (hard cuts); ``transnetv2``: the
+    learned detector (~100 frames/s on one CPU core).
+    """
+
+    detector: Literal["hybrid", "adaptive", "content", "transnetv2"] = "hybrid"
     # frames are downscaled further for detection (speed, PITFALLS); half the decoded width is
     # an exact 2:1 area reduction (a non-integer one cost 3x more than the detection itself)
-    detect_width: int = 128
+    detect_width: int = 128  # adaptive / content
     adaptive_threshold: float = 3.0
     content_threshold: float = 27.0
     min_shot_frames: int = 6  # minimum shot length in frames
     drop_edge_frames: int = 1  # frames dropped at each end of a shot (fuzzy boundaries)
     min_shots: int = 10  # trailers with fewer kept shots are excluded
     transnet_threshold: float = 0.5
+    # hybrid: thresholds on mean absolute RGB differences (0..255) of signal_width-px frames
+    signal_width: int = 32
+    cut_threshold: float = 10.0  # a hard cut's frame difference, at least
+    cut_isolation: float = 2.5  # ... and at least this multiple of its neighbours' (not motion)
+    flash_similarity: float = 0.3  # frames across a spike this close (x spike): a flash
+    gradual_lag: int = 8  # frames between the ends of a gradual-transition window
+    gradual_threshold: float = 18.0  # ends' difference at equal brightness, at least
+    gradual_linearity: float = 0.2  # middle frame's distance from the ends' mean (x ends')
 
     def __post_init__(self) -> None:
         _check(self.min_shots >= 1, "shots.min_shots must be >= 1")
         _check(self.drop_edge_frames >= 0, "shots.drop_edge_frames must be >= 0")
+        _check(self.signal_width >= 8, "shots.signal_width must be >= 8")
+        _check(self.gradual_lag >= 2, "shots.gradual_lag must be >= 2")
 
 
 @dataclass(frozen=True)

