@@ -36,7 +36,7 @@ import av
 import cv2
 import numpy as np
 
-SHOTS_SYNTH_VERSION = 1
+SHOTS_SYNTH_VERSION = 2
 TRANSITION_KINDS = ("cut", "same_set_cut", "dissolve", "fade")
 GRADUAL_KINDS = ("dissolve", "fade")
 TRAP_KINDS = ("flash", "whip_pan")
@@ -178,7 +178,8 @@ def _new_framing(rng: np.random.Generator, canvas: np.ndarray, width: int,
 
 def _plan_shot(rng: np.random.Generator, canvas: np.ndarray, set_id: int, n: int,
                framing: tuple, width: int, height: int, head: int,
-               tail: int) -> tuple[_Shot, list[Trap]]:
+               tail: int, p_flash: float = 0.3,
+               p_whip: float = 0.22) -> tuple[_Shot, list[Trap]]:
     """Camera path, lighting and traps of one shot of ``n`` frames (trap frames are local).
 
     The first ``head`` and last ``tail`` frames are mixed into transitions: traps stay at
@@ -197,7 +198,7 @@ def _plan_shot(rng: np.random.Generator, canvas: np.ndarray, set_id: int, n: int
     blur = np.zeros(n)
     traps: list[Trap] = []
     length = int(rng.integers(4, 8))
-    if hi - lo >= length + 6 and rng.uniform() < 0.22:  # whip pan to another part of the set
+    if hi - lo >= length + 6 and rng.uniform() < p_whip:  # whip pan to another part of the set
         k = int(rng.integers(lo + 3, hi - length - 2))
         dist = rng.uniform(0.7, 1.3) * vw0
         room_right = wc - cx[k] - vw0 / 2
@@ -218,7 +219,7 @@ def _plan_shot(rng: np.random.Generator, canvas: np.ndarray, set_id: int, n: int
         gain[k + length :] = g1
     flashes = []
     length = int(rng.integers(1, 3))
-    if hi - lo >= length + 1 and rng.uniform() < 0.3:
+    if hi - lo >= length + 1 and rng.uniform() < p_flash:
         k = int(rng.integers(lo, hi - length + 1))
         if not any(tr.start - 3 <= k + length and k <= tr.end + 3 for tr in traps):
             flashes.append((k, length, rng.uniform(0.7, 1.0)))
@@ -254,7 +255,7 @@ def _render(shot: _Shot, i: int, width: int, height: int,
         colour, radius, x0, y0, vx, vy = shot.obj
         x, y = (x0 + vx * i) % width, (y0 + vy * i) % height
         cv2.circle(img, (int(x), int(y)), int(radius), colour.tolist(), -1, cv2.LINE_AA)
-    k = int(round(shot.blur[i]))
+    k = round(float(shot.blur[i]))
     if k >= 2:
         img = cv2.blur(img, (k, 1))
     img *= shot.gain[i]
@@ -273,12 +274,21 @@ def _pick_kind(rng: np.random.Generator, mix: dict[str, float]) -> str:
 
 def render_shot_clip(seed: int, *, n_shots: int = 24, width: int = 320, height: int = 180,
                      fps: float = 24.0, mix: dict[str, float] | None = None,
-                     min_len: int = 10, max_len: int = 72):
+                     min_len: int = 10, max_len: int = 72, kinds: list[str] | None = None,
+                     p_flash: float = 0.3, p_whip: float = 0.22):
     """Frames and truth of one clip.
 
+    Args:
+        seed: everything random derives from it.
+        n_shots: shots in the clip (``len(kinds) + 1`` when ``kinds`` is given).
+        mix: share of each transition kind (default :data:`DEFAULT_MIX`).
+        min_len, max_len: shot lengths in frames (half the shots are shorter than 30).
+        kinds: the transitions in order, instead of drawing them from ``mix``.
+        p_flash, p_whip: chance that a shot holds a white flash / a whip pan.
+
     Returns:
-        ``(frames, transitions, traps)``: an iterator-free list of uint8 RGB frames
-        ``(height, width, 3)``, the true boundaries and the traps, frame indices global.
+        ``(frames, transitions, traps)``: a list of uint8 RGB frames ``(height, width, 3)``,
+        the true boundaries and the traps, frame indices global.
     """
     rng = np.random.default_rng(seed)
     mix = mix or DEFAULT_MIX
@@ -290,7 +300,11 @@ def render_shot_clip(seed: int, *, n_shots: int = 24, width: int = 320, height: 
         sets.append(make_set(rng, hc, wc))
         return len(sets) - 1
 
-    kinds = [_pick_kind(rng, mix) for _ in range(n_shots - 1)]
+    if kinds is not None:
+        kinds = list(kinds)
+        n_shots = len(kinds) + 1
+    else:
+        kinds = [_pick_kind(rng, mix) for _ in range(n_shots - 1)]
     # frames of the outgoing (tail) and incoming (head) shot mixed by each transition
     mixing: list[tuple[int, int, int]] = []  # (tail of shot i, black frames, head of shot i+1)
     for kind in kinds:
@@ -303,7 +317,8 @@ def render_shot_clip(seed: int, *, n_shots: int = 24, width: int = 320, height: 
         else:
             mixing.append((0, 0, 0))
     # trailers have many short shots and a few long ones
-    lengths = np.where(rng.uniform(size=n_shots) < 0.5, rng.integers(min_len, 30, n_shots),
+    lengths = np.where(rng.uniform(size=n_shots) < 0.5,
+                       rng.integers(min_len, max(30, min_len + 1), n_shots),
                        rng.integers(min_len, max_len + 1, n_shots))
     plans: list[tuple[_Shot, list[Trap]]] = []
     set_id = new_set()
@@ -319,7 +334,7 @@ def render_shot_clip(seed: int, *, n_shots: int = 24, width: int = 320, height: 
         tail = mixing[i][0] if i < n_shots - 1 else 0
         n = max(int(lengths[i]), head + tail + min_len)
         plans.append(_plan_shot(rng, sets[set_id], set_id, n, framing, width, height,
-                                head, tail))
+                                head, tail, p_flash, p_whip))
 
     frames: list[np.ndarray] = []
     transitions: list[Transition] = []

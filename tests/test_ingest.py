@@ -183,3 +183,20 @@ def test_still_image_named_like_a_video(tmp_path):
     with pytest.raises(TrailerError) as info:
         analyse_trailer(path, VIDEO, SHOTS, EXPERTS)
     assert info.value.status == "failed" and "still image" in info.value.reason
+
+
+def test_gradual_transitions_are_in_no_clip(tmp_path):
+    """A dissolve or fade ends as one boundary; its mixed frames feed no clip (issue 11)."""
+    from mmx.synth_shots import write_shot_clip
+
+    kinds = ["dissolve", "cut", "fade", "same_set_cut", "dissolve", "cut", "fade", "cut",
+             "dissolve", "cut", "same_set_cut"]
+    clip = write_shot_clip(tmp_path / "gradual.mp4", 11, width=256, height=144, kinds=kinds,
+                           min_len=24, max_len=36, p_flash=0.5, p_whip=0.3)
+    tf = analyse_trailer(clip.path, VIDEO, ShotsConfig(min_shots=10),
+                         ExpertsConfig(names=("appearance", "scene")))
+    assert len(tf.clips) == len(kinds) + 1
+    for tr in clip.transitions:
+        if tr.end > tr.start:
+            assert not any(a < tr.end - 1 and tr.start + 1 < b for a, b in tf.clips), (tr, tf.clips)
+    assert all(tf.frames[c, 0].any() for c in range(len(tf.clips)))  # every clip got a frame

@@ -30,7 +30,6 @@ next at ``end``. The benchmark that chose the default is ``benchmarks/shots.py``
 from __future__ import annotations
 
 import functools
-import itertools
 import random
 import threading
 from collections.abc import Callable

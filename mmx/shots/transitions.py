@@ -228,7 +228,7 @@ class TransitionDetector:
 
     def _emit(self, start: int, end: int) -> tuple[int, int]:
         self.boundaries.append((start, end))
-        self.last = end if end > start else start
+        self.last = max(start, end)
         return (start, end)
 
     def _close_event(self) -> list[tuple[int, int]]:
