@@ -9,8 +9,8 @@ Early stopping uses the validation split; the table reports, per variant, the AP
 genre, F1w, AU(PRC)w, Pw and Rw (threshold ``train.threshold``) on the evaluation split
 (default val+test, the labelled trailers outside training), averaged over ``seeds`` runs.
 
-Inputs default to the latest run: ``<out>/work/<LATEST>/features`` with the labels the run
-published (the ``genres`` of ``<out>/snapshots/<LATEST>/trailers.parquet``). Outputs:
+Inputs default to the latest run: the features it trained on (:mod:`mmx.layout`) with the
+labels the run published (the ``genres`` of ``<out>/snapshots/<LATEST>/trailers.parquet``). Outputs:
 ``ablation.md`` and ``ablation.parquet`` under ``--out``.
 """
 
@@ -41,9 +41,10 @@ from mmx.config import (
     parse_args_with_overrides,
     parse_overrides,
 )
+from mmx.layout import OutputLayout, name_of
 from mmx.model.network import AUDIO, MMXNetwork
 from mmx.train import loop
-from mmx.train.data import TrailerSet, split_of, trailer_set_from_table
+from mmx.train.data import TrailerSet, trailer_set_from_table
 from mmx.train.metrics import genre_metrics, label_frequency_baseline
 
 log = logging.getLogger(__name__)
@@ -96,10 +97,9 @@ def restrict(data: TrailerSet, experts: Sequence[str]) -> TrailerSet:
 
 
 def _rows_in(data: TrailerSet, splits: Sequence[str]) -> np.ndarray:
-    return np.array(
-        [i for i, t in enumerate(data.trailer_ids) if data.labelled[i] and split_of(t) in splits],
-        dtype=np.int64,
-    )
+    """Rows of the labelled trailers in any of ``splits`` (stratified as the job does)."""
+    assigned = data.splits if data.splits is not None else data.assign_splits()
+    return np.flatnonzero(data.labelled & np.isin(assigned, list(splits))).astype(np.int64)
 
 
 def run_ablation(
@@ -121,6 +121,7 @@ def run_ablation(
     """
     if eval_split not in EVAL_SPLITS:
         raise ValueError(f"eval_split must be one of {sorted(EVAL_SPLITS)}, got {eval_split!r}")
+    data.assign_splits(cfg.train.split_fractions)  # the job's stratified split
     train, val = data.split("train"), data.split("val")
     evaluation = data.subset(_rows_in(data, EVAL_SPLITS[eval_split]))
     if len(train) < 2 or len(evaluation) == 0:
@@ -267,24 +268,28 @@ def write_ablation(table: pa.Table, out_dir: str) -> tuple[str, str]:
 def latest_features(out: str) -> tuple[str, str | None]:
     """The features table of the latest run under ``out`` and its snapshot URI (or None).
 
-    ``<out>/work/<LATEST>/features`` when LATEST names a snapshot with a work folder, else the
-    newest ``<out>/work/*/features``.
+    The features of the run LATEST names when it trained (an incremental run that reused a
+    model trained none: then the run that trained that model, named by ``model.json``), else
+    the newest run that left features (its snapshot if it published).
     """
-    snapshot = storage.latest(out)
+    layout = OutputLayout(out)
+    snapshot = layout.latest()
     if snapshot:
-        name = snapshot.rstrip("/").split("/")[-1]
-        features = storage.join(out, "work", name, "features")
-        if storage.exists(features):
-            return features, snapshot
-    fs, root = storage.filesystem(storage.join(out, "work"))
-    found = sorted(fs.glob(f"{root}/*/features"))
+        candidates = [name_of(snapshot)]
+        pointer = storage.join(snapshot, "model.json")
+        if storage.exists(pointer):
+            candidates.append(storage.read_json(pointer).get("trained_run", ""))
+        for name in filter(None, candidates):
+            if storage.exists(layout.features(name)):
+                return layout.features(name), snapshot
+    found = layout.runs_with_features()
     if not found:
         raise FileNotFoundError(
             f"no features under {out}/work: run the job first or give --features"
         )
-    name = found[-1].rstrip("/").split("/")[-2]
-    snap = storage.snapshot_uri(out, name)
-    return storage.join(out, "work", name, "features"), snap if storage.exists(snap) else None
+    snap = layout.snapshot(found[-1])
+    complete = storage.exists(storage.join(snap, storage.COMPLETE))
+    return layout.features(found[-1]), snap if complete else None
 
 
 def snapshot_labels(snapshot: str) -> dict[str, list[str]]:
@@ -379,7 +384,7 @@ def cli(argv: list[str] | None = None) -> int:
         data, cfg, seeds=args.seeds, eval_split=args.eval_split, pairs=not args.no_pairs,
         progress=log.info,
     )
-    parquet, markdown = write_ablation(table, args.out or storage.join(root, "ablation"))
+    parquet, markdown = write_ablation(table, args.out or OutputLayout(root).ablation)
     print(to_markdown(table))
     print(f"wrote {markdown} and {parquet}")
     return 0

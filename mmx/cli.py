@@ -124,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--n", type=int, default=48)
     s.add_argument("--out", required=True)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--subgenres", action="store_true",
+                   help="hidden fine-grained sub-genres (genre combination x content style), "
+                   "noisy labels, some unlabelled; truth in truth.json (the quality benchmark's)")
+    s.add_argument("--combos", type=int, default=10, help="with --subgenres: genre combinations")
+    s.add_argument("--styles-per-combo", type=int, default=3,
+                   help="with --subgenres: content styles per genre combination")
+    s.add_argument("--workers", type=int, default=1, help="encoding processes")
     for name, helptext in (
         ("similar", "nearest trailers to one in the archive"),
         ("similar-video", "nearest trailers to a video file that is not in the archive"),
@@ -146,9 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     logs.setup()
 
     if args.cmd == "synth":
-        from mmx.synth import generate_archive
+        from mmx.synth import generate_archive, generate_subgenre_archive
 
-        trailers = generate_archive(args.out, n=args.n, seed=args.seed)
+        if args.subgenres:
+            trailers = generate_subgenre_archive(
+                args.out, n=args.n, seed=args.seed, n_combos=args.combos,
+                styles_per_combo=args.styles_per_combo, workers=args.workers)
+        else:
+            trailers = generate_archive(args.out, n=args.n, seed=args.seed)
         print(f"wrote {len(trailers)} trailers to {args.out}")
         return 0
 

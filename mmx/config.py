@@ -145,6 +145,18 @@ class TrainConfig:
     temperature: float = 0.5
     threshold: float = 0.3
     weight_decay: float = 0.0
+    # windows a trailer is seen through in the coarse phase: "even" (as at inference) or
+    # "random" positions drawn at every step (augmentation)
+    coarse_windows: Literal["even", "random"] = "even"
+    # the contrastive phase's two views: "halves" (first/second half of the clips, the paper's)
+    # or "random" (two independent draws of window positions over all clips)
+    contrastive_views: Literal["halves", "random"] = "halves"
+    # labelled trailers are stratified (multi-label, rarest genre first) into train/val/test in
+    # these proportions; test >= 0.2 so that its figures mean something (DESIGN §1)
+    split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
+    # fewer labelled ok trailers than this: no genre head is trained; the run publishes a
+    # self-supervised (contrastive-only) embedding, sub-genres, neighbours and the index
+    min_labelled: int = 20
     # --mode incremental trains anew (and re-clusters) when the model is this many days old, or
     # when the ok trailers grew by this fraction (0.2 = 20 %) since the run that trained it;
     # None = rule off (then only --retrain does). See mmx/policy.py.
@@ -154,6 +166,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers must be >= 1")
         _check(self.batch_size >= 2, "train.batch_size must be >= 2")
+        _check(len(self.split_fractions) == 3 and all(f > 0 for f in self.split_fractions),
+               "train.split_fractions must be three positive numbers (train, val, test)")
+        _check(self.min_labelled >= 2, "train.min_labelled must be >= 2")
         _check(self.retrain_every_days is None or self.retrain_every_days > 0,
                "train.retrain_every_days must be > 0 (or null)")
         _check(self.retrain_growth is None or self.retrain_growth > 0,

@@ -67,3 +67,30 @@ def to_arrays(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> list
             }
         )
     return out
+
+
+def pooled(table: pa.Table, experts: tuple[str, ...] = FRAME_EXPERTS) -> dict[str, np.ndarray]:
+    """Mean and std over its clips of every expert of every ok row: name → (N, 2·D) float32.
+
+    The simple per-trailer summary that linear probes, PCA baselines and the job's own probe
+    use (audio pools over its valid 0.96 s frames). Missing values (an expert absent for a
+    trailer) are zeros.
+    """
+    rows = to_arrays(table, experts)
+    out: dict[str, np.ndarray] = {}
+    dims = expert_dims(table, experts)
+    for name, d in [*dims.items(), ("audio", AUDIO_DIM)]:
+        pooled_rows = np.zeros((len(rows), 2 * d), np.float32)
+        for i, row in enumerate(rows):
+            if name == "audio":
+                if not row["has_audio"]:
+                    continue
+                valid = np.arange(row["audio"].shape[1])[None, :] < row["audio_frames"][:, None]
+                x = row["audio"][valid]  # (F, 128) valid frames of all clips
+            else:
+                x = row["features"][name]  # (C, D)
+            x = x[np.isfinite(x).all(axis=1)]
+            if len(x):
+                pooled_rows[i] = np.concatenate([x.mean(axis=0), x.std(axis=0)])
+        out[name] = pooled_rows
+    return out

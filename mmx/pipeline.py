@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 
 from mmx import archive, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
+from mmx.layout import OutputLayout
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +50,23 @@ class RunSummary:
         if len(self.reasons) > 8:
             lines.append(f"  … {len(self.reasons) - 8} more (see the trailers table)")
         test = self.metrics.get("test", {})
+        genre_model = self.metrics.get("genre_model", {})
+        if genre_model and not genre_model.get("trained", True):
+            lines.append(f"genre model: none ({genre_model.get('reason', '')}); genre columns "
+                         "are empty, embeddings are self-supervised")
         if test:
+            ci = test.get("ci95", {}).get("au_prc_micro")
             lines.append(
-                "test split: AU(PRC) weighted {:.3f} (baseline {:.3f}), F1w {:.3f}, "
-                "Pw {:.3f}, Rw {:.3f} on {} trailers".format(
+                "test split ({} trailers): AU(PRC) micro {:.3f}{} (label-frequency baseline "
+                "{:.3f}), weighted {:.3f}, F1w {:.3f}, Pw {:.3f}, Rw {:.3f}".format(
+                    test.get("n", 0),
+                    test.get("au_prc_micro", float("nan")),
+                    f" [95% CI {ci[0]:.2f}–{ci[1]:.2f}]" if ci else "",
+                    self.metrics.get("baseline", {}).get("au_prc_micro", float("nan")),
                     test.get("au_prc_weighted", float("nan")),
-                    self.metrics.get("baseline", {}).get("au_prc_weighted", float("nan")),
                     test.get("f1_weighted", float("nan")),
                     test.get("precision_weighted", float("nan")),
                     test.get("recall_weighted", float("nan")),
-                    test.get("n", 0),
                 )
             )
         sil = self.metrics.get("silhouette") or []
@@ -208,17 +216,17 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     timings: dict[str, float] = {}
     # A run killed before it published left its name here: reuse it, so its training
     # checkpoints under models/<name>/ are resumed rather than started again.
-    pending = storage.join(cfg.out, "work", "PENDING")
+    layout = OutputLayout(cfg.out)
+    pending = layout.pending
     name = storage.read_text(pending).strip() if storage.exists(pending) else ""
-    if name and storage.exists(storage.join(storage.snapshot_uri(cfg.out, name), storage.COMPLETE)):
+    if name and storage.exists(storage.join(layout.snapshot(name), storage.COMPLETE)):
         name = ""  # it did publish; start afresh
     name = name or storage.new_snapshot_name()
     storage.write_text(pending, name + "\n")
-    snap = storage.snapshot_uri(cfg.out, name)
-    cache = storage.join(cfg.out, "cache", f"features-{ingest_key(cfg)}")
+    snap = layout.snapshot(name)
+    cache = layout.cache(ingest_key(cfg))
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
     vocab = archive.genre_vocabulary(labels)
-    log.info("archive %s: %d labelled trailers, %d genres", cfg.archive, len(labels), len(vocab))
     latest_uri = storage.latest(cfg.out)
     latest = _latest_files(latest_uri)
     prev = (_previous(latest_uri, latest)
@@ -252,6 +260,14 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
                  "duplicate bytes, %d to decode, %d already featurised", len(files),
                  fingerprints["hashed"], len(reused), len(excluded), len(todo),
                  len(ids) - len(excluded) - len(todo))
+        n_labelled = sum(1 for t in ids if t not in excluded and labels.get(t))
+        log.info("archive %s: %d of %d trailers labelled, %d genres", cfg.archive, n_labelled,
+                 len(ids) - len(excluded), len(vocab))
+        if not incremental and (why := ray_trainer.genre_training(n_labelled, len(vocab),
+                                                                   cfg.train)):
+            # decided before decoding: the run publishes everything that needs no labels
+            log.warning("no genre model this run: %s; publishing a self-supervised embedding, "
+                        "sub-genres, neighbours and the index (genre columns empty)", why)
 
     if incremental and not (changes["new"] or changes["changed"] or changes["removed"]):
         log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
@@ -282,19 +298,23 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         model_dir = prev.model_dir
         fine, coarse = storage.join(model_dir, "fine"), storage.join(model_dir, "coarse")
         train_metrics = storage.read_json(storage.join(prev.uri, "metrics.json"))
-        train_metrics = {k: train_metrics[k] for k in ("test", "val", "baseline", "silhouette")
+        train_metrics = {k: train_metrics[k] for k in ("test", "val", "baseline", "silhouette",
+                                                       "genre_model", "n_labelled")
                          if k in train_metrics}
     else:
-        model_dir = storage.join(cfg.out, "models", name)
-        features_uri = storage.join(cfg.out, "work", name, "features.parquet")
+        model_dir = layout.model_dir(name)
+        features_uri = layout.features(name)
         storage.write_table(ok, features_uri)
         with _timed(timings, "train"):
             result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
         fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
         model_info = policy.ModelInfo(model_dir, name, time.time(), ok.num_rows)
 
+    # the genre vocabulary of the model's head, in score order (empty: no genre model)
+    model_genres = list(storage.read_json(storage.join(fine, "meta.json")).get("genres", []))
+    splits = ray_trainer.read_splits(model_info.model_dir)
     with _timed(timings, "embed"):
-        emb = embed.embed_trailers(ok, fine, coarse, cfg)
+        emb = embed.embed_trailers(ok, fine, coarse if model_genres else None, cfg)
 
     with _timed(timings, "cluster"):
         centroids = prev.centroids if incremental else None
@@ -309,12 +329,13 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     with _timed(timings, "publish"):
         versions = dict(zip(inputs["trailer_id"].to_pylist(), inputs["version"].to_pylist(),
                             strict=True))
-        trailers = _trailers_table(features, emb, sub.labels, labels, vocab, versions, cfg)
+        trailers = _trailers_table(features, emb, sub.labels, labels, model_genres, versions,
+                                   splits, cfg)
         storage.write_table(trailers, storage.join(snap, "trailers.parquet"))
         storage.write_table(_scenes_table(ok), storage.join(snap, "scenes.parquet"))
         storage.write_table(sub.table, storage.join(snap, "subgenres.parquet"))
         storage.write_table(neigh, storage.join(snap, "neighbours.parquet"))
-        storage.write_json(storage.join(snap, "genres.json"), vocab)
+        storage.write_json(storage.join(snap, "genres.json"), model_genres)
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
         storage.write_json(storage.join(snap, "model.json"), model_info.to_dict())
     # metrics.json is the last file of the snapshot (it carries the publish timing too);
@@ -402,7 +423,7 @@ def _write_report(
         "reasons": summary.reasons,
         "retrain": retrain,  # {"retrain": bool, "reason": str}; None when nothing was published
     }
-    storage.write_json(storage.join(cfg.out, "runs", f"{name}.json"), report)
+    storage.write_json(OutputLayout(cfg.out).run_report(name), report)
 
 
 def _counts(features: pa.Table) -> dict[str, int]:
@@ -417,14 +438,16 @@ def _trailers_table(
     labels: dict[str, list[str]],
     vocab: list[str],
     versions: dict[str, str],
+    splits: dict[str, str],
     cfg: RunConfig,
 ) -> pa.Table:
     """One row per input file: status, labels, predictions, sub-genre, embedding, split.
 
-    ``versions`` maps trailer_id to the store's version tag of its file when fingerprinted.
+    ``vocab`` is the genre model's vocabulary (empty: no genre model, genre columns stay
+    empty); ``versions`` maps trailer_id to the store's version tag of its file when
+    fingerprinted; ``splits`` the split each trailer had when the model was trained (a labelled
+    trailer the model never saw, e.g. new in an incremental run, is ``unseen``).
     """
-    from mmx.train.data import split_of
-
     by_id = {tid: i for i, tid in enumerate(emb["trailer_id"].to_pylist())}
     scores = emb["genre_scores"].to_pylist()
     vectors = emb["embedding"].to_pylist()
@@ -436,7 +459,7 @@ def _trailers_table(
         tid = r["trailer_id"]
         genres = labels.get(tid, [])
         i = by_id.get(tid)
-        s = scores[i] if i is not None else None
+        s = scores[i] if i is not None and vocab else None
         predicted = [g for g, v in zip(vocab, s, strict=True) if v >= thr] if s else []
         rows.append(
             {
@@ -448,12 +471,20 @@ def _trailers_table(
                 "genre_scores": s,
                 "subgenre": int(subgenres[i]) if i is not None else None,
                 "embedding": vectors[i] if i is not None else None,
-                "split": split_of(tid) if genres else "unlabelled",
+                "split": _split(genres, splits.get(tid)),
                 "source_version": versions.get(tid, ""),
             }
         )
     table = pa.Table.from_pylist(rows, schema=schema.TRAILERS)
     return table.replace_schema_metadata(schema.with_vocab(schema.TRAILERS, vocab).metadata)
+
+
+def _split(genres: list[str], trained_split: str | None) -> str:
+    """A trailer's published split: ``unlabelled`` without labels, else its split when the
+    model was trained, or ``unseen`` if the model never saw its labels."""
+    if not genres:
+        return "unlabelled"
+    return trained_split if trained_split in ("train", "val", "test") else "unseen"
 
 
 def _scenes_table(ok: pa.Table) -> pa.Table:

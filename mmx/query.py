@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from mmx import schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig, config_from_dict
 from mmx.index.shards import IndexIntegrityError
+from mmx.layout import OutputLayout
 
 QUERY_META_KEY = b"mmx.query"  # schema metadata of similar_to_video's table: the query video
 
@@ -86,7 +87,7 @@ class Snapshot:
         """The snapshot LATEST names (or ``name``) under ``out`` (default ``.mmx/out``)."""
         out = out or str((Path(DEFAULT_WORKDIR) / "out").resolve())
         if name:
-            uri = storage.snapshot_uri(out, name)
+            uri = OutputLayout(out).snapshot(name)
             if not storage.exists(storage.join(uri, storage.COMPLETE)):
                 raise SnapshotError(f"no complete snapshot {name!r} under {out}")
             return cls(uri)
@@ -132,7 +133,7 @@ class Snapshot:
         pointer = storage.join(self.uri, "model.json")
         if storage.exists(pointer):
             return storage.join(storage.read_json(pointer)["model_dir"], phase)
-        return storage.join(self.out, "models", self.name, phase)
+        return storage.join(OutputLayout(self.out).model_dir(self.name), phase)
 
     def sql(self, query: str) -> pa.Table:
         """Run DuckDB SQL with the tables available by name (``FROM trailers``…)."""

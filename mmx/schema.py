@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pyarrow as pa
 
 STATUSES = ("ok", "excluded", "failed")
-SPLITS = ("train", "val", "test", "unlabelled")
+SPLITS = ("train", "val", "test", "unlabelled", "unseen")
 GENRE_VOCAB_KEY = b"mmx.genre_vocab"
 
 _f32_list = pa.list_(pa.float32())

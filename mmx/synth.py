@@ -44,6 +44,9 @@ import av
 import cv2
 import numpy as np
 
+from mmx import synth_styles
+from mmx.synth_styles import ContentStyle
+
 logger = logging.getLogger("mmx.synth")
 
 GENRES: tuple[str, ...] = ("Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi")
@@ -278,6 +281,8 @@ class _Shot:
         width: int,
         height: int,
         off_palette: bool,
+        content: ContentStyle | None = None,
+        content_rng: np.random.Generator | None = None,
     ) -> None:
         self.style = style
         self.length = length
@@ -317,6 +322,25 @@ class _Shot:
         ch = height + math.ceil(travel_y) + 1
         cw = width + math.ceil(travel_x) + 1
         self.canvas = self._render_canvas(rng, prof, ch, cw, scale)
+        # The sub-genre's content (its setting and recurring object), drawn from its own
+        # generator so that archives without content styles are unchanged.
+        self.content = content
+        self.motifs: list[tuple[float, float, float, float, float, float, np.ndarray]] = []
+        if content is not None:
+            crng = content_rng if content_rng is not None else np.random.default_rng(0)
+            colour, alpha = synth_styles.setting_layer(content, crng, ch, cw, scale, self.c1)
+            blended = self.canvas * (1 - alpha[..., None]) + colour * alpha[..., None]
+            self.canvas = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            for _ in range(int(crng.integers(1, 4))):
+                r = float(crng.uniform(12, 24)) * scale * content.motif_scale
+                spd = float(crng.uniform(0.3, 2.5)) * scale
+                ang = float(crng.uniform(0, 2 * math.pi))
+                self.motifs.append((
+                    float(crng.uniform(r, width - r)), float(crng.uniform(r, height - r)),
+                    spd * math.cos(ang), spd * math.sin(ang), r,
+                    float(crng.uniform(0, 2 * math.pi)),
+                    synth_styles.motif_colour(content, crng),
+                ))
 
         # Moving objects.
         self.objects: list[_Object] = []
@@ -445,6 +469,12 @@ class _Shot:
                 _draw_disc(img, x, y, r, ob.color, ob.alpha, soft=0.4 * r)
             else:
                 _draw_disc(img, x, y, r, ob.color, ob.alpha, soft=1.0)
+        if self.content is not None:
+            for mx, my, mvx, mvy, r, angle, colour in self.motifs:
+                x = _bounce(mx + mvx * k, r, w - r)
+                y = _bounce(my + mvy * k, r, h - r)
+                synth_styles.draw_motif(img, self.content.motif, x, y, r, angle + 0.01 * k,
+                                        colour)
         return img
 
 
@@ -546,6 +576,10 @@ class _Plan:
     fades: list[int]
     n_frames: int
     genre_weights: dict[str, float]
+    content: ContentStyle | None = None
+    grade_strength: float = 0.0  # how strongly this trailer's frames take the style's grading
+    nuisance: tuple[float, float] = (0.0, 1.0)  # this trailer's (brightness, contrast)
+    music_gain: float = 0.0  # level of the style's music against the genre tracks
 
     @property
     def cut_frames(self) -> tuple[int, ...]:
@@ -565,8 +599,17 @@ def _plan_trailer(
     width: int,
     height: int,
     fps: float,
+    content: ContentStyle | None = None,
+    content_rng: np.random.Generator | None = None,
+    neutral_share: float = 0.0,
+    content_share: float = 0.0,
 ) -> _Plan:
-    """Draw styles, lengths and transitions, and build distinct consecutive shots."""
+    """Draw styles, lengths and transitions, and build distinct consecutive shots.
+
+    With a ``content`` style (a sub-genre's), drawn from ``content_rng``: a ``neutral_share`` of
+    the shots are neutral (a random genre's look with a random palette, no content), and a
+    ``content_share`` of the others show the style's setting and recurring object.
+    """
     k = len(genres)
     weights = rng.dirichlet(np.full(k, 3.0)) if k else np.zeros(0)
     if n_shots is None:
@@ -580,6 +623,14 @@ def _plan_trailer(
         else:
             styles.append(genres[int(rng.choice(k, p=weights))])
     off_palette = rng.random(n_shots) < _P_OFF_PALETTE
+    shows = np.zeros(n_shots, dtype=bool)
+    crng = content_rng if content_rng is not None else np.random.default_rng(0)
+    if content is not None:
+        neutral = crng.random(n_shots) < neutral_share
+        shows = ~neutral & (crng.random(n_shots) < content_share)
+        for i in np.flatnonzero(neutral):
+            styles[i] = GENRES[int(crng.integers(len(GENRES)))]
+        off_palette |= neutral
     tempo = float(np.exp(rng.normal(0, 0.12)))
     min_frames = max(MIN_SHOT_FRAMES, math.ceil(0.6 * fps))
     lengths = []
@@ -599,7 +650,8 @@ def _plan_trailer(
         best: tuple[float, _Shot] | None = None
         for attempt in range(_CUT_RETRIES):
             shot = _Shot(
-                rng, style, lengths[i], width, height, bool(off_palette[i]) and not attempt
+                rng, style, lengths[i], width, height, bool(off_palette[i]) and not attempt,
+                content if shows[i] else None, crng,
             )
             if not shots:
                 best = (math.inf, shot)
@@ -618,13 +670,21 @@ def _plan_trailer(
         starts.append(starts[-1] + lengths[i] - fades[i])
     n_frames = starts[-1] + lengths[-1]
     genre_weights = {g: float(w) for g, w in zip(genres, weights, strict=True)}
-    return _Plan(shots, starts, fades, n_frames, genre_weights)
+    plan = _Plan(shots, starts, fades, n_frames, genre_weights)
+    if content is not None:
+        plan.content = content
+        plan.grade_strength = float(crng.uniform(0.5, 1.0))
+        plan.nuisance = (float(crng.normal(0, 0.05)), float(crng.uniform(0.8, 1.2)))
+        plan.music_gain = float(crng.uniform(0.35, 0.7))
+    return plan
 
 
 def _iter_frames(plan: _Plan) -> Iterator[np.ndarray]:
     """Yield the trailer's frames in order, uint8 RGB ``(height, width, 3)``."""
     shots, fades = plan.shots, plan.fades
     n = len(shots)
+    grade = (None if plan.content is None else synth_styles.grade_matrix(
+        plan.content, plan.grade_strength, np.asarray(plan.nuisance)))
     for i, shot in enumerate(shots):
         d_in = fades[i - 1] if i > 0 else 0
         d_out = fades[i] if i < n - 1 else 0
@@ -635,6 +695,8 @@ def _iter_frames(plan: _Plan) -> Iterator[np.ndarray]:
                 a = (j + 1) / (d_out + 1)
                 nxt = shots[i + 1].frame(j).astype(np.float32)
                 img = np.clip(img * (1 - a) + nxt * a + 0.5, 0, 255).astype(np.uint8)
+            if plan.content is not None:
+                img = synth_styles.grade(img, grade)
             yield img
 
 
@@ -856,6 +918,8 @@ def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) ->
         track = _AUDIO_TRACKS[genre](rng, n, sr)
         track /= np.sqrt(np.mean(track**2)) + 1e-9
         mix += gain * track * rng.uniform(0.7, 1.3)
+    if plan.content is not None:
+        mix += plan.music_gain * synth_styles.music_track(plan.content, rng, n, sr)
     mix += rng.uniform(0.02, 0.1) * _lowpass_noise(rng, n, 3000.0, sr)
     peak = float(np.abs(mix).max()) + 1e-9
     return (mix * (rng.uniform(0.5, 0.85) / peak)).astype(np.float32)
@@ -941,6 +1005,9 @@ def write_trailer(
     height: int = 180,
     fps: float = 24,
     with_audio: bool = True,
+    content: ContentStyle | None = None,
+    neutral_share: float = 0.0,
+    content_share: float = 0.0,
 ) -> SynthTrailer:
     """Generate one synthetic trailer MP4 (H.264 yuv420p + mono AAC 16 kHz) at ``path``.
 
@@ -953,6 +1020,9 @@ def write_trailer(
         width, height: Frame size in pixels (even numbers).
         fps: Frame rate.
         with_audio: Whether to add the audio stream.
+        content: A sub-genre's content style (:mod:`mmx.synth_styles`): its grading and music
+            over the whole trailer, its setting and recurring object in a ``content_share`` of
+            the shots; a ``neutral_share`` of the shots are neutral. None: genre cues only.
 
     Returns:
         The trailer's :class:`SynthTrailer` ground truth (``genres`` canonicalised).
@@ -964,7 +1034,9 @@ def write_trailer(
     out.parent.mkdir(parents=True, exist_ok=True)
     gen = _canonical_genres(genres)
     video_ss, audio_ss = np.random.SeedSequence(int(seed)).spawn(2)
-    plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps)
+    content_rng = np.random.default_rng([int(seed), 0xC0])  # its own stream: see _Shot
+    plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps,
+                         content, content_rng, neutral_share, content_share)
     audio = (
         _render_audio(np.random.default_rng(audio_ss), plan, fps, AUDIO_SAMPLE_RATE)
         if with_audio
@@ -1194,3 +1266,199 @@ def generate_archive(
         time.perf_counter() - t0,
     )
     return trailers + extra_trailers
+
+
+# --------------------------------------------------------------------------------------------
+# Archive with hidden sub-genres (the quality benchmark's)
+# --------------------------------------------------------------------------------------------
+
+
+def _write_trailer_task(args: tuple[str, tuple[str, ...], dict[str, object]]) -> SynthTrailer:
+    path, genres, kwargs = args
+    return write_trailer(path, genres, **kwargs)  # type: ignore[arg-type]
+
+
+def _sample_combos(rng: np.random.Generator, n_combos: int) -> list[tuple[str, ...]]:
+    """``n_combos`` distinct genre combinations drawn with the archive's genre prior."""
+    combos: list[tuple[str, ...]] = []
+    for _ in range(1000 * n_combos):
+        c = _sample_genres(rng)
+        if c not in combos:
+            combos.append(c)
+        if len(combos) == n_combos:
+            return combos
+    raise ValueError(f"could not draw {n_combos} distinct genre combinations")
+
+
+def _observed_genres(
+    rng: np.random.Generator, genres: tuple[str, ...], label_noise: float
+) -> tuple[str, ...]:
+    """The labels an archivist wrote: with probability ``label_noise`` one genre is dropped
+    (when there are several) or a wrong one added."""
+    if rng.random() >= label_noise:
+        return genres
+    if len(genres) > 1 and rng.random() < 0.6:
+        drop = genres[int(rng.integers(len(genres)))]
+        return tuple(g for g in genres if g != drop)
+    others = [g for g in GENRES if g not in genres]
+    return _canonical_genres((*genres, others[int(rng.integers(len(others)))]))
+
+
+def generate_subgenre_archive(
+    out_dir: str | os.PathLike[str],
+    n: int = 240,
+    *,
+    seed: int = 0,
+    n_combos: int = 10,
+    styles_per_combo: int = 3,
+    n_styles: int = 12,
+    unlabelled_share: float = 0.1,
+    label_noise: float = 0.1,
+    neutral_share: float = 0.15,
+    content_share: float = 0.75,
+    extras: bool = True,
+    width: int = 320,
+    height: int = 180,
+    fps: float = 24,
+    workers: int = 1,
+) -> list[SynthTrailer]:
+    """Generate (or reuse) an archive whose trailers belong to hidden fine-grained sub-genres.
+
+    A sub-genre is a genre combination (``n_combos`` drawn with the genre prior) × one of
+    ``styles_per_combo`` content styles (:mod:`mmx.synth_styles`) from a pool of ``n_styles``
+    shared by all combinations: the same style appears under several combinations and each
+    combination has several styles, so neither the labels nor the style alone tell a trailer's
+    sub-genre. Sub-genre sizes vary (weights ~ Gamma(2)). Cues are noisy on purpose: a
+    ``neutral_share`` of shots are neutral, only a ``content_share`` of the others show the
+    style's setting and recurring object, grading strength, brightness/contrast, music level and
+    tempo vary per trailer, and shots take off-genre looks as in :func:`generate_archive`.
+    Labels are noisy (``label_noise``: a genre dropped or a wrong one added) and an
+    ``unlabelled_share`` of trailers have none.
+
+    Writes ``videos/*.mp4``, ``labels.csv`` (the archive's noisy labels) and ``truth.json``
+    (per trailer: ``subgenre``, ``true_genres``, ``style``; the sub-genres and styles), which
+    the job never reads. With ``extras``: ``teaser_0000`` (5 shots: excluded) and
+    ``broken_0000`` (corrupt: failed). ``workers`` processes encode in parallel; the output
+    depends only on the arguments, not on ``workers``.
+    """
+    root = Path(out_dir)
+    params: dict[str, object] = {
+        "kind": "subgenres", "n": int(n), "seed": int(seed), "n_combos": int(n_combos),
+        "styles_per_combo": int(styles_per_combo), "n_styles": int(n_styles),
+        "unlabelled_share": float(unlabelled_share), "label_noise": float(label_noise),
+        "neutral_share": float(neutral_share), "content_share": float(content_share),
+        "extras": bool(extras), "width": int(width), "height": int(height), "fps": fps,
+        "version": SYNTH_VERSION, "audio_sample_rate": AUDIO_SAMPLE_RATE,
+    }
+    if _archive_is_current(root, params):
+        logger.info("synthetic archive in %s is up to date; reusing it", root)
+        return load_archive(root)
+    if styles_per_combo > n_styles:
+        raise ValueError("styles_per_combo must be <= n_styles")
+    t0 = time.perf_counter()
+    videos = root / "videos"
+    videos.mkdir(parents=True, exist_ok=True)
+    if (root / "truth.json").exists():
+        (root / "truth.json").unlink()
+    rng = np.random.default_rng([int(seed), 0x5B])
+    styles = synth_styles.make_styles(seed, n_styles)
+    combos = _sample_combos(rng, n_combos)
+    subgenres = [
+        (combo, int(s))
+        for combo in combos
+        for s in rng.choice(n_styles, size=styles_per_combo, replace=False)
+    ]
+    weights = rng.gamma(2.0, size=len(subgenres))
+    weights /= weights.sum()
+    logger.info("generating %d synthetic trailers of %d hidden sub-genres in %s (seed=%d)",
+                n, len(subgenres), root, seed)
+
+    tasks, truth_rows = [], {}
+    common = {"width": width, "height": height, "fps": fps, "neutral_share": neutral_share,
+              "content_share": content_share}
+    for i in range(n):
+        trng = np.random.default_rng(_child_seed(seed, 4, i))
+        sub = int(trng.choice(len(subgenres), p=weights))
+        combo, style = subgenres[sub]
+        observed = () if trng.random() < unlabelled_share else _observed_genres(
+            trng, combo, label_noise)
+        tid = f"trailer_{i:04d}"
+        tasks.append((str(videos / f"{tid}.mp4"), combo,
+                      {**common, "seed": _child_seed(seed, 5, i), "content": styles[style]}))
+        truth_rows[tid] = {"subgenre": sub, "true_genres": list(combo), "style": style,
+                           "labels": list(observed)}
+    trailers = _run_tasks(tasks, workers, n)
+    labels: list[tuple[str, tuple[str, ...]]] = []
+    records: dict[str, dict[str, object]] = {}
+    for t in trailers:
+        row = truth_rows[t.trailer_id]
+        observed = tuple(row["labels"])  # type: ignore[arg-type]
+        labels.append((t.trailer_id, observed))
+        rec = _trailer_record(dataclasses.replace(t, genres=observed), root)
+        rec.update(subgenre=row["subgenre"], true_genres=row["true_genres"], style=row["style"])
+        records[t.trailer_id] = rec
+    trailers = [dataclasses.replace(t, genres=tuple(truth_rows[t.trailer_id]["labels"]))
+                for t in trailers]
+
+    truth_extras: dict[str, dict[str, object]] = {}
+    if extras:
+        xrng = np.random.default_rng(_child_seed(seed, 6, 0))
+        genres = _sample_genres(xrng)
+        t = write_trailer(videos / "teaser_0000.mp4", genres, seed=_child_seed(seed, 7, 0),
+                          n_shots=5, width=width, height=height, fps=fps)
+        rec = _trailer_record(t, root)
+        rec.update(expected_status="excluded", reason="only 5 shots (fewer than 10)")
+        truth_extras["teaser_0000"] = rec
+        labels.append(("teaser_0000", genres))
+        broken = videos / "broken_0000.mp4"
+        header = b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2avc1mp41"
+        broken.write_bytes(header + xrng.integers(0, 256, size=4096, dtype=np.uint8).tobytes())
+        truth_extras["broken_0000"] = {
+            "path": os.path.relpath(broken, root), "genres": [], "n_frames": None,
+            "has_audio": None, "expected_status": "failed", "reason": "corrupt file",
+        }
+        labels.append(("broken_0000", ()))
+
+    with open(root / "labels.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trailer_id", "genres"])
+        for tid, genres in labels:
+            writer.writerow([tid, "|".join(genres)])
+    truth = {
+        "params": params,
+        "genres": list(GENRES),
+        "styles": [s.to_dict() for s in styles],
+        "subgenres": [{"subgenre": i, "genres": list(c), "style": s}
+                      for i, (c, s) in enumerate(subgenres)],
+        "trailers": records,
+        "extras": truth_extras,
+    }
+    tmp = root / "truth.json.part"
+    tmp.write_text(json.dumps(truth, indent=1))
+    os.replace(tmp, root / "truth.json")
+    logger.info("synthetic archive ready: %d trailers + %d extras in %.1fs", n,
+                len(truth_extras), time.perf_counter() - t0)
+    return trailers
+
+
+def _run_tasks(
+    tasks: list[tuple[str, tuple[str, ...], dict[str, object]]], workers: int, n: int
+) -> list[SynthTrailer]:
+    """Write every trailer of ``tasks``, in ``workers`` processes; results in task order."""
+    done: list[SynthTrailer] = []
+    if workers <= 1:
+        for t in tasks:
+            done.append(_write_trailer_task(t))
+            if len(done) % 20 == 0 or len(done) == n:
+                logger.info("  %d/%d trailers written", len(done), n)
+        return done
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        for t in pool.map(_write_trailer_task, tasks, chunksize=4):
+            done.append(t)
+            if len(done) % 20 == 0 or len(done) == n:
+                logger.info("  %d/%d trailers written", len(done), n)
+    return done

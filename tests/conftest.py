@@ -196,6 +196,12 @@ def _job():
 
 
 @pytest.fixture(scope="session")
+def index_job():
+    """``jobs/index_archive.py`` loaded as a module: call ``index_job.main(argv)``."""
+    return _job()
+
+
+@pytest.fixture(scope="session")
 def run(ray_session, synth_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real run of the whole job (tiny profile) over the synthetic archive; its out dir."""
     out = tmp_path_factory.mktemp("out")

@@ -79,6 +79,31 @@ def sequence_windows(
     return torch.minimum(idx, last.view(-1, 1, 1)).clamp(min=0)  # (B, S, n)
 
 
+def random_windows(
+    n_clips: Tensor,
+    n_seqs: int,
+    shots_per_seq: int,
+    lo: Tensor | int | None = None,
+    hi: Tensor | int | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Like :func:`sequence_windows`, but the ``n_seqs`` window starts are drawn uniformly at
+    random over ``[lo, hi − n]`` (then sorted, so windows stay in time order): a fresh sample of
+    the trailer's shots at every call, the augmentation of training. ``(B,)`` → ``(B, S, n)``."""
+    n_clips = n_clips.long()
+    lo_t = (
+        torch.zeros_like(n_clips) if lo is None else torch.as_tensor(lo).long().expand_as(n_clips)
+    )
+    hi_t = n_clips if hi is None else torch.as_tensor(hi).long().expand_as(n_clips)
+    span = (hi_t - lo_t - shots_per_seq).clamp(min=0)  # (B,)
+    u = torch.rand(len(n_clips), n_seqs, generator=generator).to(n_clips.device)  # (B, S)
+    offsets = torch.sort(torch.floor(u * (span + 1).unsqueeze(1)).long(), dim=1).values
+    starts = lo_t.unsqueeze(1) + offsets  # (B, S)
+    idx = starts.unsqueeze(-1) + torch.arange(shots_per_seq, device=n_clips.device)  # (B, S, n)
+    last = torch.minimum(torch.maximum(hi_t - 1, lo_t), n_clips - 1).clamp(min=0)  # (B,)
+    return torch.minimum(idx, last.view(-1, 1, 1)).clamp(min=0)  # (B, S, n)
+
+
 class Standardize(nn.Module):
     """``(x − mean) / std`` per feature dimension; buffers so they travel with the weights."""
 
@@ -145,13 +170,13 @@ class MMXNetwork(nn.Module):
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.k_hidden, cfg.bottleneck),
         )
-        # MLP l: bottleneck → genre logits (coarse phase)
+        # MLP l: bottleneck → genre logits (coarse phase); none in a self-supervised model
         self.head = nn.Sequential(
             nn.Linear(cfg.bottleneck, cfg.head_hidden),
             nn.ReLU(),
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.head_hidden, n_genres),
-        )
+        ) if n_genres > 0 else nn.Sequential()
         # projection head m, n: bottleneck → contrastive space (fine-grained phase)
         self.proj_head = nn.Sequential(
             nn.Linear(cfg.bottleneck, cfg.proj_head_hidden),
@@ -251,7 +276,9 @@ class MMXNetwork(nn.Module):
         return self.trailer_mlp(agg)  # (B, bottleneck)
 
     def classify(self, emb: Tensor) -> Tensor:
-        """Genre logits (B, G) from embeddings (B, bottleneck)."""
+        """Genre logits (B, G) from embeddings (B, bottleneck); (B, 0) without a genre head."""
+        if self.n_genres == 0:
+            return emb.new_zeros(emb.shape[0], 0)
         return self.head(emb)
 
     def project(self, emb: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ EMBEDDINGS = pa.schema(
 class EmbedActor:
     """One model replica (fine + coarse), loaded once per actor."""
 
-    def __init__(self, fine: str, coarse: str, cfg: RunConfig) -> None:
+    def __init__(self, fine: str, coarse: str | None, cfg: RunConfig) -> None:
         import torch
 
         from mmx.train.loop import load_model
@@ -38,7 +38,8 @@ class EmbedActor:
         torch.set_num_threads(1)
         self.device = "cuda" if cfg.resources.embed_gpus > 0 and torch.cuda.is_available() else "cpu"
         self.fine, meta = load_model(fine)
-        self.coarse, _ = load_model(coarse)
+        # no coarse model (self-supervised run): the fine model's own (empty) head scores
+        self.coarse = load_model(coarse)[0] if coarse else None
         self.genres = list(meta["genres"])
         self.batch = cfg.resources.embed_batch
 
@@ -67,8 +68,9 @@ def _lists(x: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
 
 
-def embed_trailers(ok: pa.Table, fine: str, coarse: str, cfg: RunConfig) -> pa.Table:
-    """Embeddings and genre scores of every ok trailer (rows of the ``features`` table)."""
+def embed_trailers(ok: pa.Table, fine: str, coarse: str | None, cfg: RunConfig) -> pa.Table:
+    """Embeddings and genre scores of every ok trailer (rows of the ``features`` table);
+    ``coarse`` None: a model without a genre head (scores are empty lists)."""
     if ok.num_rows == 0:
         return EMBEDDINGS.empty_table()
     res = cfg.resources

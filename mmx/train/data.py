@@ -164,6 +164,17 @@ class TrailerSet:
                 self.labels[i] = t.labels
                 self.labelled[i] = True
         self.primary = np.array([t.primary for t in self.trailers], dtype=np.int64)  # (N,)
+        self.splits: np.ndarray | None = None  # (N,) "train"/"val"/"test"/"" once assigned
+
+    def assign_splits(self, fractions: Sequence[float] = (0.6, 0.2, 0.2)) -> np.ndarray:
+        """Stratify the labelled trailers into train/val/test (:func:`stratified_splits`);
+        unlabelled ones get ``""``. Returns and keeps the (N,) assignment."""
+        rows = np.flatnonzero(self.labelled)
+        splits = np.full(len(self), "", dtype=object)
+        splits[rows] = stratified_splits([self.trailer_ids[i] for i in rows], self.labels[rows],
+                                         fractions)
+        self.splits = splits
+        return splits
 
     def __len__(self) -> int:
         return len(self.trailers)
@@ -181,18 +192,21 @@ class TrailerSet:
         return batch
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> TrailerSet:
-        return TrailerSet(
-            [self.trailers[i] for i in indices], self.expert_dims, self.audio_dim, self.genres
+        idx = np.asarray(indices, dtype=np.int64)
+        out = TrailerSet(
+            [self.trailers[i] for i in idx], self.expert_dims, self.audio_dim, self.genres
         )
+        if self.splits is not None:
+            out.splits = self.splits[idx]
+        return out
 
     def split(self, name: str) -> TrailerSet:
-        """The labelled trailers whose stable hash falls in split ``name`` (train/val/test)."""
-        keep = [
-            i
-            for i, t in enumerate(self.trailers)
-            if self.labelled[i] and split_of(t.trailer_id) == name
-        ]
-        return self.subset(keep)
+        """The labelled trailers of split ``name`` (train/val/test); stratifies the labelled
+        trailers with the default fractions first if :meth:`assign_splits` was not called."""
+        if self.splits is None:
+            self.assign_splits()
+        assert self.splits is not None
+        return self.subset(np.flatnonzero(self.labelled & (self.splits == name)))
 
     def input_stats(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per-expert mean and std (D,) float32 over the available clips (audio: valid frames).
@@ -231,10 +245,84 @@ class TrailerSet:
         return stats
 
 
+def _hash_unit(trailer_id: str) -> int:
+    """A stable 64-bit number per trailer id (SHA-1), the split's only source of order."""
+    return int.from_bytes(hashlib.sha1(trailer_id.encode("utf-8")).digest()[:8], "big")
+
+
 def split_of(trailer_id: str) -> str:
-    """Stable 80/10/10 split by the SHA-1 of the trailer id: ``"train"``, ``"val"``, ``"test"``."""
-    bucket = int.from_bytes(hashlib.sha1(trailer_id.encode("utf-8")).digest()[:8], "big") % 100
+    """Stable 80/10/10 split by the SHA-1 of the trailer id: ``"train"``, ``"val"``, ``"test"``.
+
+    Only a fallback for a single trailer with nothing to stratify against; training splits
+    come from :func:`stratified_splits`.
+    """
+    bucket = _hash_unit(trailer_id) % 100
     return "train" if bucket < 80 else "val" if bucket < 90 else "test"
+
+
+def stratified_splits(
+    trailer_ids: Sequence[str],
+    labels: np.ndarray,
+    fractions: Sequence[float] = (0.6, 0.2, 0.2),
+) -> np.ndarray:
+    """Iterative multi-label stratification (Sechidis et al., ECML 2011) into train/val/test.
+
+    ``labels (N, G)`` multi-hot of the labelled trailers ``trailer_ids``; ``fractions`` of
+    (train, val, test). Genres are served rarest first: each trailer carrying the rarest genre
+    left goes to the split that still wants most of that genre (ties: the split that wants most
+    trailers, then train before val before test), so every genre is spread over the splits in
+    proportion, down to a rare genre's few examples. Trailers are visited in the order of their
+    id's hash: the result is a deterministic function of the ids and labels, independent of row
+    order. Returns (N,) object array of ``"train"``, ``"val"``, ``"test"``.
+    """
+    y = np.asarray(labels, dtype=np.float64) > 0  # (N, G)
+    n = len(trailer_ids)
+    frac = np.asarray(fractions, dtype=np.float64)
+    frac = frac / frac.sum()
+    want_total = frac * n  # (S,)
+    want = np.outer(frac, y.sum(axis=0))  # (S, G)
+    order = np.argsort([_hash_unit(t) for t in trailer_ids], kind="stable")  # (N,)
+    y_ordered = y[order]
+    assigned = np.full(n, -1, dtype=np.int64)  # in hash order
+    left = np.ones(n, dtype=bool)
+    while left.any():
+        counts = y_ordered[left].sum(axis=0)  # (G,) positives still to place
+        if not counts.any():
+            break
+        genre = int(np.argmin(np.where(counts > 0, counts, np.inf)))
+        for row in np.flatnonzero(left & y_ordered[:, genre]):
+            # most wanted for this genre, then most wanted overall, then the earlier split
+            key = np.lexsort((np.arange(len(frac)), -want_total, -want[:, genre]))
+            split = int(key[0])
+            assigned[row] = split
+            want[split] -= y_ordered[row]
+            want_total[split] -= 1
+            left[row] = False
+    for row in np.flatnonzero(left):  # trailers without any genre: by overall need
+        split = int(np.argmax(want_total))
+        assigned[row] = split
+        want_total[split] -= 1
+    # Serving genres first can leave a split a trailer or two short of its size: move the
+    # trailers the short split's genres want most (in hash order) from the fullest ones. The
+    # test part gets at least its share, rounded up.
+    target = np.floor(frac * n).astype(np.int64)
+    target[-1] = int(np.ceil(frac[-1] * n - 1e-9))
+    target[0] = n - target[1:].sum()
+    sizes = np.bincount(assigned, minlength=len(frac))
+    for short in np.argsort(-(target - sizes)):
+        while sizes[short] < target[short]:
+            donor = int(np.argmax(sizes - target))
+            rows = np.flatnonzero(assigned == donor)
+            gain = y_ordered[rows] @ (want[short] - want[donor])  # (R,) how wanted it is
+            row = int(rows[np.argmax(gain)])
+            assigned[row] = short
+            want[short] -= y_ordered[row]
+            want[donor] += y_ordered[row]
+            sizes[short] += 1
+            sizes[donor] -= 1
+    out = np.empty(n, dtype=object)
+    out[order] = np.asarray(SPLITS, dtype=object)[assigned]
+    return out
 
 
 def pos_weight(y_train: np.ndarray, max_weight: float = 100.0) -> np.ndarray:

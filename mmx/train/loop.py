@@ -37,7 +37,7 @@ from torch.optim import Adam, Optimizer
 
 from mmx.config import TrainConfig
 from mmx.model.losses import GenreBCELoss, NTXentLoss
-from mmx.model.network import MMXNetwork
+from mmx.model.network import MMXNetwork, random_windows
 from mmx.train.data import TrailerSet, eval_indices, pos_weight, shard_indices
 from mmx.train.metrics import genre_metrics, silhouette
 
@@ -162,36 +162,52 @@ def _jsonable(value: Any) -> Any:
 
 # ------------------------------------------------------------------------------ objectives
 class CoarseObjective(nn.Module):
-    """batch → {"bce": loss}: genre logits of the trailer embedding vs the multi-hot labels."""
+    """batch → {"bce": loss}: genre logits of the trailer embedding vs the multi-hot labels.
 
-    def __init__(self, model: MMXNetwork, loss: GenreBCELoss) -> None:
+    ``random_windows``: in training, each trailer is seen through windows at random positions
+    (a new draw every step) instead of the evenly spaced ones used for inference.
+    """
+
+    def __init__(self, model: MMXNetwork, loss: GenreBCELoss, random_windows: bool = False) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
+        self.random_windows = random_windows
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        logits = self.model(batch)["logits"]  # (B, G)
+        m, cfg = self.model, self.model.cfg
+        windows = None
+        if self.random_windows and self.training:
+            windows = random_windows(batch["n_clips"], cfg.n_seqs, cfg.shots_per_seq)  # (B, S, n)
+        logits = m.classify(m.embed(batch, windows))  # (B, G)
         return self.loss(logits, batch["labels"], batch["labelled"])
 
 
 class ContrastiveObjective(nn.Module):
-    """batch → {"nt_xent": loss}: two views per trailer (first / second half of its clips).
+    """batch → {"nt_xent": loss}: two views per trailer.
 
-    The shots are encoded once; both views gather their windows from that one encoding.
+    ``views="halves"``: windows over the first and over the second half of its clips (the
+    paper's); ``"random"``: two independent draws of windows at random positions over all its
+    clips. The shots are encoded once; both views gather their windows from that one encoding.
     """
 
-    def __init__(self, model: MMXNetwork, loss: NTXentLoss) -> None:
+    def __init__(self, model: MMXNetwork, loss: NTXentLoss, views: str = "halves") -> None:
         super().__init__()
         self.model = model
         self.loss = loss
+        self.views = views
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
         shots = m.encode_shots(batch)  # (B, C, shot_dim)
         n_clips = batch["n_clips"]  # (B,)
-        half = n_clips // 2
-        first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
-        second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
+        if self.views == "random":
+            first = random_windows(n_clips, cfg.n_seqs, cfg.shots_per_seq)  # (B, S, n)
+            second = random_windows(n_clips, cfg.n_seqs, cfg.shots_per_seq)
+        else:
+            half = n_clips // 2
+            first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
+            second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
         z1 = m.project(m.embed(batch, first, shots))  # (B, proj_head_dim)
         z2 = m.project(m.embed(batch, second, shots))  # (B, proj_head_dim)
         return self.loss(z1, z2)
@@ -354,7 +370,8 @@ def fit_coarse(
     rows = np.flatnonzero(train.labelled)  # the coarse phase learns from labelled trailers
     loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
     params = _set_trainable(model, "coarse")
-    module = _wrap(CoarseObjective(model, loss), world_size, device)
+    module = _wrap(CoarseObjective(model, loss, cfg.coarse_windows == "random"), world_size,
+                   device)
     optimizer = Adam(params, lr=cfg.coarse_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -446,7 +463,7 @@ def fit_contrastive(
     model.to(device)
     params = _set_trainable(model, "contrastive")
     loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
-    module = _wrap(ContrastiveObjective(model, loss), world_size, device)
+    module = _wrap(ContrastiveObjective(model, loss, cfg.contrastive_views), world_size, device)
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)

@@ -33,10 +33,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow.compute as pc
 
 from mmx import storage
-from mmx.config import RunConfig, config_from_dict
+from mmx.config import RunConfig, TrainConfig, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ MAX_FAILURES = 2  # worker-group restarts Ray Train attempts; each resumes from 
 KEEP_EPOCH_CHECKPOINTS = 2  # newest complete epoch checkpoints kept per phase
 PHASES = ("coarse", "contrastive")
 FINAL = {"coarse": "coarse", "contrastive": "fine"}  # folder of each phase's final model
+SPLITS_FILE = "splits.parquet"
 
 
 @dataclass
@@ -68,8 +70,6 @@ def train_model(
     Resumes from the checkpoints already in ``model_dir`` (see the module docstring); when
     ``model_dir`` holds a finished training (``fine/`` and ``result.json``) no worker starts.
     """
-    if not vocab:
-        raise ValueError("no genre labels: give --labels with at least one labelled trailer")
     result = TrainResult(
         model_dir=model_dir,
         fine=storage.join(model_dir, FINAL["contrastive"]),
@@ -131,6 +131,37 @@ def _worker_loop(config: dict[str, Any]) -> None:
         world_size=ctx.get_world_size(),
         device=ray.train.torch.get_device(),
     )
+
+
+def genre_training(n_labelled: int, n_genres: int, cfg: TrainConfig) -> str:
+    """Why no genre head can be trained on ``n_labelled`` labelled ok trailers ("" if one can):
+    the job then publishes a self-supervised embedding, sub-genres and neighbours only."""
+    if n_genres == 0 or n_labelled == 0:
+        return "the archive has no genre labels"
+    if n_labelled < cfg.min_labelled:
+        return (f"only {n_labelled} labelled trailers (train.min_labelled = {cfg.min_labelled}): "
+                "too few to train and test a genre model")
+    return ""
+
+
+def write_splits(model_dir: str, trailer_ids: list[str], splits: Any) -> None:
+    """``<model_dir>/splits.parquet``: the split of every trailer the model was trained with
+    (labelled: train/val/test; unlabelled: ``unlabelled``), for the published trailers table."""
+    import pyarrow as pa
+
+    values = [s or "unlabelled" for s in splits]
+    storage.write_table(pa.table({"trailer_id": trailer_ids, "split": values}),
+                        storage.join(model_dir, SPLITS_FILE))
+
+
+def read_splits(model_dir: str) -> dict[str, str]:
+    """trailer_id → split of the model in ``model_dir`` ({} for a model from before splits
+    were stored)."""
+    uri = storage.join(model_dir, SPLITS_FILE)
+    if not storage.exists(uri):
+        return {}
+    table = storage.read_table(uri)
+    return dict(zip(table["trailer_id"].to_pylist(), table["split"].to_pylist(), strict=True))
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -195,7 +226,7 @@ def train_phases(
     from mmx.model import MMXNetwork
     from mmx.train import loop
     from mmx.train.data import trailer_set_from_table
-    from mmx.train.metrics import genre_metrics, label_frequency_baseline
+    from mmx.train.metrics import label_frequency_baseline, split_metrics
 
     worker_start = time.time()
     cfg: RunConfig = config_from_dict(config["cfg"])
@@ -206,12 +237,21 @@ def train_phases(
     t0 = time.perf_counter()
     table = storage.read_table(config["features"])
     table = table.filter(pc.equal(table["status"], "ok"))
-    data = trailer_set_from_table(table, config["labels"], vocab)
+    labels: dict[str, list[str]] = config["labels"]
+    known = set(vocab)
+    n_labelled = sum(1 for t in table["trailer_id"].to_pylist()
+                     if any(g in known for g in labels.get(t, ())))
+    no_genre_head = genre_training(n_labelled, len(vocab), cfg.train)
+    if no_genre_head:  # too few labels: a self-supervised model without a genre head
+        log.info("no genre head: %s", no_genre_head)
+        vocab, labels = [], {}
+    data = trailer_set_from_table(table, labels, vocab)
     del table
+    splits = data.assign_splits(cfg.train.split_fractions)
     train, val, test = data.split("train"), data.split("val"), data.split("test")
-    if len(train) < 2:
-        raise ValueError(f"only {len(train)} labelled training trailers: cannot train")
-    labelled = data.subset([i for i in range(len(data)) if data.labelled[i]])
+    labelled = data.subset(np.flatnonzero(data.labelled))
+    if rank == 0:
+        write_splits(model_dir, data.trailer_ids, splits)
     data_load_s = time.perf_counter() - t0
 
     loop.seed_everything(cfg.train.seed)
@@ -232,59 +272,63 @@ def train_phases(
         epoch_s[phase].append(metrics["seconds"] + time.perf_counter() - started)
         log.info("%s epoch %d: %s", phase, epoch, _brief(metrics))
 
-    # ---- coarse phase: skip when finished, continue after the newest epoch checkpoint
-    coarse_uri = storage.join(model_dir, FINAL["coarse"])
+    coarse_model = None
     coarse_epochs = coarse_best_epoch = None
-    if _complete(coarse_uri):
-        ckpt = loop.load_checkpoint(coarse_uri)
-        _check_compatible(ckpt.meta, model, vocab, coarse_uri)
-        model.load_state_dict(ckpt.model_state)
-        coarse_best_epoch = ckpt.meta["epoch"]
-        coarse_epochs = ckpt.meta.get("epochs_run")
-        log.info("coarse phase already finished (%s)", coarse_uri)
+    if not vocab:  # self-supervised: the contrastive phase starts from scratch
+        model.set_input_stats(data.input_stats())
     else:
-        resume: dict[str, Any] = {}
-        done = False
-        last = epoch_checkpoints(model_dir, "coarse")
-        if last:
-            ckpt = loop.load_checkpoint(last[-1][1])
-            _check_compatible(ckpt.meta, model, vocab, last[-1][1])
+        # ---- coarse phase: skip when finished, continue after the newest epoch checkpoint
+        coarse_uri = storage.join(model_dir, FINAL["coarse"])
+        if _complete(coarse_uri):
+            ckpt = loop.load_checkpoint(coarse_uri)
+            _check_compatible(ckpt.meta, model, vocab, coarse_uri)
             model.load_state_dict(ckpt.model_state)
-            metrics = ckpt.meta["metrics"]
-            best_state = None  # None: the loaded epoch is the best one
-            if metrics["best_epoch"] != ckpt.meta["epoch"]:
-                best = loop.load_checkpoint(storage.join(model_dir, "coarse-best"))
-                if best.meta["epoch"] != metrics["best_epoch"]:
-                    raise ValueError(f"{model_dir}: coarse-best is not the best epoch's")
-                best_state = best.model_state
-            resume = {
-                "start_epoch": ckpt.meta["epoch"] + 1,
-                "optimizer_state": ckpt.optimizer_state,
-                "best": loop.Best(metrics["best_metric"], metrics["best_epoch"], best_state),
-            }
-            done = bool(metrics["done"])
-            coarse_epochs = ckpt.meta["epoch"] + 1
-            log.info("coarse phase resumes after epoch %d", ckpt.meta["epoch"])
-        if done:  # finished, but killed before writing the final checkpoint
-            best = resume["best"]
-            if best.state is not None:
-                model.load_state_dict(best.state)
-            best_metric, coarse_best_epoch = best.metric, best.epoch
+            coarse_best_epoch = ckpt.meta["epoch"]
+            coarse_epochs = ckpt.meta.get("epochs_run")
+            log.info("coarse phase already finished (%s)", coarse_uri)
         else:
-            fit = loop.fit_coarse(
-                model, train, val, cfg.train, rank=rank, world_size=world_size, device=device,
-                on_epoch=on_epoch, **resume,
-            )
-            best_metric, coarse_best_epoch = fit.best_metric, fit.best_epoch
-            coarse_epochs = fit.history[-1]["epoch"] + 1 if fit.history else coarse_epochs
-        if rank == 0:
-            loop.save_checkpoint(
-                coarse_uri,
-                model,
-                meta={**meta, "phase": "coarse", "epoch": coarse_best_epoch,
-                      "best_metric": best_metric, "epochs_run": coarse_epochs},
-            )
-    coarse_model = copy.deepcopy(loop.unwrap(model)).cpu().eval()
+            resume: dict[str, Any] = {}
+            done = False
+            last = epoch_checkpoints(model_dir, "coarse")
+            if last:
+                ckpt = loop.load_checkpoint(last[-1][1])
+                _check_compatible(ckpt.meta, model, vocab, last[-1][1])
+                model.load_state_dict(ckpt.model_state)
+                metrics = ckpt.meta["metrics"]
+                best_state = None  # None: the loaded epoch is the best one
+                if metrics["best_epoch"] != ckpt.meta["epoch"]:
+                    best = loop.load_checkpoint(storage.join(model_dir, "coarse-best"))
+                    if best.meta["epoch"] != metrics["best_epoch"]:
+                        raise ValueError(f"{model_dir}: coarse-best is not the best epoch's")
+                    best_state = best.model_state
+                resume = {
+                    "start_epoch": ckpt.meta["epoch"] + 1,
+                    "optimizer_state": ckpt.optimizer_state,
+                    "best": loop.Best(metrics["best_metric"], metrics["best_epoch"], best_state),
+                }
+                done = bool(metrics["done"])
+                coarse_epochs = ckpt.meta["epoch"] + 1
+                log.info("coarse phase resumes after epoch %d", ckpt.meta["epoch"])
+            if done:  # finished, but killed before writing the final checkpoint
+                best = resume["best"]
+                if best.state is not None:
+                    model.load_state_dict(best.state)
+                best_metric, coarse_best_epoch = best.metric, best.epoch
+            else:
+                fit = loop.fit_coarse(
+                    model, train, val, cfg.train, rank=rank, world_size=world_size, device=device,
+                    on_epoch=on_epoch, **resume,
+                )
+                best_metric, coarse_best_epoch = fit.best_metric, fit.best_epoch
+                coarse_epochs = fit.history[-1]["epoch"] + 1 if fit.history else coarse_epochs
+            if rank == 0:
+                loop.save_checkpoint(
+                    coarse_uri,
+                    model,
+                    meta={**meta, "phase": "coarse", "epoch": coarse_best_epoch,
+                          "best_metric": best_metric, "epochs_run": coarse_epochs},
+                )
+        coarse_model = copy.deepcopy(loop.unwrap(model)).cpu().eval()
 
     # ---- contrastive phase: the same, from the coarse model
     fine_uri = storage.join(model_dir, FINAL["contrastive"])
@@ -328,27 +372,25 @@ def train_phases(
         return
 
     result: dict[str, Any] = {
+        "genre_model": {"trained": coarse_model is not None,
+                        "reason": no_genre_head or f"{n_labelled} labelled trailers"},
         "silhouette": [float(s) for s in silhouettes],
         "coarse_best_epoch": coarse_best_epoch,
         "coarse_epochs": coarse_epochs,
+        "n_labelled": int(data.labelled.sum()),
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
     }
     for name, part in (("test", test), ("val", val)):
-        if len(part) == 0:
+        if len(part) == 0 or coarse_model is None:
             continue
         scores = loop.predict(coarse_model, part, cfg.resources.embed_batch).scores
-        result[name] = {
-            **genre_metrics(part.labels, scores, cfg.train.threshold, list(data.genres)),
-            "n": len(part),
-        }
+        result[name] = split_metrics(part.labels, scores, cfg.train.threshold, list(data.genres))
         if name == "test":
             base = label_frequency_baseline(train.labels, len(part))
-            result["baseline"] = {
-                **genre_metrics(part.labels, base, cfg.train.threshold, list(data.genres)),
-                "n": len(part),
-            }
+            result["baseline"] = split_metrics(part.labels, base, cfg.train.threshold,
+                                               list(data.genres))
     # this attempt's timings (a resumed run lists only the epochs it ran)
     result["train_timings"] = {
         "worker_start_unix": worker_start,

@@ -100,3 +100,28 @@ def test_commands_against_snapshot(run: Path, capsys: pytest.CaptureFixture) -> 
     assert mmx_main(["subgenres", "--out", str(run), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)
     assert mmx_main(["similar", "no_such_trailer", "--out", str(run)]) == 2
+
+
+def test_ablate_uses_the_latest_run(run: Path, tmp_path: Path) -> None:
+    """`mmx ablate` with no --features finds the features the latest run trained on."""
+    out = tmp_path / "ablation"
+    argv = ["ablate", "--root", str(run), "--out", str(out), "--no-pairs",
+            "--train.coarse_epochs=1"]
+    assert mmx_main(argv) == 0
+    table = pq.read_table(out / "ablation.parquet")
+    assert "gated (all)" in table.column("variant").to_pylist()
+    assert min(table.column("n_eval").to_pylist()) > 0
+
+
+def test_split_is_stratified_with_a_real_test_part(run: Path) -> None:
+    snap = Path(storage.latest(str(run)))
+    trailers = pq.read_table(snap / "trailers.parquet").to_pandas()
+    labelled = trailers[(trailers.status == "ok") & (trailers.genres.map(len) > 0)]
+    counts = labelled.split.value_counts()
+    assert counts.get("test", 0) >= 0.2 * len(labelled) - 1
+    assert set(labelled.split) <= {"train", "val", "test"}
+    metrics = json.loads((snap / "metrics.json").read_text())
+    assert metrics["test"]["n"] == counts["test"]
+    lo, hi = metrics["test"]["ci95"]["au_prc_micro"]
+    assert lo <= metrics["test"]["au_prc_micro"] <= hi
+    assert metrics["genre_model"]["trained"] is True

@@ -13,6 +13,7 @@ from mmx.train.data import (
     pos_weight,
     shard_indices,
     split_of,
+    stratified_splits,
 )
 
 DIMS = {"appearance": 4, "scene": 3}
@@ -78,6 +79,44 @@ def test_split_is_stable_and_80_10_10():
     assert frac["train"] == pytest.approx(0.8, abs=0.03)
     assert frac["val"] == pytest.approx(0.1, abs=0.02)
     assert frac["test"] == pytest.approx(0.1, abs=0.02)
+
+
+def test_stratified_split_sizes_and_spread():
+    """Every genre, down to a rare one, is spread over the splits in proportion; the test part
+    holds >= 20% of the labelled trailers; the result depends on ids and labels, not order."""
+    rng = np.random.default_rng(0)
+    n, g = 300, 8
+    prior = np.array([0.4, 0.3, 0.3, 0.2, 0.15, 0.1, 0.05, 0.03])
+    y = (rng.random((n, g)) < prior).astype(np.float32)
+    y[y.sum(1) == 0, 0] = 1
+    ids = [f"t{i:04d}" for i in range(n)]
+    splits = stratified_splits(ids, y, (0.6, 0.2, 0.2))
+    counts = {s: int((splits == s).sum()) for s in ("train", "val", "test")}
+    assert sum(counts.values()) == n and counts["test"] >= 0.2 * n - 1
+    assert abs(counts["train"] - 0.6 * n) <= 2 and abs(counts["val"] - 0.2 * n) <= 2
+    for genre in range(g):
+        pos = y[:, genre] > 0
+        share = (splits[pos] == "test").mean()
+        assert abs(share - 0.2) <= max(0.05, 1.5 / pos.sum()), (genre, share, pos.sum())
+        assert (splits[pos] == "train").any()
+    # the rarest genre (about 9 trailers) has members in every split
+    rare = y[:, -1] > 0
+    assert set(splits[rare]) == {"train", "val", "test"}
+    perm = rng.permutation(n)
+    again = stratified_splits([ids[i] for i in perm], y[perm], (0.6, 0.2, 0.2))
+    assert list(again) == list(splits[perm])
+
+
+def test_trailer_set_splits_only_labelled():
+    items = [TrailerFeatures(f"t{i}", {"scene": np.zeros((3, 2), np.float32)},
+                             labels=None if i % 4 == 0 else np.eye(2, dtype=np.float32)[i % 2])
+             for i in range(40)]
+    ds = TrailerSet(items, {"scene": 2}, None, ["A", "B"])
+    splits = ds.assign_splits((0.6, 0.2, 0.2))
+    assert set(splits[~ds.labelled]) == {""}
+    parts = [ds.split(s) for s in ("train", "val", "test")]
+    assert sum(len(p) for p in parts) == int(ds.labelled.sum())
+    assert len(parts[2]) >= 0.2 * ds.labelled.sum() - 1
 
 
 def test_pos_weight():

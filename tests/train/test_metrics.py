@@ -77,3 +77,24 @@ def test_silhouette():
     assert silhouette(x, masked) == pytest.approx(
         silhouette_score(x[10:], labels[10:], metric="cosine")
     )
+
+
+def test_bootstrap_interval_holds_the_estimate_and_shrinks_with_n():
+    from mmx.train.metrics import bootstrap_ci, split_metrics
+
+    rng = np.random.default_rng(1)
+
+    def data(n):
+        y = (rng.random((n, 4)) < 0.3).astype(float)
+        return y, np.clip(y * 0.4 + rng.random((n, 4)) * 0.6, 0, 1)
+
+    y, s = data(30)
+    small = bootstrap_ci(y, s, n_boot=300)
+    point = genre_metrics(y, s)["au_prc_micro"]
+    assert small["au_prc_micro"][0] <= point <= small["au_prc_micro"][1]
+    y2, s2 = data(600)
+    big = bootstrap_ci(y2, s2, n_boot=300)
+    width = {k: v[1] - v[0] for k, v in small.items()}
+    assert all(big[k][1] - big[k][0] < width[k] for k in width)
+    m = split_metrics(y, s)
+    assert m["n"] == 30 and set(m["ci95"]) >= {"au_prc_micro", "au_prc_weighted"}

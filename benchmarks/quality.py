@@ -1,0 +1,417 @@
+"""Quality benchmark: is what mmx publishes better than simple baselines on the same features?
+
+    python benchmarks/quality.py                       # 3 seeds × 240 trailers, ~25 min each
+    python benchmarks/quality.py --seeds 0 --n 120     # a quicker look
+
+For every seed it (1) writes a synthetic archive with **hidden fine-grained truth**
+(``mmx synth --subgenres``: each trailer is a genre combination × one of several content styles
+— setting, recurring object, grading, music — that its labels do not tell; noisy labels,
+neutral shots, per-trailer nuisance, some trailers unlabelled, plus a teaser and a corrupt
+file), (2) withholds the labels of a share (default 30%) of the labelled trailers, (3) runs the
+real job (``jobs/index_archive.py`` in a subprocess, default profile unless ``--profile``) on
+it, and (4) scores what the job published against the truth it never read, side by side with
+baselines built from the same run's features (DESIGN §6):
+
+* genres, on the withheld trailers (scored against their true genres): AU(PRC) micro / macro /
+  weighted and F1w at the job's threshold for the published ``genre_scores``, the label
+  frequency prior, a logistic-regression probe on mean+std-pooled expert features (C chosen by
+  3-fold CV on the job's labelled trailers) and the late fusion (mean) of one such probe per
+  expert;
+* sub-genres: ARI and AMI of the published ``subgenre`` vs the hidden sub-genre, and of PCA +
+  Ward on the pooled features at the same k (and at the true k, for reference);
+* retrieval: P@5 same hidden sub-genre (with its ceiling) and P@5 sharing a true genre, by
+  cosine, for the published fine embedding, the coarse model's embedding, the pooled features
+  and their PCA.
+
+Writes ``benchmarks/results/quality.json``: per seed, mean ± std over seeds, the targets of
+issue 10 and whether each is met. Every figure states its ``n``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mmx import storage
+from mmx.features import pooled
+from mmx.train.metrics import genre_metrics
+
+K = 5  # neighbours scored per trailer
+TARGETS = {
+    "genre_margin_over_probe": 0.05,  # published AU(PRC) micro − probe's
+    "subgenre_ari": 0.6,
+    "p5_genre": 0.9,
+}
+
+
+# ------------------------------------------------------------------------------ baselines
+def probe_scores(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, seed: int = 0
+) -> np.ndarray:
+    """Logistic-regression probe: standardise, one binary LR per genre, C from {0.001 … 1}
+    by 3-fold CV (AU(PRC) micro) on the training rows. Returns scores (n_test, G) float64."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+    from sklearn.preprocessing import StandardScaler
+
+    def fit_predict(xa: np.ndarray, ya: np.ndarray, xb: np.ndarray, c: float) -> np.ndarray:
+        scaler = StandardScaler().fit(xa)
+        xa, xb = scaler.transform(xa), scaler.transform(xb)
+        out = np.zeros((len(xb), ya.shape[1]))
+        for g in range(ya.shape[1]):
+            if ya[:, g].min() == ya[:, g].max():  # one class only: predict its frequency
+                out[:, g] = ya[:, g].mean()
+                continue
+            lr = LogisticRegression(C=c, max_iter=3000)
+            out[:, g] = lr.fit(xa, ya[:, g]).predict_proba(xb)[:, 1]
+        return out
+
+    grid = (0.001, 0.01, 0.1, 1.0)
+    folds = KFold(3, shuffle=True, random_state=seed).split(x_train)
+    folds = list(folds)
+    best_c, best = grid[0], -1.0
+    for c in grid:
+        scores = np.zeros_like(y_train, dtype=np.float64)
+        for tr, va in folds:
+            scores[va] = fit_predict(x_train[tr], y_train[tr], x_train[va], c)
+        micro = genre_metrics(y_train, scores)["au_prc_micro"]
+        if micro > best:
+            best_c, best = c, micro
+    return fit_predict(x_train, y_train, x_test, best_c)
+
+
+def cosine_neighbours(x: np.ndarray, k: int = K) -> np.ndarray:
+    """Indices (N, k) of each row's k most cosine-similar other rows."""
+    z = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
+
+def retrieval(x: np.ndarray, groups: np.ndarray, genres: np.ndarray, k: int = K) -> dict:
+    """P@k same group and P@k sharing a genre (multi-hot ``genres`` (N, G)) by cosine."""
+    nn = cosine_neighbours(x, k)
+    same = (groups[nn] == groups[:, None]).mean()
+    share = ((genres[nn] * genres[:, None, :]).sum(-1) > 0).mean()
+    return {"p5_subgenre": float(same), "p5_genre": float(share), "n": len(x)}
+
+
+def p5_ceiling(groups: np.ndarray, k: int = K) -> float:
+    """The best P@k same group any ranking can reach (a group of m has m − 1 others)."""
+    sizes = np.bincount(groups)[groups]
+    return float(np.mean(np.minimum(sizes - 1, k) / k))
+
+
+def standardise(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+
+
+def pca(x: np.ndarray, dims: int = 64, seed: int = 0) -> np.ndarray:
+    from sklearn.decomposition import PCA
+
+    dims = min(dims, len(x) - 1, x.shape[1])
+    return PCA(dims, random_state=seed).fit_transform(standardise(x))
+
+
+def ward(x: np.ndarray, k: int) -> np.ndarray:
+    from sklearn.cluster import AgglomerativeClustering
+
+    return AgglomerativeClustering(n_clusters=max(1, min(k, len(x))), linkage="ward").fit_predict(x)
+
+
+def cluster_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
+    from sklearn.metrics import adjusted_mutual_info_score, adjusted_rand_score
+
+    return {"ari": float(adjusted_rand_score(truth, pred)),
+            "ami": float(adjusted_mutual_info_score(truth, pred)),
+            "k": len(np.unique(pred)), "n": len(pred)}
+
+
+def genre_block(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
+    m = genre_metrics(y, scores, threshold)
+    keep = ("au_prc_micro", "au_prc_macro", "au_prc_weighted", "f1_weighted")
+    return {**{k: float(m[k]) for k in keep}, "n": len(y)}
+
+
+# ------------------------------------------------------------------------------- scoring
+def evaluate(
+    *,
+    ids: list[str],
+    pooled_features: dict[str, np.ndarray],
+    truth: dict[str, dict],
+    given: dict[str, list[str]],
+    withheld: set[str],
+    vocab: list[str],
+    genre_scores: np.ndarray | None,
+    subgenres: np.ndarray,
+    fine: np.ndarray,
+    coarse: np.ndarray | None,
+    threshold: float = 0.3,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Every figure of the benchmark for one run; rows of the arrays follow ``ids`` (the ok
+    trailers of the run that have hidden truth)."""
+    col = {g: i for i, g in enumerate(vocab)}
+    true_y = np.zeros((len(ids), len(vocab)))
+    given_y = np.zeros((len(ids), len(vocab)))
+    for i, t in enumerate(ids):
+        true_y[i, [col[g] for g in truth[t]["true_genres"] if g in col]] = 1
+        given_y[i, [col[g] for g in given.get(t, []) if g in col]] = 1
+    groups = np.array([truth[t]["subgenre"] for t in ids])
+    _, groups = np.unique(groups, return_inverse=True)
+    labelled = np.array([bool(given.get(t)) for t in ids])
+    test = np.array([t in withheld for t in ids])
+    all_pooled = np.concatenate(list(pooled_features.values()), axis=1)
+    out: dict[str, Any] = {}
+
+    # genres on the withheld labels
+    yt = true_y[test]
+    prior = np.broadcast_to(given_y[labelled].mean(0), yt.shape)
+    genres = {"prior": genre_block(yt, prior, threshold)}
+    if genre_scores is not None:
+        genres["published"] = genre_block(yt, genre_scores[test], threshold)
+    genres["probe"] = genre_block(
+        yt, probe_scores(all_pooled[labelled], given_y[labelled], all_pooled[test], seed),
+        threshold)
+    per_expert = {
+        name: probe_scores(x[labelled], given_y[labelled], x[test], seed)
+        for name, x in pooled_features.items()
+    }
+    for name, s in per_expert.items():
+        genres[f"probe_{name}"] = genre_block(yt, s, threshold)
+    genres["late_fusion"] = genre_block(yt, np.mean(list(per_expert.values()), axis=0), threshold)
+    out["genres_withheld"] = genres
+
+    # sub-genres
+    k = len(np.unique(subgenres))
+    k_true = len(np.unique(groups))
+    reduced = pca(all_pooled, seed=seed)
+    out["subgenres"] = {
+        "published": cluster_scores(subgenres, groups),
+        "pca_ward_same_k": cluster_scores(ward(reduced, k), groups),
+        "pca_ward_true_k": cluster_scores(ward(reduced, k_true), groups),
+        "fine_ward_true_k": cluster_scores(ward(fine, k_true), groups),
+        "k_true": k_true,
+    }
+
+    # retrieval
+    ret = {"ceiling_p5_subgenre": p5_ceiling(groups),
+           "fine": retrieval(fine, groups, true_y)}
+    if coarse is not None:
+        ret["coarse"] = retrieval(coarse, groups, true_y)
+    ret["pooled"] = retrieval(standardise(all_pooled), groups, true_y)
+    ret["pooled_pca"] = retrieval(reduced, groups, true_y)
+    out["retrieval"] = ret
+    out["n"] = {"ok_with_truth": len(ids), "labelled_given": int(labelled.sum()),
+                "withheld": int(test.sum()), "unlabelled": int((~labelled & ~test).sum())}
+    return out
+
+
+# --------------------------------------------------------------------------------- a run
+def withhold(archive: Path, share: float, seed: int, dest: Path) -> set[str]:
+    """Write the labels the job gets (``share`` of the labelled trailers blanked) to ``dest``;
+    return the withheld ids."""
+    with open(archive / "labels.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    labelled = sorted(r["trailer_id"] for r in rows if r["genres"] and
+                      r["trailer_id"].startswith("trailer_"))
+    rng = np.random.default_rng([seed, 0x77])
+    withheld = set(rng.choice(labelled, size=round(share * len(labelled)), replace=False))
+    with open(dest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["trailer_id", "genres"])
+        for r in rows:
+            writer.writerow([r["trailer_id"], "" if r["trailer_id"] in withheld else r["genres"]])
+    return withheld
+
+
+def read_run(out: str) -> dict[str, Any]:
+    """What the job published under ``out`` and the features it computed, for scoring."""
+    snap = storage.latest(out)
+    if snap is None:
+        raise RuntimeError(f"{out}: no published snapshot")
+    trailers = storage.read_table(storage.join(snap, "trailers.parquet"))
+    ok = trailers.filter(pc.equal(trailers["status"], "ok"))
+    vocab = storage.read_json(storage.join(snap, "genres.json"))
+    fps = ok["fingerprint"].to_pylist()
+    caches = sorted(Path(out, "cache").glob("features-*"))
+    files = [next(str(c / f"{fp}.parquet") for c in caches if (c / f"{fp}.parquet").exists())
+             for fp in fps]
+    features = pa.concat_tables([storage.read_table(f) for f in files])
+    features = features.set_column(0, "trailer_id", ok["trailer_id"])
+    model = storage.read_json(storage.join(snap, "model.json"))
+    return {"snapshot": snap, "ok": ok, "vocab": vocab, "features": features,
+            "model_dir": model["model_dir"],
+            "metrics": storage.read_json(storage.join(snap, "metrics.json"))}
+
+
+def coarse_embeddings(model_dir: str, features: pa.Table, vocab: list[str]) -> np.ndarray | None:
+    """The coarse model's bottleneck embeddings of ``features`` rows (None: no coarse model)."""
+    from mmx.train.data import trailer_set_from_table
+    from mmx.train.loop import load_model, predict
+
+    uri = storage.join(model_dir, "coarse")
+    if not storage.exists(storage.join(uri, "meta.json")):
+        return None
+    model, _ = load_model(uri)
+    return predict(model, trailer_set_from_table(features, {}, vocab), 64).embeddings
+
+
+def _vectors(column: pa.ChunkedArray) -> np.ndarray:
+    n = len(column)
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False)
+    return flat.reshape(n, -1).astype(np.float32) if n else np.zeros((0, 0), np.float32)
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    from mmx.synth import generate_subgenre_archive
+
+    work = Path(args.workdir)
+    archive = work / f"archive-n{args.n}-s{seed}"
+    t0 = time.perf_counter()
+    generate_subgenre_archive(archive, n=args.n, seed=seed, workers=args.workers)
+    synth_s = time.perf_counter() - t0
+    labels = work / f"labels-n{args.n}-s{seed}.csv"
+    withheld = withhold(archive, args.withheld, seed, labels)
+    out = work / f"out-n{args.n}-s{seed}-{args.profile or 'default'}"
+    if out.exists() and not args.keep_cache:
+        shutil.rmtree(out)
+    elif out.exists():  # keep the feature cache (ingest), drop everything published
+        for sub in ("snapshots", "models", "work", "runs", "LATEST"):
+            p = out / sub
+            shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+    cmd = [sys.executable, str(ROOT / "jobs" / "index_archive.py"), "--archive", str(archive),
+           "--labels", str(labels), "--out", str(out), *args.job_args]
+    if args.profile:
+        cmd += ["--profile", args.profile]
+    print("$", " ".join(cmd), flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=ROOT)
+    job_s = time.perf_counter() - t0
+
+    run = read_run(str(out))
+    truth = json.loads((archive / "truth.json").read_text())["trailers"]
+    given = {}
+    with open(labels, newline="", encoding="utf-8") as fh:
+        for r in csv.DictReader(fh):
+            given[r["trailer_id"]] = [g for g in r["genres"].split("|") if g]
+    ok = run["ok"]
+    keep = [i for i, t in enumerate(ok["trailer_id"].to_pylist()) if t in truth]
+    ok = ok.take(keep)
+    features = run["features"].take(keep)
+    ids = ok["trailer_id"].to_pylist()
+    has_scores = ok["genre_scores"].null_count < len(ids)
+    result = evaluate(
+        ids=ids,
+        pooled_features=pooled(features),
+        truth=truth,
+        given=given,
+        withheld=withheld,
+        vocab=run["vocab"],
+        genre_scores=_vectors(ok["genre_scores"]) if has_scores else None,
+        subgenres=np.asarray(ok["subgenre"].to_numpy(zero_copy_only=False)),
+        fine=_vectors(ok["embedding"]),
+        coarse=coarse_embeddings(run["model_dir"], features, run["vocab"]),
+        threshold=0.3,
+        seed=seed,
+    )
+    metrics = run["metrics"]
+    result["job"] = {
+        "seconds": round(job_s, 1), "synth_seconds": round(synth_s, 1),
+        "counts": metrics.get("counts"), "timings_s": metrics.get("timings_s"),
+        "test_split": {k: metrics.get("test", {}).get(k) for k in ("au_prc_micro", "n")},
+    }
+    return result
+
+
+def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std over seeds of every number in the per-seed results (same structure)."""
+    def walk(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, dict):
+            return {k: walk([v[k] for v in values if k in v]) for k in first}
+        if isinstance(first, (int, float)) and not isinstance(first, bool):
+            arr = np.asarray(values, dtype=np.float64)
+            return {"mean": round(float(arr.mean()), 4), "std": round(float(arr.std()), 4)}
+        return first
+    return walk(per_seed)
+
+
+def _targets(summary: dict[str, Any]) -> dict[str, Any]:
+    g = summary["genres_withheld"]
+    r = summary["retrieval"]
+    s = summary["subgenres"]
+    out: dict[str, Any] = {}
+    if "published" in g:
+        pub = g["published"]["au_prc_micro"]["mean"]
+        out["genres_beat_probe_by_0.05"] = {
+            "published": pub, "probe": g["probe"]["au_prc_micro"]["mean"],
+            "met": pub >= g["probe"]["au_prc_micro"]["mean"] + TARGETS["genre_margin_over_probe"]}
+        out["genres_at_least_late_fusion"] = {
+            "published": pub, "late_fusion": g["late_fusion"]["au_prc_micro"]["mean"],
+            "met": pub >= g["late_fusion"]["au_prc_micro"]["mean"]}
+    fine = r["fine"]["p5_subgenre"]["mean"]
+    others = {k: r[k]["p5_subgenre"]["mean"] for k in ("coarse", "pooled", "pooled_pca") if k in r}
+    out["fine_beats_coarse_and_pooled_p5_subgenre"] = {
+        "fine": fine, **others, "met": all(fine > v for v in others.values())}
+    ari = s["published"]["ari"]["mean"]
+    out["subgenre_ari_0.6"] = {"published": ari, "met": ari >= TARGETS["subgenre_ari"]}
+    p5g = r["fine"]["p5_genre"]["mean"]
+    out["p5_genre_0.9"] = {"fine": p5g, "met": p5g >= TARGETS["p5_genre"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", default="0,1,2", help="archive seeds, comma-separated")
+    p.add_argument("--n", type=int, default=240, help="trailers per archive")
+    p.add_argument("--withheld", type=float, default=0.3, help="share of labels withheld")
+    p.add_argument("--profile", default="", help="job profile (default: the job's default)")
+    p.add_argument("--workdir", default=str(ROOT / ".mmx" / "bench" / "quality"))
+    p.add_argument("--workers", type=int, default=2, help="processes writing the archive")
+    p.add_argument("--keep-cache", action="store_true",
+                   help="reuse the job's feature cache from an earlier run (skip decoding)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
+    args, job_args = p.parse_known_args(argv)
+    args.job_args = job_args  # anything else goes to the job, e.g. --train.seed=1
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    per_seed = {}
+    for seed in seeds:
+        per_seed[str(seed)] = run_seed(args, seed)
+        print(json.dumps(per_seed[str(seed)], indent=1), flush=True)
+    summary = _summary(list(per_seed.values()))
+    result = {
+        "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "archive": {"n": args.n, "withheld_share": args.withheld, "generator": "mmx synth "
+                    "--subgenres (10 genre combinations x 3 content styles of 12)"},
+        "seeds": seeds,
+        "targets": _targets(summary),
+        "summary": summary,
+        "per_seed": per_seed,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result["targets"], indent=1))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
