@@ -151,6 +151,9 @@ class TrainConfig:
     # the contrastive phase's two views: "halves" (first/second half of the clips, the paper's)
     # or "random" (two independent draws of window positions over all clips)
     contrastive_views: Literal["halves", "random"] = "halves"
+    # modality dropout: each expert of a trailer is masked out with this probability in a
+    # training step (at least one kept); in the contrastive phase each view draws its own
+    expert_dropout: float = 0.0
     # labelled trailers are stratified (multi-label, rarest genre first) into train/val/test in
     # these proportions; test >= 0.2 so that its figures mean something (DESIGN §1)
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
@@ -179,12 +182,18 @@ class TrainConfig:
 class IndexConfig:
     """Sub-genre clustering, the sharded FAISS index and the neighbours table."""
 
-    n_subgenres: int = 8
+    # sub-genres: 0 = auto (Ward's hierarchy cut at the finest level whose silhouette is within
+    # subgenre_tolerance of the best cut, see mmx/index/hierarchy.py); k > 0 = k-means with k
+    n_subgenres: int = 0
+    subgenre_tolerance: float = 0.05
+    min_subgenres: int = 2
+    max_subgenres: int = 0  # 0 = half the clustered sample, at most 400
+    subgenre_sample: int = 4000  # trailers the hierarchy is built on (the rest join centroids)
     n_shards: int = 2
     neighbours: int = 10
     exact_below: int = 50_000  # exact (flat) index below this many vectors, IVF above
     seed: int = 0
-    k_range: tuple[int, ...] = ()  # non-empty = "k: auto": pick n_subgenres by silhouette
+    k_range: tuple[int, ...] = ()  # with n_subgenres > 0: pick k among these by silhouette
     nprobe: int = 16  # IVF lists visited per query (ignored by the exact index)
     train_sample: int = 100_000  # max vectors (seeded sample) to train the IVF quantizer
     # IVF list encoding: flat = float32 (4·D B/vector), sq8 = 8-bit scalar quantizer (D B/vector,
@@ -284,7 +293,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "contrastive_lr": 3e-4,
             "warmup_epochs": 2,
         },
-        "index": {"n_subgenres": 6, "n_shards": 2, "neighbours": 5},
+        "index": {"n_shards": 2, "neighbours": 5},
     },
     # Tiny: for tests over a handful of trailers.
     "tiny": {
@@ -311,7 +320,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "contrastive_lr": 3e-4,
             "warmup_epochs": 1,
         },
-        "index": {"n_subgenres": 2, "n_shards": 2, "neighbours": 3},
+        "index": {"n_shards": 2, "neighbours": 3},
     },
 }
 

@@ -69,6 +69,12 @@ class RunSummary:
                     test.get("recall_weighted", float("nan")),
                 )
             )
+        sub = self.metrics.get("subgenres") or {}
+        if sub:
+            sizes = sub.get("sizes", {})
+            lines.append(f"sub-genres: {sub.get('k')} ({sub.get('rule')})"
+                         + (f"; sizes {sizes['min']}–{sizes['max']}, median {sizes['median']:g}"
+                            if sizes else ""))
         sil = self.metrics.get("silhouette") or []
         if sil:
             lines.append(f"genre silhouette: coarse {sil[0]:.3f} → fine {sil[-1]:.3f}")
@@ -345,6 +351,7 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
         "timings_s": timings,
         "counts": _counts(features),
         "n_vectors": manifest["ntotal"],
+        "subgenres": sub.quality,
         "mode": "incremental" if incremental else "full",
         "retrain": decision.to_dict(),
     }

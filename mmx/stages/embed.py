@@ -64,7 +64,7 @@ def _lists(x: np.ndarray) -> pa.Array:
     """(N, D) float32 → list<float32> of N rows (zero-copy through a flat buffer)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
-    offsets = np.arange(0, (n + 1) * d, d, dtype=np.int32)
+    offsets = np.arange(n + 1, dtype=np.int32) * d  # (N+1,); d = 0: N empty lists
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
 
 

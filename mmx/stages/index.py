@@ -7,7 +7,7 @@ is filled in its own Ray task from that one trained index, with explicit global 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import faiss
 import numpy as np
@@ -16,7 +16,7 @@ import ray
 
 from mmx import schema, storage
 from mmx.config import RunConfig
-from mmx.index import describe, kmeans, shards
+from mmx.index import describe, hierarchy, kmeans, shards
 from mmx.index.neighbours import neighbours as top_neighbours
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ class SubGenres:
     labels: np.ndarray  # (N,) int32 sub-genre per embedded trailer, in ``emb`` row order
     centroids: np.ndarray  # (k, D) float32
     table: pa.Table  # the ``subgenres`` table
+    quality: dict = field(default_factory=dict)  # how k was chosen and how good the cut is
 
 
 def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -52,6 +53,8 @@ def cluster_trailers(
 
     With ``centroids`` (an incremental run) trailers are assigned to the nearest existing
     sub-genre instead of re-clustering, so sub-genre numbers stay stable between nights.
+    ``index.n_subgenres = 0`` (auto) cuts Ward's hierarchy where the data's structure is
+    (:mod:`mmx.index.hierarchy`); ``k > 0`` runs spherical k-means with that k.
     """
     ids = emb["trailer_id"].to_pylist()
     x = _vectors(emb["embedding"])
@@ -59,14 +62,22 @@ def cluster_trailers(
         return SubGenres(
             np.zeros(0, np.int32), np.zeros((0, 0), np.float32), schema.empty(schema.SUBGENRES)
         )
+    ic = cfg.index
     if centroids is not None and len(centroids):
         assign = kmeans.assign(x, centroids)
+        quality = {"k": len(centroids), "rule": "nearest published centroid (no re-clustering)"}
+    elif ic.n_subgenres == 0:
+        cut = hierarchy.ward_subgenres(
+            x, k_min=ic.min_subgenres, k_max=ic.max_subgenres, tolerance=ic.subgenre_tolerance,
+            sample=ic.subgenre_sample, seed=ic.seed,
+        )
+        assign, centroids, quality = cut.labels, cut.centroids, cut.quality()
+        log.info("sub-genres: k = %d (%s)", cut.k, cut.rule)
     else:
-        if cfg.index.k_range:
-            k = kmeans.choose_k(x, cfg.index.k_range, seed=cfg.index.seed)
-        else:
-            k = min(cfg.index.n_subgenres, len(ids))
-        assign, centroids = kmeans.cluster(x, k, seed=cfg.index.seed)
+        k = (kmeans.choose_k(x, ic.k_range, seed=ic.seed) if ic.k_range
+             else min(ic.n_subgenres, len(ids)))
+        assign, centroids = kmeans.cluster(x, k, seed=ic.seed)
+        quality = {"k": len(centroids), "rule": "k-means, k from the config"}
     counts, names = _concepts(features, ids, cfg)
     table = describe.describe_clusters(
         assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids,
@@ -74,7 +85,7 @@ def cluster_trailers(
         concept_counts=counts, concept_names=names, top_concepts=cfg.index.top_concepts,
         concept_min_share=cfg.index.concept_min_share,
     )
-    return SubGenres(assign.astype(np.int32), centroids, table)
+    return SubGenres(assign.astype(np.int32), centroids, table, quality)
 
 
 def _concepts(

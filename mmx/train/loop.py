@@ -161,22 +161,47 @@ def _jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ objectives
+def drop_experts(batch: Mapping[str, Any], p: float) -> dict[str, Any]:
+    """The batch with each expert of each trailer dropped (masked unavailable on all its clips)
+    with probability ``p``, keeping at least one expert per trailer: modality dropout, so that
+    no expert's branch leans on another's being there. Uses torch's global generator."""
+    mask: Tensor = batch["expert_mask"]  # (B, C, E)
+    n_batch, _, n_experts = mask.shape
+    keep = torch.rand(n_batch, n_experts) >= p  # (B, E)
+    rescue = torch.randint(n_experts, (n_batch,))  # (B,) kept when all were dropped
+    none = ~keep.any(dim=1)
+    keep[none, rescue[none]] = True
+    out = dict(batch)
+    out["expert_mask"] = mask & keep.to(mask.device).unsqueeze(1)  # (B, C, E)
+    return out
+
+
 class CoarseObjective(nn.Module):
     """batch → {"bce": loss}: genre logits of the trailer embedding vs the multi-hot labels.
 
     ``random_windows``: in training, each trailer is seen through windows at random positions
-    (a new draw every step) instead of the evenly spaced ones used for inference.
+    (a new draw every step) instead of the evenly spaced ones used for inference;
+    ``expert_dropout``: probability of dropping each expert of a trailer in a training step.
     """
 
-    def __init__(self, model: MMXNetwork, loss: GenreBCELoss, random_windows: bool = False) -> None:
+    def __init__(
+        self,
+        model: MMXNetwork,
+        loss: GenreBCELoss,
+        random_windows: bool = False,
+        expert_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.random_windows = random_windows
+        self.expert_dropout = expert_dropout
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
         windows = None
+        if self.training and self.expert_dropout > 0:
+            batch = drop_experts(batch, self.expert_dropout)
         if self.random_windows and self.training:
             windows = random_windows(batch["n_clips"], cfg.n_seqs, cfg.shots_per_seq)  # (B, S, n)
         logits = m.classify(m.embed(batch, windows))  # (B, G)
@@ -188,18 +213,28 @@ class ContrastiveObjective(nn.Module):
 
     ``views="halves"``: windows over the first and over the second half of its clips (the
     paper's); ``"random"``: two independent draws of windows at random positions over all its
-    clips. The shots are encoded once; both views gather their windows from that one encoding.
+    clips. The shots are encoded once; both views gather their windows from that one encoding,
+    unless ``expert_dropout`` > 0: then each view sees its own random subset of the experts
+    (two encodings), so a trailer must be recognised across modalities.
     """
 
-    def __init__(self, model: MMXNetwork, loss: NTXentLoss, views: str = "halves") -> None:
+    def __init__(
+        self, model: MMXNetwork, loss: NTXentLoss, views: str = "halves",
+        expert_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.views = views
+        self.expert_dropout = expert_dropout
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
-        shots = m.encode_shots(batch)  # (B, C, shot_dim)
+        if self.training and self.expert_dropout > 0:
+            shots = m.encode_shots(drop_experts(batch, self.expert_dropout))  # (B, C, shot_dim)
+            shots2 = m.encode_shots(drop_experts(batch, self.expert_dropout))
+        else:
+            shots = shots2 = m.encode_shots(batch)  # (B, C, shot_dim)
         n_clips = batch["n_clips"]  # (B,)
         if self.views == "random":
             first = random_windows(n_clips, cfg.n_seqs, cfg.shots_per_seq)  # (B, S, n)
@@ -209,7 +244,7 @@ class ContrastiveObjective(nn.Module):
             first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
             second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
         z1 = m.project(m.embed(batch, first, shots))  # (B, proj_head_dim)
-        z2 = m.project(m.embed(batch, second, shots))  # (B, proj_head_dim)
+        z2 = m.project(m.embed(batch, second, shots2))  # (B, proj_head_dim)
         return self.loss(z1, z2)
 
 
@@ -370,8 +405,8 @@ def fit_coarse(
     rows = np.flatnonzero(train.labelled)  # the coarse phase learns from labelled trailers
     loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
     params = _set_trainable(model, "coarse")
-    module = _wrap(CoarseObjective(model, loss, cfg.coarse_windows == "random"), world_size,
-                   device)
+    objective = CoarseObjective(model, loss, cfg.coarse_windows == "random", cfg.expert_dropout)
+    module = _wrap(objective, world_size, device)
     optimizer = Adam(params, lr=cfg.coarse_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -463,7 +498,8 @@ def fit_contrastive(
     model.to(device)
     params = _set_trainable(model, "contrastive")
     loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
-    module = _wrap(ContrastiveObjective(model, loss, cfg.contrastive_views), world_size, device)
+    objective = ContrastiveObjective(model, loss, cfg.contrastive_views, cfg.expert_dropout)
+    module = _wrap(objective, world_size, device)
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
