@@ -27,7 +27,9 @@ Writes ``benchmarks/results/shots.json`` (``--out``). Per detector configuration
   (net of its start-up), reusing ``benchmarks/ingest.py``'s workers. Reported as ratios
   within rounds (``shots_overhead_vs_decode`` = decode rate / shots rate - 1, and
   ``vs_cli_speed``); their median over rounds and the ratio of best rates. TransNetV2's rate
-  is measured once on its own (``--transnet-seconds`` of the input) and marked so.
+  is measured once on its own (``--transnet-seconds`` of the input) and marked so. Beside
+  them, ``detector_cost``: each detector's own CPU time per frame on frames already decoded,
+  over the decoder's, in the same process (less exposed to the machine's noise).
 
 The default configuration is the one of :data:`CHOICE_RULE`: the most accurate on the hard
 archive (F1) among those that keep ``shots_overhead_vs_decode <= 0.10`` and ``vs_cli_speed >=
@@ -217,10 +219,19 @@ def measure_real(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- speed
+def _inputs() -> dict[str, Any]:
+    """The ingest benchmark's inputs (generated once, shared with it)."""
+    return ingest_bench.ensure_inputs(ingest_bench.DEFAULT_WORK, argparse.Namespace(
+        seconds=75.0, archive=3, skip_long=True, long_minutes=10.0))
+
+
+def _headline_input() -> Path:
+    return _inputs()["trailers"]["clean"][0]
+
+
 def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
     """Interleaved rounds: decode, each configuration's shots mode, the CLI."""
-    inputs = ingest_bench.ensure_inputs(ingest_bench.DEFAULT_WORK, argparse.Namespace(
-        seconds=75.0, archive=3, skip_long=True, long_minutes=10.0))
+    inputs = _inputs()
     path, truth = inputs["trailers"]["clean"]
     ingest_bench.WARM_UP = min(inputs["archive"], key=lambda p: p.stat().st_size)
     path.read_bytes()
@@ -265,6 +276,44 @@ def measure_speed(args: argparse.Namespace) -> dict[str, Any]:
         "vs_cli_speed": round(res["fps_cpu"] / out["cli_fps_cpu_median"], 4),
         "note": f"one run on the first {seconds:g} s, beside one decode-only run",
     }
+    return out
+
+
+def measure_detector_cost(path: Path, repeats: int) -> dict[str, Any]:
+    """The detectors' own CPU time per frame on frames already decoded, next to the decoder's
+    (same process, one thread, interleaved ``repeats`` times): the cost shots add to decoding,
+    without the decoder's share of the machine's noise in it."""
+    from mmx.config import VideoConfig
+    from mmx.shots import ShotDetector
+    from mmx.video import probe
+
+    video = VideoConfig()
+    fps = probe(path).fps
+    chunks = list(ingest_bench._chunks(str(path), video))  # (first, (T, 144, 256, 3)) in memory
+    n = sum(len(c) for _, c in chunks)
+    rounds = []
+    for _ in range(repeats):
+        row = {}
+        t = time.process_time()
+        for _ in ingest_bench._chunks(str(path), video):
+            pass
+        row["decode"] = (time.process_time() - t) / n
+        for name in ("hybrid", "hybrid_64px", "adaptive"):
+            detector = ShotDetector(shots_config(CONFIGS[name]), fps)
+            t = time.process_time()
+            for first, frames in chunks:
+                detector.push(first, frames)
+            detector.finish()
+            row[name] = (time.process_time() - t) / n
+        rounds.append(row)
+    out: dict[str, Any] = {"frames": n, "n_rounds": repeats,
+                           "cpu_us_per_frame_median": {}, "cost_vs_decode_median": {}}
+    for key in rounds[0]:
+        out["cpu_us_per_frame_median"][key] = round(
+            statistics.median(r[key] for r in rounds) * 1e6, 1)
+        if key != "decode":
+            out["cost_vs_decode_median"][key] = round(
+                statistics.median(r[key] / r["decode"] for r in rounds), 4)
     return out
 
 
@@ -325,6 +374,9 @@ def table(results: dict[str, Any]) -> list[dict[str, Any]]:
             if "vs_transnetv2_plus_verified" in test_mp4[name]:
                 row["test_mp4_f1_vs_transnetv2_plus_verified"] = \
                     test_mp4[name]["vs_transnetv2_plus_verified"]["f1"]
+        cost = results.get("detector_cost", {}).get("cost_vs_decode_median", {})
+        if name in cost:
+            row["detector_cpu_vs_decode"] = cost[name]
         if name in speed:
             row["fps_cpu"] = speed[name]["fps_cpu_median"]
             row["shots_overhead_vs_decode"] = speed[name]["shots_overhead_vs_decode"]
@@ -370,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--transnet-seconds", type=float, default=20.0)
     p.add_argument("--repeats", type=int, default=4, help="interleaved speed rounds")
     p.add_argument("--tolerance", type=int, default=2)
-    p.add_argument("--parts", default="hard,real,speed",
+    p.add_argument("--parts", default="hard,real,speed,cost",
                    help="comma-separated parts to measure; the others are kept from --out")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -390,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
         "tolerance_frames": args.tolerance,
         "parts_measured_in_this_run": sorted(parts),
     }
-    for key in ("hard_archive", "real_clips", "speed"):  # parts not measured now are kept
+    for key in ("hard_archive", "real_clips", "speed", "detector_cost"):  # others are kept
         if key in previous:
             results[key] = previous[key]
     if "hard" in parts:
@@ -401,6 +453,9 @@ def main(argv: list[str] | None = None) -> int:
     if "speed" in parts:
         print("speed …", flush=True)
         results["speed"] = measure_speed(args)
+    if "cost" in parts:
+        print("detector cost …", flush=True)
+        results["detector_cost"] = measure_detector_cost(_headline_input(), args.repeats)
     results["table"] = table(results)
     results["choice_rule"] = CHOICE_RULE
     results["chosen"] = choose(results)
