@@ -154,6 +154,9 @@ class TrainConfig:
     # modality dropout: each expert of a trailer is masked out with this probability in a
     # training step (at least one kept); in the contrastive phase each view draws its own
     expert_dropout: float = 0.0
+    # weight of the genre BCE kept in the contrastive phase (0 = the paper's: NT-Xent only,
+    # the genre head frozen); > 0 keeps the fine embedding and its head genre-aware
+    contrastive_genre_weight: float = 0.0
     # labelled trailers are stratified (multi-label, rarest genre first) into train/val/test in
     # these proportions; test >= 0.2 so that its figures mean something (DESIGN §1)
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)

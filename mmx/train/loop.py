@@ -104,12 +104,13 @@ def unwrap(module: nn.Module) -> MMXNetwork:
     return module
 
 
-def _set_trainable(model: MMXNetwork, phase: str) -> list[nn.Parameter]:
-    """Freeze the head the phase does not use (DDP must not wait for its gradients)."""
-    unused = model.proj_head if phase == "coarse" else model.head
+def _set_trainable(model: MMXNetwork, phase: str, genre_head: bool = False) -> list[nn.Parameter]:
+    """Freeze the head the phase does not use (DDP must not wait for its gradients); the
+    contrastive phase keeps the genre head when it also learns genres (``genre_head``)."""
+    unused = model.proj_head if phase == "coarse" else None if genre_head else model.head
     for p in model.parameters():
         p.requires_grad_(True)
-    for p in unused.parameters():
+    for p in unused.parameters() if unused is not None else ():
         p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -220,13 +221,16 @@ class ContrastiveObjective(nn.Module):
 
     def __init__(
         self, model: MMXNetwork, loss: NTXentLoss, views: str = "halves",
-        expert_dropout: float = 0.0,
+        expert_dropout: float = 0.0, genre_loss: GenreBCELoss | None = None,
+        genre_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
         self.views = views
         self.expert_dropout = expert_dropout
+        self.genre_loss = genre_loss  # with genre_weight > 0: keep learning genres too
+        self.genre_weight = genre_weight
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
@@ -243,9 +247,16 @@ class ContrastiveObjective(nn.Module):
             half = n_clips // 2
             first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
             second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
-        z1 = m.project(m.embed(batch, first, shots))  # (B, proj_head_dim)
-        z2 = m.project(m.embed(batch, second, shots2))  # (B, proj_head_dim)
-        return self.loss(z1, z2)
+        e1 = m.embed(batch, first, shots)  # (B, bottleneck)
+        e2 = m.embed(batch, second, shots2)
+        terms = self.loss(m.project(e1), m.project(e2))
+        if self.genre_loss is not None and self.genre_weight > 0:
+            logits = m.classify(torch.cat([e1, e2]))  # (2B, G): both views are the trailer
+            labels = torch.cat([batch["labels"], batch["labels"]])
+            labelled = torch.cat([batch["labelled"], batch["labelled"]])
+            bce = self.genre_loss(logits, labels, labelled)["bce"]
+            terms["bce"] = self.genre_weight * bce
+        return terms
 
 
 # ------------------------------------------------------------------------ epoch and eval
@@ -486,7 +497,9 @@ def fit_contrastive(
     with ``cfg.temperature`` over the 2N views of the global batch; Adam(AMSGrad) at
     ``cfg.contrastive_lr`` with linear warm-up over ``cfg.warmup_epochs`` then cosine annealing
     (per step, a pure function of the step, so nothing to save for resuming). The genre head is
-    frozen (and afterwards stale: take genre scores from the coarse model).
+    frozen (and afterwards stale: take genre scores from the coarse model), unless
+    ``cfg.contrastive_genre_weight`` > 0: then the labelled trailers' BCE (both views) is added
+    with that weight and the head keeps learning.
 
     ``silhouette`` of the result: cosine silhouette of the bottleneck embeddings of
     ``silhouette_set`` w.r.t. the primary genre, first before training (the coarse model), then
@@ -496,9 +509,15 @@ def fit_contrastive(
     device = torch.device(device)
     seed_everything(cfg.seed)
     model.to(device)
-    params = _set_trainable(model, "contrastive")
+    learn_genres = cfg.contrastive_genre_weight > 0 and model.n_genres > 0
+    params = _set_trainable(model, "contrastive", genre_head=learn_genres)
     loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
-    objective = ContrastiveObjective(model, loss, cfg.contrastive_views, cfg.expert_dropout)
+    genre_loss = None
+    if learn_genres:
+        rows = np.flatnonzero(train.labelled)
+        genre_loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
+    objective = ContrastiveObjective(model, loss, cfg.contrastive_views, cfg.expert_dropout,
+                                     genre_loss, cfg.contrastive_genre_weight)
     module = _wrap(objective, world_size, device)
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:

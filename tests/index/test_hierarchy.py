@@ -41,7 +41,7 @@ def test_choose_cut_takes_the_finest_within_tolerance():
 
 
 def test_fixed_k_sampling_and_ordering():
-    x, truth = _nested(1)
+    x, _ = _nested(1)
     cut = ward_subgenres(x, k=20, sample=60, seed=3)  # hierarchy on 60 of 160 rows
     assert cut.n_sample == 60 and len(cut.labels) == len(x)
     sizes = np.bincount(cut.labels)
