@@ -285,7 +285,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     work = Path(args.workdir)
     archive = work / f"archive-n{args.n}-s{seed}"
     t0 = time.perf_counter()
-    generate_subgenre_archive(archive, n=args.n, seed=seed, workers=args.workers)
+    generate_subgenre_archive(archive, n=args.n, seed=seed, workers=args.workers, **args.synth)
     synth_s = time.perf_counter() - t0
     labels = work / f"labels-n{args.n}-s{seed}.csv"
     withheld = withhold(archive, args.withheld, seed, labels)
@@ -377,6 +377,17 @@ def _targets(summary: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _knob(text: str) -> tuple[str, Any]:
+    """``key=value`` of ``--synth``: the value parsed as JSON (numbers, booleans), else text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--synth expects KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="archive seeds, comma-separated")
@@ -385,11 +396,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", default="", help="job profile (default: the job's default)")
     p.add_argument("--workdir", default=str(ROOT / ".mmx" / "bench" / "quality"))
     p.add_argument("--workers", type=int, default=2, help="processes writing the archive")
+    p.add_argument("--synth", action="append", default=[], metavar="KEY=VALUE",
+                   help="a generate_subgenre_archive knob, e.g. --synth label_noise=0.3 "
+                   "(repeatable; values parsed as JSON, else kept as text)")
     p.add_argument("--keep-cache", action="store_true",
                    help="reuse the job's feature cache from an earlier run (skip decoding)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args, job_args = p.parse_known_args(argv)
     args.job_args = job_args  # anything else goes to the job, e.g. --train.seed=1
+    args.synth = dict(_knob(kv) for kv in args.synth)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     per_seed = {}
     for seed in seeds:
@@ -399,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "archive": {"n": args.n, "withheld_share": args.withheld, "generator": "mmx synth "
-                    "--subgenres (10 genre combinations x 3 content styles of 12)"},
+        "archive": {"n": args.n, "withheld_share": args.withheld,
+                    "generator": "mmx synth --subgenres", "synth": args.synth},
         "seeds": seeds,
         "targets": _targets(summary),
         "summary": summary,

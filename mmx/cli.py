@@ -127,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--subgenres", action="store_true",
                    help="hidden fine-grained sub-genres (genre combination x content style), "
                    "noisy labels, some unlabelled; truth in truth.json (the quality benchmark's)")
-    s.add_argument("--combos", type=int, default=10, help="with --subgenres: genre combinations")
-    s.add_argument("--styles-per-combo", type=int, default=3,
+    s.add_argument("--combos", type=int, default=None,
+                   help="with --subgenres: genre combinations (default: the generator's)")
+    s.add_argument("--styles-per-combo", type=int, default=None,
                    help="with --subgenres: content styles per genre combination")
     s.add_argument("--workers", type=int, default=1, help="encoding processes")
     for name, helptext in (
@@ -156,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         from mmx.synth import generate_archive, generate_subgenre_archive
 
         if args.subgenres:
+            sizes = {"n_combos": args.combos, "styles_per_combo": args.styles_per_combo}
             trailers = generate_subgenre_archive(
-                args.out, n=args.n, seed=args.seed, n_combos=args.combos,
-                styles_per_combo=args.styles_per_combo, workers=args.workers)
+                args.out, n=args.n, seed=args.seed, workers=args.workers,
+                **{k: v for k, v in sizes.items() if v is not None})
         else:
             trailers = generate_archive(args.out, n=args.n, seed=args.seed)
         print(f"wrote {len(trailers)} trailers to {args.out}")

@@ -224,6 +224,126 @@ _PROFILES: dict[str, _Profile] = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# Derived genres (the 20-genre vocabulary of the sub-genre archive)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Derivation:
+    """A genre built from the six hand-made ones: its look and sound blend its ``parents``
+    (genre -> weight), then its own twist. Multipliers apply to the blended ranges."""
+
+    parents: tuple[tuple[str, float], ...]
+    hue_shift: float = 0.0  # added to every parent hue
+    sat: float = 1.0
+    val: float = 1.0
+    speed: float = 1.0  # object and pan speeds
+    shot: float = 1.0  # shot length
+    rate: float = 1.0  # audio resampling factor of the parent tracks: > 1 higher and faster
+
+
+_DERIVED: dict[str, _Derivation] = {
+    "Adventure": _Derivation((("Action", 0.55), ("Comedy", 0.45)), 0.03, 1.0, 1.05, 0.8, 1.1,
+                             0.92),
+    "Animation": _Derivation((("Comedy", 0.7), ("Sci-Fi", 0.3)), -0.04, 1.15, 1.05, 1.2, 0.9,
+                             1.18),
+    "Biography": _Derivation((("Drama", 0.8), ("Romance", 0.2)), -0.02, 0.85, 1.05, 1.0, 1.0,
+                             1.06),
+    "Crime": _Derivation((("Drama", 0.45), ("Action", 0.3), ("Horror", 0.25)), 0.06, 0.9, 0.85,
+                         0.9, 1.0, 0.9),
+    "Documentary": _Derivation((("Drama", 0.7), ("Comedy", 0.3)), 0.0, 0.7, 1.1, 0.6, 1.15,
+                               0.96),
+    "Family": _Derivation((("Comedy", 0.6), ("Romance", 0.25), ("Drama", 0.15)), 0.05, 1.0, 1.0,
+                          0.9, 1.05, 1.1),
+    "Fantasy": _Derivation((("Sci-Fi", 0.4), ("Romance", 0.35), ("Action", 0.25)), 0.08, 1.0,
+                           1.0, 0.9, 1.1, 0.88),
+    "History": _Derivation((("Drama", 0.65), ("Action", 0.2), ("Romance", 0.15)), -0.01, 0.75,
+                           0.95, 0.9, 1.05, 0.84),
+    "Musical": _Derivation((("Romance", 0.5), ("Comedy", 0.5)), 0.03, 1.1, 1.0, 1.1, 1.0, 1.12),
+    "Mystery": _Derivation((("Horror", 0.45), ("Drama", 0.35), ("Sci-Fi", 0.2)), -0.04, 0.9,
+                           1.1, 0.9, 1.0, 1.08),
+    "Sport": _Derivation((("Action", 0.5), ("Comedy", 0.3), ("Drama", 0.2)), 0.15, 1.0, 1.1,
+                         1.1, 0.95, 1.04),
+    "Thriller": _Derivation((("Horror", 0.5), ("Action", 0.5)), 0.02, 0.9, 0.9, 0.95, 0.9,
+                            0.95),
+    "War": _Derivation((("Action", 0.5), ("Drama", 0.5)), -0.02, 0.6, 0.95, 1.0, 1.0, 0.86),
+    "Western": _Derivation((("Drama", 0.5), ("Action", 0.5)), 0.02, 0.8, 1.1, 0.85, 1.1, 0.94),
+}
+
+GENRES_20: tuple[str, ...] = GENRES + tuple(sorted(_DERIVED))
+"""The sub-genre archive's vocabulary: the six hand-made genres, then the 14 derived ones."""
+
+_GENRE_PRIOR_20: dict[str, float] = {
+    "Action": 0.22, "Comedy": 0.26, "Drama": 0.42, "Horror": 0.11, "Romance": 0.13,
+    "Sci-Fi": 0.09, "Adventure": 0.14, "Animation": 0.05, "Biography": 0.05, "Crime": 0.14,
+    "Documentary": 0.03, "Family": 0.06, "Fantasy": 0.07, "History": 0.04, "Musical": 0.03,
+    "Mystery": 0.08, "Sport": 0.03, "Thriller": 0.2, "War": 0.03, "Western": 0.02,
+}  # skewed like real trailer archives: Drama and Comedy common, Western and Sport rare
+
+
+def _blend_range(
+    parents: tuple[tuple[str, float], ...], attr: str, mult: float = 1.0
+) -> tuple[float, float]:
+    lo = sum(w * getattr(_PROFILES[g], attr)[0] for g, w in parents) * mult
+    hi = sum(w * getattr(_PROFILES[g], attr)[1] for g, w in parents) * mult
+    return (lo, hi)
+
+
+def _blend_items(
+    parents: tuple[tuple[str, float], ...], attr: str
+) -> tuple[tuple[str, float], ...]:
+    """Union of the parents' weighted choices (layouts, shapes), weights scaled by parent."""
+    acc: dict[str, float] = {}
+    for g, w in parents:
+        items = getattr(_PROFILES[g], attr)
+        total = sum(x for _, x in items)
+        for name, x in items:
+            acc[name] = acc.get(name, 0.0) + w * x / total
+    return tuple(acc.items())
+
+
+def _derive_profile(d: _Derivation) -> _Profile:
+    """The video profile of a derived genre: blended parent ranges and choices, then its
+    twist. Related genres share hues, layouts and shapes: confusable the way real ones are."""
+    ps = d.parents
+    hues = tuple(sorted({round((h + d.hue_shift) % 1.0, 3) for g, _ in ps
+                         for h in _PROFILES[g].hues}))
+    sat = tuple(float(np.clip(x, 0.05, 1.0)) for x in _blend_range(ps, "sat", d.sat))
+    val = tuple(float(np.clip(x, 0.08, 1.0)) for x in _blend_range(ps, "val", d.val))
+    n_obj = _blend_range(ps, "n_objects")
+    offsets = tuple(sorted({o for g, _ in ps for o in _PROFILES[g].hue2_offsets}))
+    return _Profile(
+        hues=hues,
+        hue_jitter=max(_PROFILES[g].hue_jitter for g, _ in ps),
+        sat=(sat[0], sat[1]),
+        val=(val[0], val[1]),
+        hue2_offsets=offsets,
+        val2=_blend_range(ps, "val2"),
+        obj_speed=_blend_range(ps, "obj_speed", d.speed),
+        pan_speed=_blend_range(ps, "pan_speed", d.speed),
+        shot_seconds=_blend_range(ps, "shot_seconds", d.shot),
+        n_objects=(math.floor(n_obj[0]), math.ceil(n_obj[1])),
+        obj_radius=_blend_range(ps, "obj_radius"),
+        layouts=_blend_items(ps, "layouts"),
+        shapes=_blend_items(ps, "shapes"),
+        texture=_blend_range(ps, "texture"),
+    )
+
+
+_PROFILES.update({name: _derive_profile(d) for name, d in _DERIVED.items()})
+
+
+def _related(genre: str) -> tuple[str, ...]:
+    """Genres of :data:`GENRES_20` sharing a main parent with ``genre`` (its likely mislabels)."""
+    def mains(g: str) -> set[str]:
+        if g in _DERIVED:
+            return {p for p, w in _DERIVED[g].parents if w >= 0.3}
+        return {g}
+    own = mains(genre)
+    return tuple(g for g in GENRES_20 if g != genre and mains(g) & own)
+
+
 def _weighted_choice(rng: np.random.Generator, items: Sequence[tuple[str, float]]) -> str:
     names = [name for name, _ in items]
     weights = np.array([w for _, w in items], dtype=np.float64)
@@ -566,20 +686,105 @@ def _cut_score(a: np.ndarray, b: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Cues:
+    """How clearly a trailer shows its genres and its content style.
+
+    The defaults are the demo archive's and leave :func:`write_trailer`'s output unchanged;
+    :func:`generate_subgenre_archive` weakens them. Levels are relative to the genre tracks'.
+
+    Attributes:
+        vocab: Genre vocabulary (canonical order) the trailer's genres and off-genre shots
+            come from: :data:`GENRES` or :data:`GENRES_20`.
+        off_genre_share: Share of shots styled after a random genre of ``vocab``.
+        neutral_share: Share of shots that carry no cue of the trailer: half title cards (text
+            on a dark ground, no genre track), half a random genre's look in random colours.
+        content_share: With a content style: share of the other shots showing its setting and
+            recurring object (its grading and music cover the whole trailer).
+        genre_audio: Level of the genre tracks.
+        music: With a content style: range of its music's level (drawn per trailer).
+        voice: Level of a voice-over (speech-like syllables; x U(0.5, 1.5) per trailer, and a
+            fifth of the trailers have none).
+        ambience: Level of room tone / wind / crowd noise (x U(0.3, 1.5) per trailer).
+        nuisance: Strength in [0, 1] of the per-trailer nuisance: colour cast, brightness and
+            contrast, letterbox bars, softness, and an audio EQ tilt.
+    """
+
+    vocab: tuple[str, ...] = GENRES
+    off_genre_share: float = _P_OFF_GENRE_SHOT
+    neutral_share: float = 0.0
+    content_share: float = 0.0
+    genre_audio: float = 1.0
+    music: tuple[float, float] = (0.35, 0.7)
+    voice: float = 0.0
+    ambience: float = 0.0
+    nuisance: float = 0.0
+
+
+class _TitleCard:
+    """A neutral shot: a line or two of text on a dark ground, slowly zooming. ``style`` is
+    None: it carries no genre (and no genre track plays under it)."""
+
+    style = None
+
+    def __init__(
+        self, rng: np.random.Generator, length: int, width: int, height: int
+    ) -> None:
+        self.length, self.width, self.height = length, width, height
+        scale = height / 180.0
+        ground = _hsv_rgb(float(rng.uniform(0, 1)), float(rng.uniform(0.2, 0.9)),
+                          float(rng.uniform(0.03, 0.2)))
+        ink = _hsv_rgb(float(rng.uniform(0, 1)), float(rng.uniform(0.0, 0.5)),
+                       float(rng.uniform(0.75, 1.0)))
+        tex = _smooth_noise(rng, height, width, cell=50 * scale)
+        canvas = ground[None, None, :] * (1.0 + 0.15 * tex)[..., None]
+        canvas = np.clip(canvas + 0.5, 0, 255).astype(np.uint8)
+        n_lines = int(rng.integers(1, 3))
+        font_scale = float(rng.uniform(0.6, 1.0)) * scale
+        thickness = max(1, round(2 * scale))
+        letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ     "
+        for j in range(n_lines):
+            text = "".join(letters[int(c)] for c in rng.integers(len(letters),
+                                                                 size=int(rng.integers(6, 14))))
+            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, font_scale, thickness)
+            x = max(2, (width - tw) // 2)
+            y = int(height / 2 + (j - (n_lines - 1) / 2) * 1.8 * th + th / 2)
+            cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_DUPLEX, font_scale,
+                        tuple(float(c) for c in ink), thickness, cv2.LINE_AA)
+        self.canvas = canvas
+        self.zoom = float(rng.uniform(0.0005, 0.002))  # relative zoom per frame
+
+    def frame(self, k: int) -> np.ndarray:
+        """Local frame ``k`` of the card, uint8 RGB ``(height, width, 3)``."""
+        s = 1.0 + self.zoom * k
+        cx, cy = self.width / 2, self.height / 2
+        m = np.array([[s, 0, cx * (1 - s)], [0, s, cy * (1 - s)]], np.float32)
+        return cv2.warpAffine(self.canvas, m, (self.width, self.height),
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
 @dataclass
 class _Plan:
     """Timeline of a trailer. ``starts[i]`` is the first frame of shot ``i``; ``fades[i]`` is
-    the dissolve length between shot ``i`` and ``i + 1`` (0 for a hard cut)."""
+    the dissolve length between shot ``i`` and ``i + 1`` (0 for a hard cut). The remaining
+    fields are per-trailer draws for weakened cues (:class:`Cues`); their defaults change
+    nothing."""
 
-    shots: list[_Shot]
+    shots: list[_Shot | _TitleCard]
     starts: list[int]
     fades: list[int]
     n_frames: int
     genre_weights: dict[str, float]
+    cues: Cues = Cues()
     content: ContentStyle | None = None
-    grade_strength: float = 0.0  # how strongly this trailer's frames take the style's grading
-    nuisance: tuple[float, float] = (0.0, 1.0)  # this trailer's (brightness, contrast)
-    music_gain: float = 0.0  # level of the style's music against the genre tracks
+    grade: np.ndarray | None = None  # (3, 4) affine RGB map of every frame (grading, nuisance)
+    blur: float = 0.0  # Gaussian sigma (px) of every frame
+    letterbox: int = 0  # rows blacked out at the top and at the bottom
+    music_gain: float = 0.0  # the style's music
+    voice_gain: float = 0.0
+    voice_f0: float = 120.0  # the narrator's pitch (Hz)
+    ambience_gain: float = 0.0
+    eq_tilt: float = 0.0  # spectral slope of the mix, octaves^-1 in amplitude log2 units
 
     @property
     def cut_frames(self) -> tuple[int, ...]:
@@ -600,16 +805,16 @@ def _plan_trailer(
     height: int,
     fps: float,
     content: ContentStyle | None = None,
-    content_rng: np.random.Generator | None = None,
-    neutral_share: float = 0.0,
-    content_share: float = 0.0,
+    cue_rng: np.random.Generator | None = None,
+    cues: Cues = Cues(),
 ) -> _Plan:
     """Draw styles, lengths and transitions, and build distinct consecutive shots.
 
-    With a ``content`` style (a sub-genre's), drawn from ``content_rng``: a ``neutral_share`` of
-    the shots are neutral (a random genre's look with a random palette, no content), and a
-    ``content_share`` of the others show the style's setting and recurring object.
+    Everything the default :class:`Cues` do not use (neutral shots, the ``content`` style's
+    shots, the per-trailer nuisance) is drawn from ``cue_rng``, never from ``rng``, so the
+    default output does not change.
     """
+    vocab = cues.vocab
     k = len(genres)
     weights = rng.dirichlet(np.full(k, 3.0)) if k else np.zeros(0)
     if n_shots is None:
@@ -618,19 +823,23 @@ def _plan_trailer(
         raise ValueError("n_shots must be >= 1")
     styles: list[str] = []
     for _ in range(n_shots):
-        if k == 0 or rng.random() < _P_OFF_GENRE_SHOT:
-            styles.append(GENRES[int(rng.integers(len(GENRES)))])
+        if k == 0 or rng.random() < cues.off_genre_share:
+            styles.append(vocab[int(rng.integers(len(vocab)))])
         else:
             styles.append(genres[int(rng.choice(k, p=weights))])
     off_palette = rng.random(n_shots) < _P_OFF_PALETTE
-    shows = np.zeros(n_shots, dtype=bool)
-    crng = content_rng if content_rng is not None else np.random.default_rng(0)
-    if content is not None:
-        neutral = crng.random(n_shots) < neutral_share
-        shows = ~neutral & (crng.random(n_shots) < content_share)
+    crng = cue_rng if cue_rng is not None else np.random.default_rng(0)
+    neutral = np.zeros(n_shots, dtype=bool)
+    titles = np.zeros(n_shots, dtype=bool)
+    shows = np.zeros(n_shots, dtype=bool)  # shots showing the content style's setting, motif
+    if cues.neutral_share > 0:
+        neutral = crng.random(n_shots) < cues.neutral_share
+        titles = neutral & (crng.random(n_shots) < 0.5)
         for i in np.flatnonzero(neutral):
-            styles[i] = GENRES[int(crng.integers(len(GENRES)))]
+            styles[i] = vocab[int(crng.integers(len(vocab)))]
         off_palette |= neutral
+    if content is not None:
+        shows = ~neutral & (crng.random(n_shots) < cues.content_share)
     tempo = float(np.exp(rng.normal(0, 0.12)))
     min_frames = max(MIN_SHOT_FRAMES, math.ceil(0.6 * fps))
     lengths = []
@@ -645,14 +854,18 @@ def _plan_trailer(
         d_out = fades[i] if i < n_shots - 1 else 0
         lengths[i] = max(lengths[i], d_in + d_out + MIN_SHOT_FRAMES)
 
-    shots: list[_Shot] = []
+    shots: list[_Shot | _TitleCard] = []
     for i, style in enumerate(styles):
-        best: tuple[float, _Shot] | None = None
+        best: tuple[float, _Shot | _TitleCard] | None = None
         for attempt in range(_CUT_RETRIES):
-            shot = _Shot(
-                rng, style, lengths[i], width, height, bool(off_palette[i]) and not attempt,
-                content if shows[i] else None, crng,
-            )
+            shot: _Shot | _TitleCard
+            if titles[i]:
+                shot = _TitleCard(crng, lengths[i], width, height)
+            else:
+                shot = _Shot(
+                    rng, style, lengths[i], width, height, bool(off_palette[i]) and not attempt,
+                    content if shows[i] else None, crng,
+                )
             if not shots:
                 best = (math.inf, shot)
                 break
@@ -670,21 +883,40 @@ def _plan_trailer(
         starts.append(starts[-1] + lengths[i] - fades[i])
     n_frames = starts[-1] + lengths[-1]
     genre_weights = {g: float(w) for g, w in zip(genres, weights, strict=True)}
-    plan = _Plan(shots, starts, fades, n_frames, genre_weights)
-    if content is not None:
-        plan.content = content
-        plan.grade_strength = float(crng.uniform(0.5, 1.0))
-        plan.nuisance = (float(crng.normal(0, 0.05)), float(crng.uniform(0.8, 1.2)))
-        plan.music_gain = float(crng.uniform(0.35, 0.7))
+    plan = _Plan(shots, starts, fades, n_frames, genre_weights, cues, content)
+    _draw_trailer_cues(plan, crng, height)
     return plan
+
+
+def _draw_trailer_cues(plan: _Plan, rng: np.random.Generator, height: int) -> None:
+    """Per-trailer draws of the weakened cues (:class:`Cues`): grading and nuisance, sound
+    levels. Draws nothing with default cues and no content style."""
+    cues, content = plan.cues, plan.content
+    s = float(np.clip(cues.nuisance, 0.0, 1.0))
+    if content is not None:
+        plan.music_gain = float(rng.uniform(*cues.music))
+    if content is not None or s > 0:  # the style's grading, then this trailer's film stock
+        strength = float(rng.uniform(0.5, 1.0)) if content is not None else 0.0
+        brightness = float(rng.normal(0, 0.05))
+        contrast = float(rng.uniform(0.8, 1.2))
+        cast = 1.0 + rng.normal(0, 0.07 * s, size=3)  # (3,) per-channel gain
+        plan.grade = synth_styles.grade_matrix(content, strength, brightness, contrast, cast)
+    if s > 0:
+        if rng.random() < 0.35 * s:
+            plan.letterbox = round(height * float(rng.uniform(0.08, 0.14)))
+        plan.blur = float(rng.uniform(0.0, 1.2 * s))
+        plan.eq_tilt = float(rng.uniform(-0.6, 0.6) * s)
+    if cues.voice > 0 and rng.random() < 0.8:
+        plan.voice_gain = cues.voice * float(rng.uniform(0.5, 1.5))
+        plan.voice_f0 = float(np.exp(rng.uniform(np.log(85), np.log(230))))
+    if cues.ambience > 0:
+        plan.ambience_gain = cues.ambience * float(rng.uniform(0.3, 1.5))
 
 
 def _iter_frames(plan: _Plan) -> Iterator[np.ndarray]:
     """Yield the trailer's frames in order, uint8 RGB ``(height, width, 3)``."""
     shots, fades = plan.shots, plan.fades
     n = len(shots)
-    grade = (None if plan.content is None else synth_styles.grade_matrix(
-        plan.content, plan.grade_strength, np.asarray(plan.nuisance)))
     for i, shot in enumerate(shots):
         d_in = fades[i - 1] if i > 0 else 0
         d_out = fades[i] if i < n - 1 else 0
@@ -695,8 +927,13 @@ def _iter_frames(plan: _Plan) -> Iterator[np.ndarray]:
                 a = (j + 1) / (d_out + 1)
                 nxt = shots[i + 1].frame(j).astype(np.float32)
                 img = np.clip(img * (1 - a) + nxt * a + 0.5, 0, 255).astype(np.uint8)
-            if plan.content is not None:
-                img = synth_styles.grade(img, grade)
+            if plan.grade is not None:
+                img = synth_styles.grade(img, plan.grade)
+            if plan.blur >= 0.3:
+                img = cv2.GaussianBlur(img, (0, 0), plan.blur)
+            if plan.letterbox:
+                img[: plan.letterbox] = 0
+                img[-plan.letterbox :] = 0
             yield img
 
 
@@ -893,34 +1130,131 @@ _AUDIO_TRACKS: dict[str, Callable[[np.random.Generator, int, int], np.ndarray]] 
 }
 
 
+def _derived_track(d: _Derivation) -> Callable[[np.random.Generator, int, int], np.ndarray]:
+    """A derived genre's track: its parents' tracks (unit RMS, weighted) resampled by
+    ``d.rate``, which shifts pitch and tempo together (a tape-speed change)."""
+
+    def track(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+        m = math.ceil(n * d.rate) + 2
+        at = np.arange(n) * d.rate  # where each output sample reads the parents' tracks
+        y = np.zeros(n)
+        for genre, w in d.parents:
+            x = _AUDIO_TRACKS[genre](rng, m, sr)
+            x /= np.sqrt(np.mean(x**2)) + 1e-9
+            y += w * np.interp(at, np.arange(m), x)
+        return y
+
+    return track
+
+
+_AUDIO_TRACKS.update({name: _derived_track(d) for name, d in _DERIVED.items()})
+
+
+_VOWELS = (
+    (730.0, 1090.0, 2440.0), (270.0, 2290.0, 3010.0), (300.0, 870.0, 2240.0),
+    (530.0, 1840.0, 2480.0), (570.0, 840.0, 2410.0), (440.0, 1020.0, 2240.0),
+    (660.0, 1720.0, 2410.0), (490.0, 1350.0, 1690.0),
+)  # formants F1-F3 (Hz) of common vowels
+_FORMANT_BW = np.array([90.0, 120.0, 200.0])
+
+
+def _voice_over(rng: np.random.Generator, n: int, sr: int, f0: float) -> np.ndarray:
+    """A narrator: phrases of syllables (harmonics of a gliding pitch near ``f0`` shaped by a
+    vowel's formants, a noisy consonant onset) separated by pauses; float64 ``(n,)``, unit
+    RMS. Speech-like in a log-mel spectrogram, and the same for every genre."""
+    y = np.zeros(n)
+    harmonics = np.arange(1, int(3500 / f0) + 1, dtype=np.float64)  # (H,)
+    table_size = 1024
+    cycle = np.arange(table_size) * (2 * np.pi / table_size)  # one pitch period
+    pos = int(rng.uniform(0.0, 1.5) * sr)
+    while pos < n:
+        for _ in range(int(rng.integers(3, 12))):
+            dur = int(rng.uniform(0.1, 0.28) * sr)
+            t = np.arange(dur) / sr
+            pitch = f0 * rng.uniform(0.85, 1.2) * (1 + rng.uniform(-0.15, 0.1) * t / t[-1])
+            formants = np.asarray(_VOWELS[int(rng.integers(len(_VOWELS)))]) * rng.uniform(
+                0.9, 1.15)
+            fh = harmonics * float(pitch.mean())  # (H,) harmonic frequencies
+            amp = (1.0 / (1.0 + ((fh[:, None] - formants[None, :]) / _FORMANT_BW) ** 2)).sum(1)
+            amp *= 1.0 / np.sqrt(harmonics)  # glottal roll-off
+            # One period of the vowel (a wavetable), read at the gliding pitch.
+            table = amp @ np.sin(np.outer(harmonics, cycle))  # (table_size,)
+            idx = (np.cumsum(pitch) * (table_size / sr)).astype(np.int64) % table_size
+            syl = table[idx] * np.abs(np.sin(np.pi * t / t[-1])) ** 0.6
+            if rng.random() < 0.6:  # consonant: a short burst of high-passed noise
+                m = int(rng.uniform(0.02, 0.05) * sr)
+                burst = np.diff(rng.standard_normal(m + 1)) * np.exp(-np.arange(m) / (0.3 * m))
+                syl[:m] += 0.5 * amp.max() * burst
+            _place(y, pos, syl)
+            pos += dur + int(rng.uniform(0.01, 0.06) * sr)
+        pos += int(rng.uniform(0.3, 1.2) * sr)
+    return y / (np.sqrt(np.mean(y**2)) + 1e-9)
+
+
+def _ambience(rng: np.random.Generator, n: int, sr: int) -> np.ndarray:
+    """Room tone, wind or crowd: noise low-passed at a random cutoff, swelling slowly (a
+    random envelope with a knot every 1-3 s); float64 ``(n,)``, unit RMS."""
+    y = _lowpass_noise(rng, n, float(np.exp(rng.uniform(np.log(250), np.log(5000)))), sr)
+    step = int(rng.uniform(1.0, 3.0) * sr)
+    knots = np.arange(0, n + step, step)
+    y *= np.interp(np.arange(n), knots, rng.uniform(0.2, 1.0, size=len(knots)))
+    return y / (np.sqrt(np.mean(y**2)) + 1e-9)
+
+
+def _tilt(y: np.ndarray, slope: float, sr: int) -> np.ndarray:
+    """``y`` with its spectrum tilted by ``slope`` (log2 amplitude per octave around 1 kHz):
+    a cheap speaker or microphone colouring."""
+    spec = np.fft.rfft(y)
+    f = np.maximum(np.fft.rfftfreq(len(y), 1.0 / sr), 50.0)
+    return np.fft.irfft(spec * (f / 1000.0) ** slope, len(y))
+
+
 def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) -> np.ndarray:
     """Mix genre tracks following the shot styles; float32 mono ``(n_samples,)`` in [-1, 1].
 
     Each genre's gain is ``0.35 * trailer weight + 0.65 * [current shot has that style]``,
-    smoothed over one frame, plus a low room-noise floor.
+    smoothed over one frame, times ``plan.cues.genre_audio``; then the content style's music,
+    a voice-over and ambience at the plan's levels, a low room-noise floor and the plan's EQ
+    tilt. Title cards carry no genre's style: only the trailer weights play under them.
     """
+    vocab = plan.cues.vocab
     n = round(plan.n_frames / fps * sr)
     n_frames = plan.n_frames
-    style_w = np.zeros((n_frames, len(GENRES)))
+    style_w = np.zeros((n_frames, len(vocab)))
     for i, shot in enumerate(plan.shots):
+        if shot.style is None:
+            continue
         end = plan.starts[i] + shot.length
-        style_w[plan.starts[i] : end, GENRES.index(shot.style)] += 1.0
-    style_w /= style_w.sum(axis=1, keepdims=True)
+        style_w[plan.starts[i] : end, vocab.index(shot.style)] += 1.0
+    style_w /= np.maximum(style_w.sum(axis=1, keepdims=True), 1.0)
     # Linear interpolation between frame centres smooths gain changes over one frame (~40 ms).
     frame_centres = (np.arange(n_frames) + 0.5) / fps
     sample_times = np.arange(n) / sr
     mix = np.zeros(n)
-    for gi, genre in enumerate(GENRES):
+    # With weakened cues an off-genre track is rendered only over the span where it plays (it
+    # is heard under a few shots); the default cues keep full-length tracks (unchanged output).
+    spans = plan.cues != Cues()
+    for gi, genre in enumerate(vocab):
         base = 0.35 * plan.genre_weights.get(genre, 0.0)
         if base == 0.0 and not style_w[:, gi].any():
             continue
         gain = base + 0.65 * np.interp(sample_times, frame_centres, style_w[:, gi])
-        track = _AUDIO_TRACKS[genre](rng, n, sr)
+        a, b = 0, n
+        if spans and base == 0.0:
+            playing = np.flatnonzero(gain > 0)
+            a, b = int(playing[0]), int(playing[-1]) + 1
+        track = _AUDIO_TRACKS[genre](rng, b - a, sr)
         track /= np.sqrt(np.mean(track**2)) + 1e-9
-        mix += gain * track * rng.uniform(0.7, 1.3)
+        mix[a:b] += plan.cues.genre_audio * gain[a:b] * track * rng.uniform(0.7, 1.3)
     if plan.content is not None:
         mix += plan.music_gain * synth_styles.music_track(plan.content, rng, n, sr)
+    if plan.voice_gain > 0:
+        mix += plan.voice_gain * _voice_over(rng, n, sr, plan.voice_f0)
+    if plan.ambience_gain > 0:
+        mix += plan.ambience_gain * _ambience(rng, n, sr)
     mix += rng.uniform(0.02, 0.1) * _lowpass_noise(rng, n, 3000.0, sr)
+    if plan.eq_tilt:
+        mix = _tilt(mix, plan.eq_tilt, sr)
     peak = float(np.abs(mix).max()) + 1e-9
     return (mix * (rng.uniform(0.5, 0.85) / peak)).astype(np.float32)
 
@@ -930,11 +1264,13 @@ def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) ->
 # --------------------------------------------------------------------------------------------
 
 
-def _canonical_genres(genres: Sequence[str]) -> tuple[str, ...]:
-    unknown = [g for g in genres if g not in GENRES]
+def _canonical_genres(
+    genres: Sequence[str], vocab: tuple[str, ...] = GENRES
+) -> tuple[str, ...]:
+    unknown = [g for g in genres if g not in vocab]
     if unknown:
-        raise ValueError(f"unknown genres {unknown}; vocabulary is {GENRES}")
-    return tuple(g for g in GENRES if g in set(genres))
+        raise ValueError(f"unknown genres {unknown}; vocabulary is {vocab}")
+    return tuple(g for g in vocab if g in set(genres))
 
 
 def _encode(
@@ -1006,23 +1342,24 @@ def write_trailer(
     fps: float = 24,
     with_audio: bool = True,
     content: ContentStyle | None = None,
-    neutral_share: float = 0.0,
-    content_share: float = 0.0,
+    cues: Cues | None = None,
 ) -> SynthTrailer:
     """Generate one synthetic trailer MP4 (H.264 yuv420p + mono AAC 16 kHz) at ``path``.
 
     Args:
         path: Output ``.mp4`` path (parent directories are created).
-        genres: Genres from :data:`GENRES` whose cues the trailer carries (may be empty: then
-            every shot takes the style of a random genre).
+        genres: Genres of the vocabulary (``cues.vocab``, default :data:`GENRES`) whose cues
+            the trailer carries (may be empty: then every shot takes a random genre's style).
         seed: Seed; the same arguments give the same frames, audio and truth.
         n_shots: Number of shots (default: drawn in 12..24).
         width, height: Frame size in pixels (even numbers).
         fps: Frame rate.
         with_audio: Whether to add the audio stream.
         content: A sub-genre's content style (:mod:`mmx.synth_styles`): its grading and music
-            over the whole trailer, its setting and recurring object in a ``content_share`` of
-            the shots; a ``neutral_share`` of the shots are neutral. None: genre cues only.
+            over the whole trailer, its setting and recurring object in a
+            ``cues.content_share`` of the shots. None: genre cues only.
+        cues: How clearly the trailer shows its genres and content (:class:`Cues`); None:
+            the defaults, the demo archive's.
 
     Returns:
         The trailer's :class:`SynthTrailer` ground truth (``genres`` canonicalised).
@@ -1032,11 +1369,12 @@ def write_trailer(
     t0 = time.perf_counter()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    gen = _canonical_genres(genres)
+    cues = cues if cues is not None else Cues()
+    gen = _canonical_genres(genres, cues.vocab)
     video_ss, audio_ss = np.random.SeedSequence(int(seed)).spawn(2)
-    content_rng = np.random.default_rng([int(seed), 0xC0])  # its own stream: see _Shot
+    cue_rng = np.random.default_rng([int(seed), 0xC0])  # its own stream: see _plan_trailer
     plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps,
-                         content, content_rng, neutral_share, content_share)
+                         content, cue_rng, cues)
     audio = (
         _render_audio(np.random.default_rng(audio_ss), plan, fps, AUDIO_SAMPLE_RATE)
         if with_audio
@@ -1272,17 +1610,35 @@ def generate_archive(
 # Archive with hidden sub-genres (the quality benchmark's)
 # --------------------------------------------------------------------------------------------
 
+SUBGENRE_VERSION = 2
+"""Bumped whenever :func:`generate_subgenre_archive`'s output changes (in its parameters)."""
+
+_CARDINALITY_20 = (0.3, 0.4, 0.2, 0.1)  # P(1, 2, 3, 4 genres) of a trailer
+
 
 def _write_trailer_task(args: tuple[str, tuple[str, ...], dict[str, object]]) -> SynthTrailer:
     path, genres, kwargs = args
     return write_trailer(path, genres, **kwargs)  # type: ignore[arg-type]
 
 
-def _sample_combos(rng: np.random.Generator, n_combos: int) -> list[tuple[str, ...]]:
-    """``n_combos`` distinct genre combinations drawn with the archive's genre prior."""
+def _vocabulary(n_genres: int) -> tuple[tuple[str, ...], np.ndarray]:
+    """The first ``n_genres`` of :data:`GENRES_20` (6: the hand-made ones) and their prior."""
+    if not len(GENRES) <= n_genres <= len(GENRES_20):
+        raise ValueError(f"n_genres must be in {len(GENRES)}..{len(GENRES_20)}")
+    vocab = GENRES_20[:n_genres]
+    return vocab, np.array([_GENRE_PRIOR_20[g] for g in vocab])
+
+
+def _sample_combos(
+    rng: np.random.Generator, n_combos: int, vocab: tuple[str, ...], prior: np.ndarray
+) -> list[tuple[str, ...]]:
+    """``n_combos`` distinct genre combinations (1-4 genres) drawn with the genre prior."""
     combos: list[tuple[str, ...]] = []
     for _ in range(1000 * n_combos):
-        c = _sample_genres(rng)
+        k = int(rng.choice(len(_CARDINALITY_20), p=_CARDINALITY_20)) + 1
+        idx = rng.choice(len(vocab), size=min(k, len(vocab)), replace=False,
+                         p=prior / prior.sum())
+        c = tuple(vocab[i] for i in sorted(idx))
         if c not in combos:
             combos.append(c)
         if len(combos) == n_combos:
@@ -1290,18 +1646,44 @@ def _sample_combos(rng: np.random.Generator, n_combos: int) -> list[tuple[str, .
     raise ValueError(f"could not draw {n_combos} distinct genre combinations")
 
 
+def _subgenre_sizes(
+    rng: np.random.Generator, n: int, n_sub: int, min_size: int, shape: float
+) -> np.ndarray:
+    """Trailers per sub-genre, summing to ``n``: ``min_size`` each (when ``n`` allows), the
+    rest multinomial with Gamma(``shape``) weights: a few large sub-genres, many small ones."""
+    weights = rng.gamma(shape, size=n_sub)
+    weights /= weights.sum()
+    base = min_size if n >= min_size * n_sub else 0
+    return base + rng.multinomial(n - base * n_sub, weights)
+
+
 def _observed_genres(
-    rng: np.random.Generator, genres: tuple[str, ...], label_noise: float
+    rng: np.random.Generator, genres: tuple[str, ...], label_noise: float,
+    vocab: tuple[str, ...],
 ) -> tuple[str, ...]:
-    """The labels an archivist wrote: with probability ``label_noise`` one genre is dropped
-    (when there are several) or a wrong one added."""
+    """The labels an archivist wrote. With probability ``label_noise`` one mistake: a genre
+    dropped (when there are several), one swapped for a related genre, or a related (rarely
+    any) genre added, as tagging mistakes go."""
     if rng.random() >= label_noise:
         return genres
-    if len(genres) > 1 and rng.random() < 0.6:
+
+    def confusable(g: str) -> list[str]:
+        rel = [r for r in _related(g) if r in vocab and r not in genres]
+        if rel and rng.random() < 0.8:
+            return rel
+        return [r for r in vocab if r not in genres]
+
+    kind = rng.random()
+    if len(genres) > 1 and kind < 0.4:
         drop = genres[int(rng.integers(len(genres)))]
         return tuple(g for g in genres if g != drop)
-    others = [g for g in GENRES if g not in genres]
-    return _canonical_genres((*genres, others[int(rng.integers(len(others)))]))
+    pick = genres[int(rng.integers(len(genres)))]
+    options = confusable(pick)
+    if not options:
+        return genres
+    new = options[int(rng.integers(len(options)))]
+    kept = tuple(g for g in genres if g != pick) if kind < 0.7 else genres
+    return _canonical_genres((*kept, new), vocab)
 
 
 def generate_subgenre_archive(
@@ -1309,13 +1691,21 @@ def generate_subgenre_archive(
     n: int = 240,
     *,
     seed: int = 0,
-    n_combos: int = 10,
+    n_genres: int = 20,
+    n_combos: int = 20,
     styles_per_combo: int = 3,
-    n_styles: int = 12,
+    n_styles: int = 16,
+    min_subgenre: int = 2,
+    size_shape: float = 0.7,
     unlabelled_share: float = 0.1,
-    label_noise: float = 0.1,
-    neutral_share: float = 0.15,
-    content_share: float = 0.75,
+    label_noise: float = 0.25,
+    off_genre_share: float = 0.3,
+    neutral_share: float = 0.25,
+    content_share: float = 0.6,
+    genre_audio: float = 0.6,
+    voice: float = 0.8,
+    ambience: float = 0.3,
+    nuisance: float = 0.8,
     extras: bool = True,
     width: int = 320,
     height: int = 180,
@@ -1324,37 +1714,48 @@ def generate_subgenre_archive(
 ) -> list[SynthTrailer]:
     """Generate (or reuse) an archive whose trailers belong to hidden fine-grained sub-genres.
 
-    A sub-genre is a genre combination (``n_combos`` drawn with the genre prior) × one of
+    Genres: the first ``n_genres`` of :data:`GENRES_20` (the six hand-made ones, then 14
+    derived from them and confusable with their parents: Thriller looks and sounds like Horror
+    and Action), 1-4 per trailer, with a skewed prior (Drama common, Western rare). A
+    sub-genre is a genre combination (``n_combos`` drawn with the prior) × one of
     ``styles_per_combo`` content styles (:mod:`mmx.synth_styles`) from a pool of ``n_styles``
-    shared by all combinations: the same style appears under several combinations and each
-    combination has several styles, so neither the labels nor the style alone tell a trailer's
-    sub-genre. Sub-genre sizes vary (weights ~ Gamma(2)). Cues are noisy on purpose: a
-    ``neutral_share`` of shots are neutral, only a ``content_share`` of the others show the
-    style's setting and recurring object, grading strength, brightness/contrast, music level and
-    tempo vary per trailer, and shots take off-genre looks as in :func:`generate_archive`.
-    Labels are noisy (``label_noise``: a genre dropped or a wrong one added) and an
-    ``unlabelled_share`` of trailers have none.
+    shared by all combinations: neither the labels nor the style alone tell a trailer's
+    sub-genre. Sizes vary: ``min_subgenre`` trailers each, the rest by Gamma(``size_shape``)
+    weights.
+
+    The cues are weak on purpose (:class:`Cues`): ``off_genre_share`` of the shots take a random
+    genre's look, ``neutral_share`` are title cards or random looks, ``content_share`` of the
+    others show the style's setting and recurring object; the genre tracks play at
+    ``genre_audio`` under the style's music, a voice-over (``voice``) and ambience
+    (``ambience``); each trailer has its own colour cast, brightness, contrast, letterbox,
+    softness and EQ (``nuisance``). Labels are noisy (``label_noise``: a genre dropped,
+    swapped for a related one or added) and an ``unlabelled_share`` of trailers have none.
 
     Writes ``videos/*.mp4``, ``labels.csv`` (the archive's noisy labels) and ``truth.json``
-    (per trailer: ``subgenre``, ``true_genres``, ``style``; the sub-genres and styles), which
-    the job never reads. With ``extras``: ``teaser_0000`` (5 shots: excluded) and
-    ``broken_0000`` (corrupt: failed). ``workers`` processes encode in parallel; the output
-    depends only on the arguments, not on ``workers``.
+    (per trailer: ``subgenre``, ``true_genres``, ``style``; the sub-genres with their genres,
+    style and size; the styles), which the job never reads. With ``extras``: ``teaser_0000``
+    (5 shots: excluded) and ``broken_0000`` (corrupt: failed). ``workers`` processes encode in
+    parallel; the output depends only on the other arguments.
     """
     root = Path(out_dir)
     params: dict[str, object] = {
-        "kind": "subgenres", "n": int(n), "seed": int(seed), "n_combos": int(n_combos),
-        "styles_per_combo": int(styles_per_combo), "n_styles": int(n_styles),
-        "unlabelled_share": float(unlabelled_share), "label_noise": float(label_noise),
+        "kind": "subgenres", "n": int(n), "seed": int(seed), "n_genres": int(n_genres),
+        "n_combos": int(n_combos), "styles_per_combo": int(styles_per_combo),
+        "n_styles": int(n_styles), "min_subgenre": int(min_subgenre),
+        "size_shape": float(size_shape), "unlabelled_share": float(unlabelled_share),
+        "label_noise": float(label_noise), "off_genre_share": float(off_genre_share),
         "neutral_share": float(neutral_share), "content_share": float(content_share),
-        "extras": bool(extras), "width": int(width), "height": int(height), "fps": fps,
-        "version": SYNTH_VERSION, "audio_sample_rate": AUDIO_SAMPLE_RATE,
+        "genre_audio": float(genre_audio), "voice": float(voice), "ambience": float(ambience),
+        "nuisance": float(nuisance), "extras": bool(extras), "width": int(width),
+        "height": int(height), "fps": fps, "version": SYNTH_VERSION,
+        "subgenre_version": SUBGENRE_VERSION, "audio_sample_rate": AUDIO_SAMPLE_RATE,
     }
     if _archive_is_current(root, params):
         logger.info("synthetic archive in %s is up to date; reusing it", root)
         return load_archive(root)
     if styles_per_combo > n_styles:
         raise ValueError("styles_per_combo must be <= n_styles")
+    vocab, prior = _vocabulary(n_genres)
     t0 = time.perf_counter()
     videos = root / "videos"
     videos.mkdir(parents=True, exist_ok=True)
@@ -1362,26 +1763,28 @@ def generate_subgenre_archive(
         (root / "truth.json").unlink()
     rng = np.random.default_rng([int(seed), 0x5B])
     styles = synth_styles.make_styles(seed, n_styles)
-    combos = _sample_combos(rng, n_combos)
+    combos = _sample_combos(rng, n_combos, vocab, prior)
     subgenres = [
         (combo, int(s))
         for combo in combos
         for s in rng.choice(n_styles, size=styles_per_combo, replace=False)
     ]
-    weights = rng.gamma(2.0, size=len(subgenres))
-    weights /= weights.sum()
+    sizes = _subgenre_sizes(rng, n, len(subgenres), min_subgenre, size_shape)
+    assignment = rng.permutation(np.repeat(np.arange(len(subgenres)), sizes))  # (n,)
     logger.info("generating %d synthetic trailers of %d hidden sub-genres in %s (seed=%d)",
                 n, len(subgenres), root, seed)
 
+    cues = Cues(vocab=vocab, off_genre_share=off_genre_share, neutral_share=neutral_share,
+                content_share=content_share, genre_audio=genre_audio, voice=voice,
+                ambience=ambience, nuisance=nuisance)
+    common = {"width": width, "height": height, "fps": fps, "cues": cues}
     tasks, truth_rows = [], {}
-    common = {"width": width, "height": height, "fps": fps, "neutral_share": neutral_share,
-              "content_share": content_share}
     for i in range(n):
         trng = np.random.default_rng(_child_seed(seed, 4, i))
-        sub = int(trng.choice(len(subgenres), p=weights))
+        sub = int(assignment[i])
         combo, style = subgenres[sub]
         observed = () if trng.random() < unlabelled_share else _observed_genres(
-            trng, combo, label_noise)
+            trng, combo, label_noise, vocab)
         tid = f"trailer_{i:04d}"
         tasks.append((str(videos / f"{tid}.mp4"), combo,
                       {**common, "seed": _child_seed(seed, 5, i), "content": styles[style]}))
@@ -1403,9 +1806,10 @@ def generate_subgenre_archive(
     truth_extras: dict[str, dict[str, object]] = {}
     if extras:
         xrng = np.random.default_rng(_child_seed(seed, 6, 0))
-        genres = _sample_genres(xrng)
+        genres = combos[int(xrng.integers(len(combos)))]
         t = write_trailer(videos / "teaser_0000.mp4", genres, seed=_child_seed(seed, 7, 0),
-                          n_shots=5, width=width, height=height, fps=fps)
+                          n_shots=5, width=width, height=height, fps=fps,
+                          cues=Cues(vocab=vocab))
         rec = _trailer_record(t, root)
         rec.update(expected_status="excluded", reason="only 5 shots (fewer than 10)")
         truth_extras["teaser_0000"] = rec
@@ -1426,9 +1830,9 @@ def generate_subgenre_archive(
             writer.writerow([tid, "|".join(genres)])
     truth = {
         "params": params,
-        "genres": list(GENRES),
+        "genres": list(vocab),
         "styles": [s.to_dict() for s in styles],
-        "subgenres": [{"subgenre": i, "genres": list(c), "style": s}
+        "subgenres": [{"subgenre": i, "genres": list(c), "style": s, "size": int(sizes[i])}
                       for i, (c, s) in enumerate(subgenres)],
         "trailers": records,
         "extras": truth_extras,

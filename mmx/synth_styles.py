@@ -243,20 +243,30 @@ def motif_colour(style: ContentStyle, rng: np.random.Generator) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ grading
-def grade_matrix(style: ContentStyle, strength: float, nuisance: np.ndarray) -> np.ndarray:
+def grade_matrix(
+    style: ContentStyle | None,
+    strength: float,
+    brightness: float = 0.0,
+    contrast: float = 1.0,
+    cast: np.ndarray | None = None,
+) -> np.ndarray:
     """The colour grade of a trailer as one affine map of RGB in [0, 255]: (3, 4) float32.
 
-    The style's saturation, per-channel gain and lift at ``strength`` in [0, 1], then the
-    trailer's nuisance ``(brightness, contrast)`` (its own film stock); all are linear in RGB,
-    so they compose into one matrix that :func:`grade` applies per frame.
+    The style's saturation, per-channel gain and lift at ``strength`` in [0, 1] (none without a
+    style), then the trailer's nuisance (its own film stock): a per-channel ``cast`` gain (3,),
+    ``contrast`` about mid-grey and a ``brightness`` offset (fractions of full scale). All are
+    linear in RGB, so they compose into one matrix that :func:`grade` applies per frame.
     """
     luma = np.array([0.299, 0.587, 0.114])
-    sat = 1.0 + strength * (style.grade_saturation - 1.0)
-    a = sat * np.eye(3) + (1.0 - sat) * np.outer(np.ones(3), luma)  # saturation about luma
-    gain = 1.0 + strength * (np.asarray(style.grade_gain) - 1.0)
-    a = gain[:, None] * a
-    b = strength * np.asarray(style.grade_lift)
-    brightness, contrast = float(nuisance[0]), float(nuisance[1])
+    a, b = np.eye(3), np.zeros(3)
+    if style is not None:
+        sat = 1.0 + strength * (style.grade_saturation - 1.0)
+        a = sat * np.eye(3) + (1.0 - sat) * np.outer(np.ones(3), luma)  # saturation about luma
+        gain = 1.0 + strength * (np.asarray(style.grade_gain) - 1.0)
+        a = gain[:, None] * a
+        b = strength * np.asarray(style.grade_lift)
+    if cast is not None:
+        a, b = np.asarray(cast)[:, None] * a, np.asarray(cast) * b
     a = contrast * a
     b = contrast * b + 0.5 - 0.5 * contrast + brightness
     return np.concatenate([a, 255.0 * b[:, None]], axis=1).astype(np.float32)  # (3, 4)

@@ -4,12 +4,24 @@ format, generated once (idempotent)."""
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
+import pytest
 
-from mmx.synth import GENRES, generate_archive, write_trailer
+from mmx import synth
+from mmx.synth import (
+    GENRES,
+    GENRES_20,
+    generate_archive,
+    generate_subgenre_archive,
+    render_frames,
+    write_trailer,
+)
 
 
 def _frames(path: str, n: int = 30) -> np.ndarray:
@@ -54,3 +66,88 @@ def test_archive_labels_and_idempotence(tmp_path: Path) -> None:
     again = generate_archive(str(tmp_path), n=3, seed=1)
     assert [t.trailer_id for t in again] == [t.trailer_id for t in trailers]
     assert (tmp_path / "videos" / "trailer_0000.mp4").stat().st_mtime_ns == mtime
+
+
+def test_default_output_is_pinned() -> None:
+    """The demo archive and the tests depend on the default generator: its frames, audio and
+    genre draws must not move when the sub-genre archive's cues change (an intended change
+    bumps SYNTH_VERSION and this digest)."""
+    frames, info = render_frames(("Action", "Romance"), seed=11, n_shots=10, width=96,
+                                 height=54)
+    digest = hashlib.sha256(frames.tobytes())
+    video_ss, audio_ss = np.random.SeedSequence(11).spawn(2)
+    plan = synth._plan_trailer(np.random.default_rng(video_ss), ("Action", "Romance"), 10, 96,
+                               54, 24)
+    audio = synth._render_audio(np.random.default_rng(audio_ss), plan, 24,
+                                synth.AUDIO_SAMPLE_RATE)
+    digest.update(audio.tobytes())
+    genres = [synth._sample_genres(np.random.default_rng(synth._child_seed(0, 0, i)))
+              for i in range(8)]
+    digest.update(repr(genres).encode())
+    assert info["cut_frames"] == (21, 52, 99, 159, 182, 225, 284)
+    assert digest.hexdigest() == (
+        "ec693030d7e64fba1052ad51e6b787e886e055781ac4526242e637744b2fffd9")
+    assert synth.SYNTH_VERSION == 1
+
+
+def test_twenty_genres_are_derived_and_confusable() -> None:
+    assert len(GENRES_20) == 20 and GENRES_20[:6] == GENRES
+    for g in GENRES_20:
+        assert g in synth._PROFILES and g in synth._AUDIO_TRACKS
+    assert {"Horror", "Action"} <= set(synth._related("Thriller"))
+    # Thriller blends Horror's and Action's layouts; each derived track is a real signal.
+    layouts = {name for name, _ in synth._PROFILES["Thriller"].layouts}
+    assert {"vignette", "split"} <= layouts
+    rng = np.random.default_rng(0)
+    y = synth._AUDIO_TRACKS["Western"](rng, 8000, synth.AUDIO_SAMPLE_RATE)
+    assert y.shape == (8000,) and np.isfinite(y).all() and y.std() > 0
+    with pytest.raises(ValueError, match="unknown genres"):
+        write_trailer("unused.mp4", ("Thriller",), seed=0)  # not in the default vocabulary
+
+
+def test_observed_labels_are_noisy_but_valid() -> None:
+    rng = np.random.default_rng(0)
+    truth = ("Drama", "Horror", "Thriller")
+    seen = [synth._observed_genres(rng, truth, 0.3, GENRES_20) for _ in range(2000)]
+    changed = [s for s in seen if s != truth]
+    assert 0.25 < len(changed) / len(seen) < 0.35
+    for s in changed:
+        assert s and list(s) == [g for g in GENRES_20 if g in s]  # canonical, never empty
+        assert len(set(s) ^ set(truth)) <= 2  # one mistake: dropped, added or swapped
+
+
+def test_subgenre_archive(tmp_path: Path) -> None:
+    kwargs: dict[str, Any] = {"n": 8, "seed": 3, "n_combos": 2, "styles_per_combo": 2,
+                              "n_styles": 3, "unlabelled_share": 0.25, "label_noise": 0.5,
+                              "width": 128, "height": 72}
+    trailers = generate_subgenre_archive(tmp_path / "a", workers=1, **kwargs)
+    truth = json.loads((tmp_path / "a" / "truth.json").read_text())
+    assert truth["genres"] == list(GENRES_20)
+    subs = truth["subgenres"]
+    assert len(subs) == 4 and sum(s["size"] for s in subs) == 8
+    assert all(s["size"] >= 2 for s in subs)  # min_subgenre, n allows it
+    assert len({s["style"] for s in subs}) >= 2  # each combination has distinct styles
+    assert {len(truth["styles"])} == {3}
+    rows = {r["trailer_id"]: r["genres"]
+            for r in csv.DictReader((tmp_path / "a" / "labels.csv").open())}
+    assert set(rows) == set(truth["trailers"]) | {"teaser_0000", "broken_0000"}
+    for tid, rec in truth["trailers"].items():
+        sub = subs[rec["subgenre"]]
+        assert rec["true_genres"] == sub["genres"] and rec["style"] == sub["style"]
+        assert 1 <= len(rec["true_genres"]) <= 4
+        given = [g for g in rows[tid].split("|") if g]
+        assert given == rec["genres"] and given == [g for g in GENRES_20 if g in given]
+    assert [t.trailer_id for t in trailers] == sorted(truth["trailers"])
+    counts = np.bincount([r["subgenre"] for r in truth["trailers"].values()], minlength=4)
+    assert counts.tolist() == [s["size"] for s in subs]
+
+    # Deterministic, whatever the number of encoding processes; reused when current.
+    generate_subgenre_archive(tmp_path / "b", workers=2, **kwargs)
+    for name in ("labels.csv", "truth.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    for t in trailers:
+        a = (tmp_path / "a" / "videos" / f"{t.trailer_id}.mp4").read_bytes()
+        assert a == (tmp_path / "b" / "videos" / f"{t.trailer_id}.mp4").read_bytes()
+    mtime = (tmp_path / "a" / "truth.json").stat().st_mtime_ns
+    generate_subgenre_archive(tmp_path / "a", workers=1, **kwargs)
+    assert (tmp_path / "a" / "truth.json").stat().st_mtime_ns == mtime
