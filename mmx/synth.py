@@ -21,6 +21,15 @@ motion, shot length, spatial layout and audio texture. Each shot takes the "styl
 trailer's genres (weighted at random per trailer), some shots take the style of a random genre
 and some use a random palette, so the labels are a realistic noisy multi-label target.
 
+Two archives share this machinery. :func:`generate_archive` (the demo's and the tests') uses
+the six hand-made genres of :data:`GENRES` with the default :class:`Cues`; its output is pinned.
+:func:`generate_subgenre_archive` (the quality benchmark's) uses :data:`GENRES_20`: the six plus
+14 genres derived from them (blended looks and tracks with their own twist, so Thriller is
+confusable with Horror and Action the way real genres are), hidden sub-genres (a genre
+combination x a content style of :mod:`mmx.synth_styles`) and weakened :class:`Cues`: neutral
+shots and title cards, genre tracks under music, voice-over and ambience, per-trailer nuisance,
+noisy labels.
+
 Everything is seeded: the same seed gives the same frames, audio, labels and truth (and, with
 the pinned single-threaded encoder settings, byte-identical files).
 """
@@ -68,6 +77,7 @@ _GENRE_PRIOR = np.array([0.22, 0.20, 0.24, 0.12, 0.10, 0.12])
 _P_OFF_GENRE_SHOT = 0.18  # shot styled after a random genre (label noise in the cues)
 _P_OFF_PALETTE = 0.12  # shot with a random palette whatever its style
 _P_DISSOLVE = 1.0 / 6.0
+_LEAN_CONCENTRATION = 15.0  # how closely a trailer's genre mix follows its sub-genre's lean
 _MIN_CUT_SCORE = 40.0  # min HSV mean-abs-difference (scale 0..255) across a hard cut
 _CUT_RETRIES = 8
 _DETECT_WIDTH = 96  # width at which the cut-distinctness check measures frames
@@ -275,11 +285,12 @@ GENRES_20: tuple[str, ...] = GENRES + tuple(sorted(_DERIVED))
 """The sub-genre archive's vocabulary: the six hand-made genres, then the 14 derived ones."""
 
 _GENRE_PRIOR_20: dict[str, float] = {
-    "Action": 0.22, "Comedy": 0.26, "Drama": 0.42, "Horror": 0.11, "Romance": 0.13,
-    "Sci-Fi": 0.09, "Adventure": 0.14, "Animation": 0.05, "Biography": 0.05, "Crime": 0.14,
-    "Documentary": 0.03, "Family": 0.06, "Fantasy": 0.07, "History": 0.04, "Musical": 0.03,
-    "Mystery": 0.08, "Sport": 0.03, "Thriller": 0.2, "War": 0.03, "Western": 0.02,
-}  # skewed like real trailer archives: Drama and Comedy common, Western and Sport rare
+    "Drama": 0.28, "Comedy": 0.22, "Action": 0.2, "Thriller": 0.17, "Crime": 0.13,
+    "Adventure": 0.13, "Romance": 0.12, "Horror": 0.1, "Sci-Fi": 0.09, "Mystery": 0.08,
+    "Fantasy": 0.07, "Family": 0.06, "Animation": 0.05, "Biography": 0.05, "History": 0.04,
+    "Documentary": 0.03, "Musical": 0.03, "Sport": 0.03, "War": 0.03, "Western": 0.02,
+}  # skewed like real trailer archives (Drama, Comedy common; Western rare); label-frequency
+# prior AU(PRC) micro ~0.27 on the default archive (0.2-0.36 over seeds)
 
 
 def _blend_range(
@@ -702,6 +713,8 @@ class Cues:
         content_share: With a content style: share of the other shots showing its setting and
             recurring object (its grading and music cover the whole trailer).
         genre_audio: Level of the genre tracks.
+        shot_audio: Share of a genre track's level that follows the shots styled after it; the
+            rest follows the trailer's genre weights (a score that runs across cuts).
         music: With a content style: range of its music's level (drawn per trailer).
         voice: Level of a voice-over (speech-like syllables; x U(0.5, 1.5) per trailer, and a
             fifth of the trailers have none).
@@ -715,6 +728,7 @@ class Cues:
     neutral_share: float = 0.0
     content_share: float = 0.0
     genre_audio: float = 1.0
+    shot_audio: float = 0.65
     music: tuple[float, float] = (0.35, 0.7)
     voice: float = 0.0
     ambience: float = 0.0
@@ -807,16 +821,22 @@ def _plan_trailer(
     content: ContentStyle | None = None,
     cue_rng: np.random.Generator | None = None,
     cues: Cues = Cues(),
+    lean: tuple[Sequence[float], float] | None = None,
 ) -> _Plan:
     """Draw styles, lengths and transitions, and build distinct consecutive shots.
 
-    Everything the default :class:`Cues` do not use (neutral shots, the ``content`` style's
-    shots, the per-trailer nuisance) is drawn from ``cue_rng``, never from ``rng``, so the
-    default output does not change.
+    ``lean``: ``(weights, pace)`` of a sub-genre, its trailers' usual mix of ``genres`` and
+    shot-length multiplier; the trailer's own mix is drawn around it. Everything the default
+    :class:`Cues` do not use (neutral shots, the ``content`` style's shots, the lean, the
+    per-trailer nuisance) is drawn from ``cue_rng``, never from ``rng``, so the default output
+    does not change.
     """
     vocab = cues.vocab
     k = len(genres)
     weights = rng.dirichlet(np.full(k, 3.0)) if k else np.zeros(0)
+    crng = cue_rng if cue_rng is not None else np.random.default_rng(0)
+    if lean is not None and k:
+        weights = crng.dirichlet(_LEAN_CONCENTRATION * np.asarray(lean[0], np.float64) + 0.05)
     if n_shots is None:
         n_shots = int(rng.integers(12, 25))
     if n_shots < 1:
@@ -828,7 +848,6 @@ def _plan_trailer(
         else:
             styles.append(genres[int(rng.choice(k, p=weights))])
     off_palette = rng.random(n_shots) < _P_OFF_PALETTE
-    crng = cue_rng if cue_rng is not None else np.random.default_rng(0)
     neutral = np.zeros(n_shots, dtype=bool)
     titles = np.zeros(n_shots, dtype=bool)
     shows = np.zeros(n_shots, dtype=bool)  # shots showing the content style's setting, motif
@@ -841,6 +860,8 @@ def _plan_trailer(
     if content is not None:
         shows = ~neutral & (crng.random(n_shots) < cues.content_share)
     tempo = float(np.exp(rng.normal(0, 0.12)))
+    if lean is not None:
+        tempo *= lean[1]
     min_frames = max(MIN_SHOT_FRAMES, math.ceil(0.6 * fps))
     lengths = []
     for style in styles:
@@ -1212,10 +1233,11 @@ def _tilt(y: np.ndarray, slope: float, sr: int) -> np.ndarray:
 def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) -> np.ndarray:
     """Mix genre tracks following the shot styles; float32 mono ``(n_samples,)`` in [-1, 1].
 
-    Each genre's gain is ``0.35 * trailer weight + 0.65 * [current shot has that style]``,
-    smoothed over one frame, times ``plan.cues.genre_audio``; then the content style's music,
-    a voice-over and ambience at the plan's levels, a low room-noise floor and the plan's EQ
-    tilt. Title cards carry no genre's style: only the trailer weights play under them.
+    Each genre's gain is ``(1 - s) * trailer weight + s * [current shot has that style]``
+    (``s = plan.cues.shot_audio``, 0.65 by default), smoothed over one frame, times
+    ``plan.cues.genre_audio``; then the content style's music, a voice-over and ambience at the
+    plan's levels, a low room-noise floor and the plan's EQ tilt. Title cards carry no genre's
+    style: only the trailer weights play under them.
     """
     vocab = plan.cues.vocab
     n = round(plan.n_frames / fps * sr)
@@ -1235,10 +1257,11 @@ def _render_audio(rng: np.random.Generator, plan: _Plan, fps: float, sr: int) ->
     # is heard under a few shots); the default cues keep full-length tracks (unchanged output).
     spans = plan.cues != Cues()
     for gi, genre in enumerate(vocab):
-        base = 0.35 * plan.genre_weights.get(genre, 0.0)
+        base = (1 - plan.cues.shot_audio) * plan.genre_weights.get(genre, 0.0)
         if base == 0.0 and not style_w[:, gi].any():
             continue
-        gain = base + 0.65 * np.interp(sample_times, frame_centres, style_w[:, gi])
+        gain = base + plan.cues.shot_audio * np.interp(sample_times, frame_centres,
+                                                       style_w[:, gi])
         a, b = 0, n
         if spans and base == 0.0:
             playing = np.flatnonzero(gain > 0)
@@ -1343,6 +1366,7 @@ def write_trailer(
     with_audio: bool = True,
     content: ContentStyle | None = None,
     cues: Cues | None = None,
+    lean: tuple[Sequence[float], float] | None = None,
 ) -> SynthTrailer:
     """Generate one synthetic trailer MP4 (H.264 yuv420p + mono AAC 16 kHz) at ``path``.
 
@@ -1360,6 +1384,9 @@ def write_trailer(
             ``cues.content_share`` of the shots. None: genre cues only.
         cues: How clearly the trailer shows its genres and content (:class:`Cues`); None:
             the defaults, the demo archive's.
+        lean: ``(weights, pace)``: a sub-genre's usual mix of ``genres`` (in canonical order,
+            summing to 1) and shot-length multiplier; the trailer's mix is drawn around it.
+            None: the mix is drawn freely (Dirichlet(3)) and the pace is 1.
 
     Returns:
         The trailer's :class:`SynthTrailer` ground truth (``genres`` canonicalised).
@@ -1374,7 +1401,7 @@ def write_trailer(
     video_ss, audio_ss = np.random.SeedSequence(int(seed)).spawn(2)
     cue_rng = np.random.default_rng([int(seed), 0xC0])  # its own stream: see _plan_trailer
     plan = _plan_trailer(np.random.default_rng(video_ss), gen, n_shots, width, height, fps,
-                         content, cue_rng, cues)
+                         content, cue_rng, cues, lean)
     audio = (
         _render_audio(np.random.default_rng(audio_ss), plan, fps, AUDIO_SAMPLE_RATE)
         if with_audio
@@ -1694,16 +1721,19 @@ def generate_subgenre_archive(
     n_genres: int = 20,
     n_combos: int = 20,
     styles_per_combo: int = 3,
-    n_styles: int = 16,
+    n_styles: int = 20,
     min_subgenre: int = 2,
     size_shape: float = 0.7,
+    lean: float = 2.0,
+    style_variation: float = 0.5,
     unlabelled_share: float = 0.1,
     label_noise: float = 0.25,
-    off_genre_share: float = 0.3,
+    off_genre_share: float = 0.45,
     neutral_share: float = 0.25,
     content_share: float = 0.6,
-    genre_audio: float = 0.6,
-    voice: float = 0.8,
+    genre_audio: float = 1.0,
+    shot_audio: float = 0.25,
+    voice: float = 0.5,
     ambience: float = 0.3,
     nuisance: float = 0.8,
     extras: bool = True,
@@ -1720,8 +1750,11 @@ def generate_subgenre_archive(
     sub-genre is a genre combination (``n_combos`` drawn with the prior) × one of
     ``styles_per_combo`` content styles (:mod:`mmx.synth_styles`) from a pool of ``n_styles``
     shared by all combinations: neither the labels nor the style alone tell a trailer's
-    sub-genre. Sizes vary: ``min_subgenre`` trailers each, the rest by Gamma(``size_shape``)
-    weights.
+    sub-genre, though each sub-genre takes its own variant of its style (``style_variation``:
+    hues, grading, the music's key and tempo). A sub-genre also leans: its own mix of its
+    genres (Dirichlet(``lean``); smaller leans harder on one genre, 0: none) and pace, which
+    its trailers vary around. Sizes vary: ``min_subgenre`` trailers each, the rest by
+    Gamma(``size_shape``) weights.
 
     The cues are weak on purpose (:class:`Cues`): ``off_genre_share`` of the shots take a random
     genre's look, ``neutral_share`` are title cards or random looks, ``content_share`` of the
@@ -1733,19 +1766,22 @@ def generate_subgenre_archive(
 
     Writes ``videos/*.mp4``, ``labels.csv`` (the archive's noisy labels) and ``truth.json``
     (per trailer: ``subgenre``, ``true_genres``, ``style``; the sub-genres with their genres,
-    style and size; the styles), which the job never reads. With ``extras``: ``teaser_0000``
-    (5 shots: excluded) and ``broken_0000`` (corrupt: failed). ``workers`` processes encode in
-    parallel; the output depends only on the other arguments.
+    style, variant, lean and size; the styles), which the job never reads. With ``extras``:
+    ``teaser_0000`` (5 shots: excluded) and ``broken_0000`` (corrupt: failed). ``workers``
+    processes encode in parallel; the output depends only on the other arguments.
     """
     root = Path(out_dir)
     params: dict[str, object] = {
         "kind": "subgenres", "n": int(n), "seed": int(seed), "n_genres": int(n_genres),
         "n_combos": int(n_combos), "styles_per_combo": int(styles_per_combo),
         "n_styles": int(n_styles), "min_subgenre": int(min_subgenre),
-        "size_shape": float(size_shape), "unlabelled_share": float(unlabelled_share),
+        "size_shape": float(size_shape), "lean": float(lean),
+        "style_variation": float(style_variation),
+        "unlabelled_share": float(unlabelled_share),
         "label_noise": float(label_noise), "off_genre_share": float(off_genre_share),
         "neutral_share": float(neutral_share), "content_share": float(content_share),
-        "genre_audio": float(genre_audio), "voice": float(voice), "ambience": float(ambience),
+        "genre_audio": float(genre_audio), "shot_audio": float(shot_audio),
+        "voice": float(voice), "ambience": float(ambience),
         "nuisance": float(nuisance), "extras": bool(extras), "width": int(width),
         "height": int(height), "fps": fps, "version": SYNTH_VERSION,
         "subgenre_version": SUBGENRE_VERSION, "audio_sample_rate": AUDIO_SAMPLE_RATE,
@@ -1771,12 +1807,19 @@ def generate_subgenre_archive(
     ]
     sizes = _subgenre_sizes(rng, n, len(subgenres), min_subgenre, size_shape)
     assignment = rng.permutation(np.repeat(np.arange(len(subgenres)), sizes))  # (n,)
+    leans = [  # each sub-genre's usual genre mix and pace (shot-length multiplier)
+        (tuple(float(w) for w in rng.dirichlet(np.full(len(combo), lean))),
+         float(np.exp(rng.normal(0, 0.2))))
+        if lean > 0 else None
+        for combo, _ in subgenres
+    ]
+    contents = [synth_styles.vary_style(styles[s], rng, style_variation) for _, s in subgenres]
     logger.info("generating %d synthetic trailers of %d hidden sub-genres in %s (seed=%d)",
                 n, len(subgenres), root, seed)
 
     cues = Cues(vocab=vocab, off_genre_share=off_genre_share, neutral_share=neutral_share,
-                content_share=content_share, genre_audio=genre_audio, voice=voice,
-                ambience=ambience, nuisance=nuisance)
+                content_share=content_share, genre_audio=genre_audio, shot_audio=shot_audio,
+                voice=voice, ambience=ambience, nuisance=nuisance)
     common = {"width": width, "height": height, "fps": fps, "cues": cues}
     tasks, truth_rows = [], {}
     for i in range(n):
@@ -1787,7 +1830,8 @@ def generate_subgenre_archive(
             trng, combo, label_noise, vocab)
         tid = f"trailer_{i:04d}"
         tasks.append((str(videos / f"{tid}.mp4"), combo,
-                      {**common, "seed": _child_seed(seed, 5, i), "content": styles[style]}))
+                      {**common, "seed": _child_seed(seed, 5, i), "content": contents[sub],
+                       "lean": leans[sub]}))
         truth_rows[tid] = {"subgenre": sub, "true_genres": list(combo), "style": style,
                            "labels": list(observed)}
     trailers = _run_tasks(tasks, workers, n)
@@ -1832,7 +1876,10 @@ def generate_subgenre_archive(
         "params": params,
         "genres": list(vocab),
         "styles": [s.to_dict() for s in styles],
-        "subgenres": [{"subgenre": i, "genres": list(c), "style": s, "size": int(sizes[i])}
+        "subgenres": [{"subgenre": i, "genres": list(c), "style": s, "size": int(sizes[i]),
+                       "content": contents[i].to_dict(), "lean": None if leans[i] is None else
+                       {"weights": [round(w, 3) for w in leans[i][0]],
+                        "pace": round(leans[i][1], 3)}}
                       for i, (c, s) in enumerate(subgenres)],
         "trailers": records,
         "extras": truth_extras,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import colorsys
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -108,6 +108,26 @@ def make_styles(seed: int, n: int) -> list[ContentStyle]:
             music_timbre=timbres[(i + i // len(timbres)) % len(timbres)],
         ))
     return styles
+
+
+def vary_style(style: ContentStyle, rng: np.random.Generator, amount: float) -> ContentStyle:
+    """A variant of ``style`` for one sub-genre: the same setting, motif and timbre (its
+    ``index``), with hues, motif size, grading, and the music's key and tempo moved by up to
+    about ``amount`` (0: identical; 1: a clearly different take on the style). The same style
+    under two genre combinations then differs in its details, as real ones do."""
+    if amount <= 0:
+        return style
+    tint = (np.asarray(style.grade_gain) - 1.0) * float(np.exp(rng.normal(0, 0.3 * amount)))
+    gain = 1.0 + np.roll(tint, int(rng.random() < 0.3 * amount))  # (3,) sometimes re-tinted
+    return replace(
+        style,
+        setting_hue=(style.setting_hue + float(rng.normal(0, 0.08 * amount))) % 1.0,
+        motif_hue=(style.motif_hue + float(rng.normal(0, 0.12 * amount))) % 1.0,
+        motif_scale=style.motif_scale * float(np.exp(rng.normal(0, 0.15 * amount))),
+        grade_gain=(float(gain[0]), float(gain[1]), float(gain[2])),
+        music_root=style.music_root * float(np.exp(rng.normal(0, 0.2 * amount))),
+        music_tempo=style.music_tempo * float(np.exp(rng.normal(0, 0.15 * amount))),
+    )
 
 
 # ------------------------------------------------------------------------------ settings

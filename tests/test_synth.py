@@ -127,6 +127,10 @@ def test_subgenre_archive(tmp_path: Path) -> None:
     assert len(subs) == 4 and sum(s["size"] for s in subs) == 8
     assert all(s["size"] >= 2 for s in subs)  # min_subgenre, n allows it
     assert len({s["style"] for s in subs}) >= 2  # each combination has distinct styles
+    for s in subs:  # its own variant of its style, its own lean on its genres
+        assert s["content"]["index"] == s["style"]
+        assert len(s["lean"]["weights"]) == len(s["genres"]) and s["lean"]["pace"] > 0
+        assert abs(sum(s["lean"]["weights"]) - 1) < 0.01
     assert {len(truth["styles"])} == {3}
     rows = {r["trailer_id"]: r["genres"]
             for r in csv.DictReader((tmp_path / "a" / "labels.csv").open())}

@@ -228,7 +228,8 @@ def _fit_both(rank: int, world_size: int) -> tuple[MMXNetwork, list]:
     data = planted(40, seed=3, max_labels=2, identity=1.0)
     train, val = data.subset(range(32)), data.subset(range(32, 40))
     mcfg, tcfg = _configs(
-        model={"dropout": 0.0}, coarse_epochs=2, contrastive_epochs=2, patience=5, batch_size=8
+        model={"dropout": 0.0}, coarse_epochs=2, contrastive_epochs=2, patience=5, batch_size=8,
+        expert_dropout=0.0,  # like dropout, its masks are drawn per rank
     )
     model = _new_model(mcfg)
     coarse = fit_coarse(model, train, val, tcfg, rank=rank, world_size=world_size)
