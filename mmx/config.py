@@ -122,6 +122,9 @@ class ModelConfig:
     proj_head_dim: int = 128  # projection head n
     netvlad_clusters: int = 8
     gating: bool = True  # False: naive concatenation without collaborative gating
+    # mean and std of each standardised expert input over the trailer's clips → bottleneck,
+    # added to MLP k's output (see mmx.model.network); False: the paper's network
+    pooled_skip: bool = True
     dropout: float = 0.1
 
     def __post_init__(self) -> None:

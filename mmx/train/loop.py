@@ -234,9 +234,12 @@ class ContrastiveObjective(nn.Module):
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
+        view1 = view2 = batch
         if self.training and self.expert_dropout > 0:
-            shots = m.encode_shots(drop_experts(batch, self.expert_dropout))  # (B, C, shot_dim)
-            shots2 = m.encode_shots(drop_experts(batch, self.expert_dropout))
+            view1 = drop_experts(batch, self.expert_dropout)
+            view2 = drop_experts(batch, self.expert_dropout)
+            shots = m.encode_shots(view1)  # (B, C, shot_dim)
+            shots2 = m.encode_shots(view2)
         else:
             shots = shots2 = m.encode_shots(batch)  # (B, C, shot_dim)
         n_clips = batch["n_clips"]  # (B,)
@@ -247,8 +250,8 @@ class ContrastiveObjective(nn.Module):
             half = n_clips // 2
             first = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=0, hi=half)  # (B, S, n)
             second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
-        e1 = m.embed(batch, first, shots)  # (B, bottleneck)
-        e2 = m.embed(batch, second, shots2)
+        e1 = m.embed(view1, first, shots)  # (B, bottleneck)
+        e2 = m.embed(view2, second, shots2)
         terms = self.loss(m.project(e1), m.project(e2))
         if self.genre_loss is not None and self.genre_weight > 0:
             logits = m.classify(torch.cat([e1, e2]))  # (2B, G): both views are the trailer

@@ -184,3 +184,38 @@ def test_netvlad_masks_and_normalises():
     x2 = x.clone()
     x2[~mask] = 100.0
     assert torch.allclose(out, vlad(x2, mask), atol=1e-6)
+
+
+def test_pooled_skip_moments_and_view():
+    """The skip reads the mean and std of each standardised expert over the windows' clips."""
+    rng = np.random.default_rng(7)
+    model = _model(aggregation="sum")
+    item = _trailer(rng, 0, 10)
+    batch = _batch([item])
+    cover = torch.zeros(1, 10, dtype=torch.bool)
+    cover[0, :5] = True
+    pooled = model.pool_experts(batch, cover)
+    x = item.features["appearance"][:5]  # standardisation is the identity before training
+    assert pooled.shape == (1, 2 * (sum(DIMS.values()) + AUDIO_DIM))
+    np.testing.assert_allclose(pooled[0, :12].numpy(), x.mean(0), atol=1e-5)
+    np.testing.assert_allclose(pooled[0, 12:24].numpy(), x.std(0), atol=1e-3)
+    frames = np.concatenate([item.audio[i, : item.audio_frames[i]] for i in range(5)])
+    np.testing.assert_allclose(pooled[0, -2 * AUDIO_DIM : -AUDIO_DIM].numpy(), frames.mean(0),
+                               atol=1e-5)
+    # a contrastive view over the first half does not see the second half's clips at all
+    first = model.windows(batch["n_clips"], model.cfg.n_seqs, model.cfg.shots_per_seq, lo=0, hi=5)
+    view = model.embed(batch, first)
+    batch["experts"]["scene"][0, 5:] += 10.0
+    batch["audio"][0, 5:] -= 10.0
+    assert torch.allclose(view, model.embed(batch, first), atol=1e-6)
+    assert not torch.allclose(model(batch)["embedding"], model(_batch([item]))["embedding"])
+
+
+def test_without_pooled_skip_is_the_papers_network():
+    model = _model(pooled_skip=False)
+    assert model.pool_skip is None
+    args = model.init_args()
+    del args["model"]["pooled_skip"]  # a checkpoint saved before the skip existed
+    old = MMXNetwork.from_init_args(args)
+    assert old.pool_skip is None
+    old.load_state_dict(model.state_dict())  # strict: the same parameters
