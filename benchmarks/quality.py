@@ -164,9 +164,11 @@ def evaluate(
     coarse: np.ndarray | None,
     threshold: float = 0.3,
     seed: int = 0,
+    train_ids: set[str] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the benchmark for one run; rows of the arrays follow ``ids`` (the ok
-    trailers of the run that have hidden truth)."""
+    trailers of the run that have hidden truth). ``train_ids``: the trailers the job's genre
+    head learned from (its train split); the probe is then also fitted on those alone."""
     col = {g: i for i, g in enumerate(vocab)}
     true_y = np.zeros((len(ids), len(vocab)))
     given_y = np.zeros((len(ids), len(vocab)))
@@ -189,6 +191,11 @@ def evaluate(
     genres["probe"] = genre_block(
         yt, probe_scores(all_pooled[labelled], given_y[labelled], all_pooled[test], seed),
         threshold)
+    if train_ids:  # the same data the network learned from (the probe above sees every label)
+        own = np.array([t in train_ids for t in ids]) & labelled
+        genres["probe_train_split"] = genre_block(
+            yt, probe_scores(all_pooled[own], given_y[own], all_pooled[test], seed), threshold)
+        genres["probe_train_split"]["n_train"] = int(own.sum())
     per_expert = {
         name: probe_scores(x[labelled], given_y[labelled], x[test], seed)
         for name, x in pooled_features.items()
@@ -281,6 +288,7 @@ def _vectors(column: pa.ChunkedArray) -> np.ndarray:
 
 def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     from mmx.synth import generate_subgenre_archive
+    from mmx.train.ray_trainer import read_splits
 
     work = Path(args.workdir)
     archive = work / f"archive-n{args.n}-s{seed}"
@@ -330,6 +338,7 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         coarse=coarse_embeddings(run["model_dir"], features, run["vocab"]),
         threshold=0.3,
         seed=seed,
+        train_ids={t for t, split in read_splits(run["model_dir"]).items() if split == "train"},
     )
     metrics = run["metrics"]
     result["job"] = {

@@ -193,7 +193,7 @@ class IndexConfig:
     # sub-genres: 0 = auto (Ward's hierarchy cut at the finest level whose silhouette is within
     # subgenre_tolerance of the best cut, see mmx/index/hierarchy.py); k > 0 = k-means with k
     n_subgenres: int = 0
-    subgenre_tolerance: float = 0.05
+    subgenre_tolerance: float = 0.01
     min_subgenres: int = 2
     max_subgenres: int = 0  # 0 = half the clustered sample, at most 400
     subgenre_sample: int = 4000  # trailers the hierarchy is built on (the rest join centroids)
@@ -291,12 +291,13 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
             "proj_head_hidden": 64,
             "proj_head_dim": 32,
             "netvlad_clusters": 4,
+            "dropout": 0.3,
         },
         "train": {
             "batch_size": 16,
-            "coarse_epochs": 40,
-            "coarse_lr": 1e-3,
-            "patience": 15,
+            "coarse_epochs": 200,
+            "coarse_lr": 3e-4,
+            "patience": 60,
             "contrastive_epochs": 30,
             "contrastive_lr": 1e-3,
             "warmup_epochs": 3,

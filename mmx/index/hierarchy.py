@@ -74,7 +74,7 @@ def ward_subgenres(
     k: int = 0,
     k_min: int = 2,
     k_max: int = 0,
-    tolerance: float = 0.05,
+    tolerance: float = 0.01,
     sample: int = 4000,
     seed: int = 0,
 ) -> Hierarchy:
