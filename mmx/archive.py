@@ -135,29 +135,72 @@ def find_duplicates(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
 def read_labels(uri: str) -> dict[str, list[str]]:
     """Labels file → {trailer_id: [genre, …]} (empty list = unlabelled).
 
-    CSV: columns ``trailer_id,genres`` with genres pipe-separated. Parquet: ``trailer_id``
-    and ``genres: list<string>``.
+    CSV: UTF-8 (a byte-order mark is fine), columns ``trailer_id,genres`` with genres
+    pipe-separated. Parquet: ``trailer_id`` and ``genres: list<string>``. An id written with its
+    video extension (``a.mp4``) is the trailer ``a``. Raises ValueError naming the line (CSV) or
+    row for what cannot be read unambiguously: another encoding, a missing or unknown column,
+    an empty or duplicate id.
     """
     if uri.lower().endswith(".parquet"):
         table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
-        _require_columns(uri, table.column_names)
+        _check_columns(uri, table.column_names)
         ids = table.column("trailer_id").to_pylist()
         genres = table.column("genres").to_pylist()
-        return {str(t): [g for g in (gs or []) if g] for t, gs in zip(ids, genres, strict=True)}
-    text = storage.read_text(uri)
-    reader = csv.DictReader(io.StringIO(text))
-    _require_columns(uri, reader.fieldnames or [])
-    labels: dict[str, list[str]] = {}
+        rows = [(i + 1, str(t or ""), [str(g).strip() for g in (gs or []) if g])
+                for i, (t, gs) in enumerate(zip(ids, genres, strict=True))]
+        return _labels_from_rows(uri, rows, "row")
+    data = storage.read_bytes(uri)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise ValueError(
+            f"labels file {uri}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); "
+            "save the file as UTF-8"
+        ) from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    reader.fieldnames = [(n or "").strip() for n in reader.fieldnames or []]
+    _check_columns(uri, reader.fieldnames)
+    rows = []
     for row in reader:
         raw = (row.get("genres") or "").strip()
-        labels[row["trailer_id"].strip()] = [g.strip() for g in raw.split("|") if g.strip()]
+        rows.append((reader.line_num, (row.get("trailer_id") or ""),
+                     [g.strip() for g in raw.split("|") if g.strip()]))
+    return _labels_from_rows(uri, rows, "line")
+
+
+def _labels_from_rows(
+    uri: str, rows: Iterable[tuple[int, str, list[str]]], where: str
+) -> dict[str, list[str]]:
+    """(line or row number, id, genres) → the labels mapping, ids normalised and checked."""
+    labels: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
+    for num, raw_id, genres in rows:
+        tid = raw_id.strip()
+        if tid.lower().endswith(VIDEO_EXTENSIONS):  # "a.mp4" names the trailer "a"
+            tid = tid.rsplit(".", 1)[0]
+        if not tid:
+            raise ValueError(f"labels file {uri}: {where} {num} has an empty trailer_id")
+        if tid in seen:
+            raise ValueError(
+                f"labels file {uri}: trailer_id {tid!r} appears twice ({where}s {seen[tid]} and "
+                f"{num}); give each trailer one row, its genres joined by '|'"
+            )
+        seen[tid] = num
+        labels[tid] = genres
     return labels
 
 
-def _require_columns(uri: str, names: Iterable[str]) -> None:
-    missing = {"trailer_id", "genres"} - set(names)
+def _check_columns(uri: str, names: Iterable[str]) -> None:
+    names = [n.strip() for n in names if n is not None]
+    missing = sorted({"trailer_id", "genres"} - set(names))
     if missing:
-        raise ValueError(f"labels file {uri} lacks column(s) {sorted(missing)}")
+        raise ValueError(f"labels file {uri} lacks column(s) {missing} "
+                         "(expected: trailer_id,genres)")
+    unknown = sorted(set(names) - {"trailer_id", "genres"})
+    if unknown:
+        raise ValueError(f"labels file {uri} has unknown column(s) {unknown} "
+                         "(expected: trailer_id,genres)")
 
 
 def genre_vocabulary(labels: dict[str, list[str]]) -> list[str]:

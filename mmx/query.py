@@ -139,10 +139,22 @@ class Snapshot:
         """Run DuckDB SQL with the tables available by name (``FROM trailers``…)."""
         import duckdb
 
-        con = duckdb.connect()
+        # the query sees the snapshot's tables and, on a local output root, the files under it
+        # (README recipe 6 reads every snapshot); nothing else: no other file, no network, no
+        # extension installs, and the query cannot turn any of that back on
+        con = duckdb.connect(config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+        })
         try:
+            fs, root = storage.filesystem(self.out)
+            if "file" in fs.protocol:
+                path = str(Path(root).resolve()).replace("'", "''")
+                con.execute(f"SET allowed_directories = ['{path}/']")
+            con.execute("SET enable_external_access = false")
             for name in schema.TABLES:
                 con.register(name, self.table(name))
+            con.execute("SET lock_configuration = true")
             rel = con.sql(query)
             return rel.to_arrow_table() if rel is not None else pa.table({})
         except duckdb.Error as err:

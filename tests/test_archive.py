@@ -70,3 +70,46 @@ def test_version_tags_from_listings(tmp_path: Path) -> None:
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 1_000_000))
     [(_, _, after)] = storage.iter_archive(str(tmp_path), (".mp4",))
     assert size == 3 and before != after
+
+
+def _labels_file(tmp_path: Path, data: bytes) -> str:
+    path = tmp_path / "labels.csv"
+    path.write_bytes(data)
+    return str(path)
+
+
+def test_labels_tolerate_a_bom_spaces_and_extensions(tmp_path: Path) -> None:
+    uri = _labels_file(tmp_path, "\ufefftrailer_id , genres\r\na.mp4,Action| Drama\r\nb,\r\n"
+                       "Amélie.MOV,Romance\r\n".encode())
+    assert archive.read_labels(uri) == {"a": ["Action", "Drama"], "b": [], "Amélie": ["Romance"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"trailer_id,genres\na,Action\nb,Com\xe9dy\n", r"line 3 is not UTF-8 \(byte 0xe9\)"),
+        (b"trailer_id,genres\na,Action\nb,Drama\na.mp4,Comedy\n",
+         r"'a' appears twice \(lines 2 and 4\)"),
+        (b"trailer_id,genres,title\na,Action,A\n", r"unknown column\(s\) \['title'\]"),
+        (b"id,genres\na,Action\n", r"lacks column\(s\) \['trailer_id'\]"),
+        (b"trailer_id,genres\na,Action\n ,Drama\n", "line 3 has an empty trailer_id"),
+    ],
+    ids=["latin-1", "duplicate", "unknown-column", "missing-column", "empty-id"],
+)
+def test_labels_errors_name_the_line(tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        archive.read_labels(_labels_file(tmp_path, data))
+
+
+def test_parquet_labels_are_checked_too(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "labels.parquet"
+    table = pa.table({"trailer_id": ["a.mkv", "b", "a"],
+                      "genres": pa.array([["Action"], None, ["Drama"]], pa.list_(pa.string()))})
+    pq.write_table(table.slice(0, 2), path)
+    assert archive.read_labels(str(path)) == {"a": ["Action"], "b": []}
+    pq.write_table(table, path)
+    with pytest.raises(ValueError, match=r"'a' appears twice \(rows 1 and 3\)"):
+        archive.read_labels(str(path))

@@ -273,3 +273,21 @@ def test_subgenres_are_named_by_imagenet_concepts(run: Path) -> None:
     named = [c for r in sub for c in r["top_concepts"]]
     assert named, "no sub-genre of the synthetic archive is named by a concept"
     assert set(named) <= set(imagenet_names())
+
+
+def test_sql_reads_the_snapshot_and_nothing_else(run: Path, tmp_path: Path) -> None:
+    snap = Snapshot.open(str(run))
+    outside = tmp_path / "secret.csv"
+    outside.write_text("a\n1\n")
+    own = snap.sql(f"SELECT count(*) AS n FROM read_parquet('{run}/snapshots/*/trailers.parquet')")
+    assert own["n"][0].as_py() >= snap.table("trailers").num_rows  # the output root: readable
+    for query in (
+        f"SELECT * FROM read_csv('{outside}')",  # any other file
+        f"SELECT * FROM read_csv('{run}{'/..' * (len(run.resolve().parts) - 1)}{outside}')",
+        f"COPY trailers TO '{tmp_path / 'copy.parquet'}'",
+        "SET enable_external_access = true",  # nor can a query turn it back on
+        "INSTALL httpfs",
+    ):
+        with pytest.raises(SnapshotError):
+            snap.sql(query)
+    assert not (tmp_path / "copy.parquet").exists()
