@@ -58,7 +58,11 @@ def run_job(argv: list[str] | None = None) -> int:
             if value:
                 overrides[key] = value
         cfg = build_config(args.profile, args.config, overrides)
-    except (ConfigError, OSError) as err:
+        if cfg.labels:  # a bad labels file stops here, before Ray or any output is touched
+            from mmx.archive import read_labels
+
+            read_labels(cfg.labels)
+    except (ConfigError, OSError, ValueError) as err:
         parser.error(str(err))
     from mmx import pipeline
 

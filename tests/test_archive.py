@@ -113,3 +113,17 @@ def test_parquet_labels_are_checked_too(tmp_path: Path) -> None:
     pq.write_table(table, path)
     with pytest.raises(ValueError, match=r"'a' appears twice \(rows 1 and 3\)"):
         archive.read_labels(str(path))
+
+
+def test_the_job_refuses_a_bad_labels_file_before_it_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from mmx.cli import run_job
+
+    labels = _labels_file(tmp_path, b"trailer_id,genres\na,Action\na,Drama\n")
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_:
+        run_job(["--archive", str(tmp_path), "--labels", labels, "--out", str(out)])
+    assert exit_.value.code == 2
+    assert "'a' appears twice (lines 2 and 3)" in capsys.readouterr().err
+    assert not out.exists()  # nothing written, no Ray started
