@@ -115,7 +115,7 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
     )
     ds = ds.map_batches(
         _write_cache, batch_size=None, batch_format="pyarrow", fn_kwargs={"cache": cache},
-        num_cpus=0.25,
+        num_cpus=0,  # I/O only: with a CPU share it waited for every decode to end
     )
     parts = ray.get(ds.to_arrow_refs())
     return pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_STATUS)
