@@ -132,29 +132,36 @@ def find_duplicates(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
     return dupes
 
 
+class LabelsError(ValueError):
+    """The labels file cannot be read unambiguously (the message names the file and line)."""
+
+
 def read_labels(uri: str) -> dict[str, list[str]]:
     """Labels file → {trailer_id: [genre, …]} (empty list = unlabelled).
 
     CSV: UTF-8 (a byte-order mark is fine), columns ``trailer_id,genres`` with genres
     pipe-separated. Parquet: ``trailer_id`` and ``genres: list<string>``. An id written with its
-    video extension (``a.mp4``) is the trailer ``a``. Raises ValueError naming the line (CSV) or
-    row for what cannot be read unambiguously: another encoding, a missing or unknown column,
-    an empty or duplicate id.
+    video extension (``a.mp4``) is the trailer ``a``. Raises LabelsError naming the line (CSV) or
+    row for what cannot be read unambiguously: a missing file, another encoding,
+    a missing or unknown column, an empty or duplicate id.
     """
+    try:
+        data = storage.read_bytes(uri)
+    except OSError as err:
+        raise LabelsError(f"labels file {uri}: cannot read it ({err})") from None
     if uri.lower().endswith(".parquet"):
-        table = pq.read_table(io.BytesIO(storage.read_bytes(uri)))
+        table = pq.read_table(io.BytesIO(data))
         _check_columns(uri, table.column_names)
         ids = table.column("trailer_id").to_pylist()
         genres = table.column("genres").to_pylist()
         rows = [(i + 1, str(t or ""), [str(g).strip() for g in (gs or []) if g])
                 for i, (t, gs) in enumerate(zip(ids, genres, strict=True))]
         return _labels_from_rows(uri, rows, "row")
-    data = storage.read_bytes(uri)
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        raise ValueError(
+        raise LabelsError(
             f"labels file {uri}: line {line} is not UTF-8 (byte 0x{data[err.start]:02x}); "
             "save the file as UTF-8"
         ) from None
@@ -180,9 +187,9 @@ def _labels_from_rows(
         if tid.lower().endswith(VIDEO_EXTENSIONS):  # "a.mp4" names the trailer "a"
             tid = tid.rsplit(".", 1)[0]
         if not tid:
-            raise ValueError(f"labels file {uri}: {where} {num} has an empty trailer_id")
+            raise LabelsError(f"labels file {uri}: {where} {num} has an empty trailer_id")
         if tid in seen:
-            raise ValueError(
+            raise LabelsError(
                 f"labels file {uri}: trailer_id {tid!r} appears twice ({where}s {seen[tid]} and "
                 f"{num}); give each trailer one row, its genres joined by '|'"
             )
@@ -192,14 +199,13 @@ def _labels_from_rows(
 
 
 def _check_columns(uri: str, names: Iterable[str]) -> None:
-    names = [n.strip() for n in names if n is not None]
     missing = sorted({"trailer_id", "genres"} - set(names))
     if missing:
-        raise ValueError(f"labels file {uri} lacks column(s) {missing} "
+        raise LabelsError(f"labels file {uri} lacks column(s) {missing} "
                          "(expected: trailer_id,genres)")
     unknown = sorted(set(names) - {"trailer_id", "genres"})
     if unknown:
-        raise ValueError(f"labels file {uri} has unknown column(s) {unknown} "
+        raise LabelsError(f"labels file {uri} has unknown column(s) {unknown} "
                          "(expected: trailer_id,genres)")
 
 

@@ -58,15 +58,15 @@ def run_job(argv: list[str] | None = None) -> int:
             if value:
                 overrides[key] = value
         cfg = build_config(args.profile, args.config, overrides)
-        if cfg.labels:  # a bad labels file stops here, before Ray or any output is touched
-            from mmx.archive import read_labels
-
-            read_labels(cfg.labels)
-    except (ConfigError, OSError, ValueError) as err:
+    except (ConfigError, OSError) as err:
         parser.error(str(err))
     from mmx import pipeline
+    from mmx.archive import LabelsError
 
-    summary = pipeline.run(cfg, retrain=args.retrain)
+    try:
+        summary = pipeline.run(cfg, retrain=args.retrain)
+    except LabelsError as err:  # raised before Ray starts or anything is written
+        parser.error(str(err))
     print(summary.render())
     print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
     return 0

@@ -121,10 +121,12 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
     from mmx.stages import session
 
     cfg = resolve_paths(cfg)
+    # a bad labels file stops the run here, before Ray starts or any output is written
+    labels = archive.read_labels(cfg.labels) if cfg.labels else {}
     started = session.connect(cfg)
     try:
         session.check_storage(cfg.archive, cfg.out)  # workers reach s3:// too, or stop here
-        return _run(cfg, retrain)
+        return _run(cfg, retrain, labels)
     finally:
         if started:
             import ray
@@ -215,7 +217,7 @@ def _changes(inputs: pa.Table, prev: _Previous | None) -> dict[str, list[str]]:
     }
 
 
-def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
+def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]]) -> RunSummary:
     from mmx.stages import embed, index, ingest
     from mmx.train import ray_trainer
 
@@ -231,7 +233,6 @@ def _run(cfg: RunConfig, retrain: bool) -> RunSummary:
     storage.write_text(pending, name + "\n")
     snap = layout.snapshot(name)
     cache = layout.cache(ingest_key(cfg))
-    labels = archive.read_labels(cfg.labels) if cfg.labels else {}
     vocab = archive.genre_vocabulary(labels)
     latest_uri = storage.latest(cfg.out)
     latest = _latest_files(latest_uri)

@@ -127,3 +127,8 @@ def test_the_job_refuses_a_bad_labels_file_before_it_starts(
     assert exit_.value.code == 2
     assert "'a' appears twice (lines 2 and 3)" in capsys.readouterr().err
     assert not out.exists()  # nothing written, no Ray started
+    with pytest.raises(SystemExit) as exit_:
+        run_job(["--archive", str(tmp_path), "--labels", str(tmp_path / "no.csv"),
+                 "--out", str(out)])
+    assert exit_.value.code == 2 and "cannot read it" in capsys.readouterr().err
+    assert not out.exists()
