@@ -268,6 +268,13 @@ class Lease:
             self.info = info
             self._last_ok = time.monotonic()
 
+    def rename(self, run: str) -> None:
+        """Name the run in the lease anew (e.g. once the run knows its snapshot name: a resumed
+        run takes the name of the run it resumes). Heartbeats; :class:`LeaseLost` if not ours."""
+        with self._lock:
+            self.info = replace(self.info, run=run)
+        self.heartbeat()
+
     def check(self) -> None:
         """Raise :class:`LeaseLost` unless the lease is still ours (call before publishing)."""
         self.heartbeat()

@@ -243,6 +243,14 @@ def test_heartbeat_thread_detects_a_stolen_lease(out: str) -> None:
     assert lease.read(out).run == "thief"  # release deleted only its own lease
 
 
+def test_rename_names_the_run_in_the_lease(out: str) -> None:
+    with lease.acquire(out, "provisional", ttl_s=60) as held:
+        held.rename("20261203T000000Z-abcdef")
+        assert lease.read(out).run == "20261203T000000Z-abcdef" == held.run
+        with pytest.raises(LeaseHeld, match="another run 20261203T000000Z-abcdef "):
+            lease.acquire(out, "other", ttl_s=60)
+
+
 def test_heartbeat_detects_a_deleted_lease(out: str) -> None:
     held = lease.acquire(out, "victim", ttl_s=60)
     fs, path = storage.filesystem(lease.lease_uri(out))
