@@ -42,6 +42,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         help="read and hash every file again, even those whose size and version tag (S3 ETag, "
         "local mtime) are unchanged since the latest snapshot",
     )
+    p.add_argument(
+        "--recompute", action="store_true",
+        help="with --mode incremental and the model reused: embed, index and find neighbours "
+        "for every trailer again instead of only the new and changed ones",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -53,7 +58,7 @@ def run_job(argv: list[str] | None = None) -> int:
     logs.setup(args.verbose)
     try:
         overrides: dict[str, Any] = parse_overrides(extra)
-        for key in ("archive", "labels", "out", "mode", "rehash"):
+        for key in ("archive", "labels", "out", "mode", "rehash", "recompute"):
             value = getattr(args, key)
             if value:
                 overrides[key] = value

@@ -229,6 +229,8 @@ class ResourcesConfig:
     embed_batch: int = 64  # trailers per batch into the embedding actors
     embed_pool: int = 1  # embedding actors (model replicas)
     embed_gpus: float = 0.0
+    # trailers per Parquet file of a run's features store and embeddings (many per object)
+    store_rows_per_file: int = 256
     max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)
     # Decodes of one trailer whose worker process died (segfault, OOM kill, lost node) before
     # the trailer is recorded ``failed`` instead of decoded again (attempt ledger, see
@@ -256,6 +258,9 @@ class RunConfig:
     # Hash every file's bytes again, even those whose location, size and version tag (S3 ETag,
     # local mtime) are unchanged since the latest snapshot (whose fingerprints are reused).
     rehash: bool = False
+    # Incremental runs that reuse the model: embed every trailer again, rebuild every index
+    # shard and every neighbour list (default: only what changed; the tables are the same).
+    recompute: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)

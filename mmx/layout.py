@@ -8,7 +8,10 @@ between a writer and its readers::
     <out>/snapshots/<name>/             a published snapshot (tables, faiss/, metrics.json …)
     <out>/models/<name>/                the model trained by run <name> (checkpoints, result.json)
     <out>/work/PENDING                  name of the run in progress (a killed run resumes it)
-    <out>/work/<name>/features.parquet  the ok trailers' features that run <name> trained on
+    <out>/work/<name>/features.parquet/ the features store of run <name> (Parquet parts): every
+                                        distinct trailer when it trains, else the new/changed
+    <out>/work/<name>/embeddings/       the embeddings of run <name> (Parquet parts)
+    <out>/work/<name>/subgenres.parquet each embedded trailer's sub-genre
     <out>/cache/features-<key>/         per-content feature rows (reused across runs)
     <out>/runs/<name>.json              the run report
     <out>/ablation/                     ``mmx ablate``'s default output
@@ -44,6 +47,14 @@ class OutputLayout:
     def features(self, name: str) -> str:
         """The features table run ``name`` trained on (ok trailers only)."""
         return storage.join(self.work(name), "features.parquet")
+
+    def embeddings(self, name: str) -> str:
+        """The run's embeddings folder (trailer_id, shard, embedding, genre scores, concepts)."""
+        return storage.join(self.work(name), "embeddings")
+
+    def assignments(self, name: str) -> str:
+        """Each embedded trailer's sub-genre, as run ``name`` assigned it."""
+        return storage.join(self.work(name), "subgenres.parquet")
 
     def model_dir(self, name: str) -> str:
         return storage.join(self.out, "models", name)

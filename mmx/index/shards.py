@@ -228,6 +228,39 @@ def build_shard(trained_index_bytes: bytes, ids: npt.ArrayLike, vectors: npt.Arr
     return index_to_bytes(index)
 
 
+def training_rows(trailer_ids: Sequence[str], n_sample: int, seed: int) -> np.ndarray:
+    """Rows (ascending int64) of the seeded sample the index is trained on: at most
+    ``n_sample`` trailers, drawn by ``seed`` from the trailers in trailer_id order, so the
+    sample depends on which trailers there are, never on the order they arrive in."""
+    tids = np.asarray([str(t) for t in trailer_ids], dtype=object)
+    by_id = np.argsort(tids, kind="stable")
+    pick = np.random.default_rng(seed).permutation(len(tids))[:n_sample]
+    return np.sort(by_id[pick])
+
+
+def update_shard(
+    shard_bytes: bytes, remove: npt.ArrayLike, ids: npt.ArrayLike, vectors: npt.ArrayLike
+) -> bytes:
+    """A published shard with the global ids ``remove`` taken out and ``vectors`` (n, D) added
+    under ``ids`` (n,): the same trained index, so shards stay copies of one training.
+    An id both removed and added (a changed trailer) ends up holding its new vector."""
+    index = index_from_bytes(shard_bytes)
+    gone = np.ascontiguousarray(remove, dtype=np.int64)
+    if len(gone):
+        index.remove_ids(faiss.IDSelectorBatch(gone))
+    x = as_matrix(vectors, dim=index.d)
+    id_arr = np.ascontiguousarray(ids, dtype=np.int64)
+    if id_arr.shape != (len(x),):
+        raise ValueError(f"update_shard: {id_arr.shape} ids for {len(x)} vectors")
+    if len(id_arr):
+        present = np.intersect1d(index_ids(index), id_arr)
+        if len(present):
+            raise IdCollisionError(f"update_shard: ids {present[:3].tolist()} already present")
+        for rows in row_blocks(len(x), ADD_CHUNK):
+            index.add_with_ids(l2_normalise(x[rows]), id_arr[rows])
+    return index_to_bytes(index)
+
+
 def index_type(index: faiss.Index) -> str:
     """Factory-style description of a shard: ``"Flat"``, ``"IVF{nlist},Flat"`` or
     ``"IVF{nlist},SQ8"``."""
@@ -482,8 +515,7 @@ def build_index(
     if len(x) != len(tids):
         raise ValueError(f"{len(tids)} trailer_ids for {len(x)} vectors")
     ids = stable_ids(tids)
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.permutation(len(x))[:train_sample])
+    rows = training_rows(tids, train_sample, seed)
     trained = index_to_bytes(
         train_index(
             x[rows], n_total=len(x), exact_below=exact_below, seed=seed, nlist=nlist,

@@ -1,7 +1,10 @@
-"""Ray adapter for embedding: model replicas in an actor pool over per-trailer feature rows.
+"""Ray adapter for embedding: model replicas in an actor pool over the run's features store.
 
-Each actor loads the fine-grained and the coarse checkpoints once; a batch of trailers comes
-out as fine embeddings, coarse embeddings and genre scores (sigmoid of the coarse head).
+``read_parquet(features store, ok rows) → map_batches(EmbedActor pool) → write_parquet``: each
+actor loads the fine-grained and the coarse checkpoints once; a batch of trailers comes out as
+fine embeddings, genre scores (sigmoid of the coarse head), the index shard of each trailer
+and the ImageNet concept of each of its clips (for the sub-genre descriptions). Nothing passes
+through the driver.
 
 Fault tolerance: a replica lost with its node (or its process) is restarted and its batches
 re-run by Ray Data's actor-pool defaults (``max_restarts=-1``, ``max_task_retries=-1``; Ray 2.60
@@ -13,16 +16,20 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
+from ray.data.expressions import col
 
 from mmx.config import RunConfig
+from mmx.stages import dataset
 
 EMBEDDINGS = pa.schema(
     [
         ("trailer_id", pa.string()),
+        ("shard", pa.int32()),  # index shard (mmx.index.shards.shard_of)
         ("embedding", pa.list_(pa.float32())),
-        ("coarse_embedding", pa.list_(pa.float32())),
         ("genre_scores", pa.list_(pa.float32())),
+        ("concepts", pa.list_(pa.int16())),  # ImageNet class of each clip; null: not known
     ]
 )
 
@@ -42,25 +49,50 @@ class EmbedActor:
         self.coarse = load_model(coarse)[0] if coarse else None
         self.genres = list(meta["genres"])
         self.batch = cfg.resources.embed_batch
+        self.n_shards = cfg.index.n_shards
+        self.head = None
+        if cfg.index.top_concepts > 0 and "appearance" in cfg.experts.names:
+            from mmx.experts.concepts import classifier_head
+
+            self.head = classifier_head(cfg.experts)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from mmx.index.shards import shard_of
         from mmx.train.data import trailer_set_from_table
         from mmx.train.loop import predict
 
         data = trailer_set_from_table(batch, {}, self.genres)
         pred = predict(self.fine, data, self.batch, coarse_model=self.coarse, device=self.device)
+        ids = batch["trailer_id"].to_pylist()
         return pa.table(
             {
                 "trailer_id": batch["trailer_id"],
-                "embedding": _lists(pred.embeddings),
-                "coarse_embedding": _lists(pred.coarse_embeddings),
-                "genre_scores": _lists(pred.scores),
+                "shard": pa.array([shard_of(t, self.n_shards) for t in ids], pa.int32()),
+                "embedding": lists(pred.embeddings),
+                "genre_scores": lists(pred.scores),
+                "concepts": self._concepts(batch),
             },
             schema=EMBEDDINGS,
         )
 
+    def _concepts(self, batch: pa.Table) -> pa.Array:
+        """The top ImageNet class of every clip of every row (null without a classifier)."""
+        if self.head is None:
+            return pa.nulls(batch.num_rows, EMBEDDINGS.field("concepts").type)
+        from mmx.experts.concepts import top_classes
 
-def _lists(x: np.ndarray) -> pa.Array:
+        weight, bias = self.head
+        col = batch["appearance"].combine_chunks()
+        dim = weight.shape[1]
+        flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+        lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False) // dim
+        classes = (top_classes(flat.reshape(-1, dim), weight, bias) if flat.size
+                   else np.zeros(0, np.int64))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(classes.astype(np.int16)))
+
+
+def lists(x: np.ndarray) -> pa.Array:
     """(N, D) float32 → list<float32> of N rows (zero-copy through a flat buffer)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
@@ -68,13 +100,17 @@ def _lists(x: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(x.reshape(-1)))
 
 
-def embed_trailers(ok: pa.Table, fine: str, coarse: str | None, cfg: RunConfig) -> pa.Table:
-    """Embeddings and genre scores of every ok trailer (rows of the ``features`` table);
-    ``coarse`` None: a model without a genre head (scores are empty lists)."""
-    if ok.num_rows == 0:
-        return EMBEDDINGS.empty_table()
+def embed_trailers(store: str, fine: str, coarse: str | None, cfg: RunConfig, dest: str,
+                   only: list[str] | None = None, append: bool = False) -> None:
+    """Embeddings, genre scores, shards and clip concepts of the ok trailers of the features
+    ``store`` (all of them, or the trailer ids ``only``), written to the folder ``dest``
+    (:data:`EMBEDDINGS`; ``append``: beside the rows already there). ``coarse`` None: a model
+    without a genre head (empty scores)."""
     res = cfg.resources
-    ds = ray.data.from_arrow(ok).map_batches(
+    keep = col("status") == "ok"
+    if only is not None:
+        keep = keep & col("trailer_id").is_in(list(only))
+    ds = dataset.read(store, where=keep).map_batches(
         EmbedActor,
         batch_size=res.embed_batch,
         batch_format="pyarrow",
@@ -83,5 +119,4 @@ def embed_trailers(ok: pa.Table, fine: str, coarse: str | None, cfg: RunConfig) 
         num_cpus=1,
         num_gpus=res.embed_gpus,
     )
-    table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
-    return table.cast(EMBEDDINGS).sort_by("trailer_id")
+    dataset.write(ds, dest, res.store_rows_per_file, append=append)

@@ -1,7 +1,16 @@
 """Ray adapter for sub-genre clustering, the sharded FAISS index and the neighbours table.
 
-The index is trained once per model version in the driver (on a sample), then each shard
-is filled in its own Ray task from that one trained index, with explicit global ids.
+Every step reads the run's embeddings folder (:mod:`mmx.stages.embed`) in a Ray task or actor,
+never in the driver:
+
+* sub-genres: one task clusters (or, with a reused model, assigns to the published centroids),
+  describes the clusters and writes each trailer's sub-genre;
+* index: one task trains the index on a seeded sample (:func:`shards.training_rows`), then one
+  task per shard reads its own rows (the ``shard`` column), fills a copy of the trained index
+  and writes it; the manifest is written last. With a reused model the published shards are
+  updated instead (:func:`shards.update_shard`: removed ids out, new vectors in);
+* neighbours: an actor pool searches the sharded index for each trailer; with a reused model
+  only the lists a change can touch are searched again, the others are kept.
 """
 
 from __future__ import annotations
@@ -12,58 +21,75 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 
 from mmx import schema, storage
 from mmx.config import RunConfig
 from mmx.index import describe, hierarchy, kmeans, shards
 from mmx.index.neighbours import neighbours as top_neighbours
+from mmx.stages import dataset
 
 log = logging.getLogger(__name__)
+
+ASSIGNMENTS = pa.schema([("trailer_id", pa.string()), ("subgenre", pa.int32())])
 
 
 @dataclass
 class SubGenres:
-    labels: np.ndarray  # (N,) int32 sub-genre per embedded trailer, in ``emb`` row order
-    centroids: np.ndarray  # (k, D) float32
     table: pa.Table  # the ``subgenres`` table
     quality: dict = field(default_factory=dict)  # how k was chosen and how good the cut is
 
 
-def _vectors(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """list<float32> column → (N, D) float32, L2-normalised (cosine via inner product)."""
-    rows = column.to_pylist()
-    if not rows:
+def read_embeddings(emb: str, columns: list[str] | None = None) -> pa.Table:
+    """The embeddings folder (or the given columns), sorted by trailer_id (empty if none)."""
+    from mmx.stages.embed import EMBEDDINGS
+
+    fs, path = storage.filesystem(emb)
+    if not fs.exists(path) or not fs.glob(f"{path.rstrip('/')}/*.parquet"):
+        empty = EMBEDDINGS.empty_table()
+        return empty.select(columns) if columns else empty
+    return storage.read_table(emb, columns).sort_by("trailer_id")
+
+
+def matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """list<float32> column of equal-length rows → (N, D) float32 (no Python lists)."""
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(col)
+    if n == 0:
         return np.zeros((0, 0), np.float32)
-    x = np.asarray(rows, dtype=np.float32)  # (N, D)
-    faiss.normalize_L2(x)
-    return x
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    return flat.reshape(n, -1)
 
 
 def cluster_trailers(
-    emb: pa.Table,
-    labels: dict[str, list[str]],
-    vocab: list[str],
-    cfg: RunConfig,
-    centroids: np.ndarray | None = None,
-    features: pa.Table | None = None,
+    emb: str, labels: dict[str, list[str]], vocab: list[str], cfg: RunConfig, dest: str,
+    previous: pa.Table | None = None,
 ) -> SubGenres:
-    """k-means sub-genres on the fine-grained embeddings, described by genre lift and, given
-    the ok ``features`` rows (their appearance column), by over-represented ImageNet concepts.
+    """Sub-genres of the embedded trailers, in a Ray task; each trailer's sub-genre is
+    written to ``dest`` (:data:`ASSIGNMENTS`) and the ``subgenres`` table returned.
 
-    With ``centroids`` (an incremental run) trailers are assigned to the nearest existing
-    sub-genre instead of re-clustering, so sub-genre numbers stay stable between nights.
-    ``index.n_subgenres = 0`` (auto) cuts Ward's hierarchy where the data's structure is
-    (:mod:`mmx.index.hierarchy`); ``k > 0`` runs spherical k-means with that k.
+    With ``previous`` (the published ``subgenres`` table of a reused model) trailers are
+    assigned to the nearest published centroid instead of re-clustering, so sub-genre numbers
+    stay; its ``top_concepts`` are kept (the concepts of unchanged trailers are not read again).
     """
-    ids = emb["trailer_id"].to_pylist()
-    x = _vectors(emb["embedding"])
-    if len(ids) == 0:
-        return SubGenres(
-            np.zeros(0, np.int32), np.zeros((0, 0), np.float32), schema.empty(schema.SUBGENRES)
-        )
+    task = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_cluster)
+    table, quality = ray.get(task.remote(emb, labels, vocab, cfg, dest, previous))
+    return SubGenres(table, quality)
+
+
+def _cluster(emb: str, labels: dict[str, list[str]], vocab: list[str], cfg: RunConfig,
+             dest: str, previous: pa.Table | None) -> tuple[pa.Table, dict]:
+    t = read_embeddings(emb, ["trailer_id", "embedding", "concepts"])
+    ids = t["trailer_id"].to_pylist()
+    if not ids:
+        storage.write_table(ASSIGNMENTS.empty_table(), dest)
+        return schema.empty(schema.SUBGENRES), {}
+    x = matrix(t["embedding"])
+    faiss.normalize_L2(x)
     ic = cfg.index
-    if centroids is not None and len(centroids):
+    if previous is not None and previous.num_rows:
+        centroids = matrix(previous["centroid"])
         assign = kmeans.assign(x, centroids)
         quality = {"k": len(centroids), "rule": "nearest published centroid (no re-clustering)"}
     elif ic.n_subgenres == 0:
@@ -78,85 +104,208 @@ def cluster_trailers(
              else min(ic.n_subgenres, len(ids)))
         assign, centroids = kmeans.cluster(x, k, seed=ic.seed)
         quality = {"k": len(centroids), "rule": "k-means, k from the config"}
-    counts, names = _concepts(features, ids, cfg)
+    counts, names = _concept_counts(t["concepts"], cfg) if previous is None else (None, ())
     table = describe.describe_clusters(
-        assign, [labels.get(t, []) for t in ids], vocab, ids, x, centroids,
-        top=cfg.index.top_genres, exemplars=cfg.index.exemplars,
-        concept_counts=counts, concept_names=names, top_concepts=cfg.index.top_concepts,
-        concept_min_share=cfg.index.concept_min_share,
+        assign, [labels.get(i, []) for i in ids], vocab, ids, x, centroids,
+        top=ic.top_genres, exemplars=ic.exemplars,
+        concept_counts=counts, concept_names=names, top_concepts=ic.top_concepts,
+        concept_min_share=ic.concept_min_share,
     )
-    return SubGenres(assign.astype(np.int32), centroids, table, quality)
+    if previous is not None and previous.num_rows:
+        table = table.set_column(table.schema.get_field_index("top_concepts"), "top_concepts",
+                                 previous["top_concepts"])
+    storage.write_table(
+        pa.table({"trailer_id": t["trailer_id"], "subgenre": pa.array(assign, pa.int32())},
+                 schema=ASSIGNMENTS), dest)
+    return table, quality
 
 
-def _concepts(
-    features: pa.Table | None, ids: list[str], cfg: RunConfig
-) -> tuple[np.ndarray | None, tuple[str, ...]]:
-    """Clips per ImageNet concept ``(N, 1000)`` of the trailers ``ids`` (in that order), or
-    ``(None, ())`` when concepts are off or there are no appearance features."""
-    if (
-        features is None
-        or cfg.index.top_concepts <= 0
-        or "appearance" not in cfg.experts.names
-        or features.num_rows == 0
-    ):
+def _concept_counts(column: pa.ChunkedArray, cfg: RunConfig
+                    ) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """Clips per ImageNet concept ``(N, 1000)`` from each trailer's clip concepts, or
+    ``(None, ())`` when concepts are off or unknown."""
+    if cfg.index.top_concepts <= 0 or column.null_count == len(column):
         return None, ()
     from mmx.experts import concepts
 
-    row_of = {t: i for i, t in enumerate(features["trailer_id"].to_pylist())}
-    missing = [t for t in ids if t not in row_of]
-    if missing:
-        raise ValueError(f"no features for embedded trailers {missing[:5]}")
-    rows = features.take(pa.array([row_of[t] for t in ids], pa.int64()))
-    weight, bias = concepts.classifier_head(cfg.experts)
-    return concepts.concept_counts(rows, weight, bias), concepts.imagenet_names()
+    col = column.combine_chunks()
+    n = len(col)
+    lengths = pc.list_value_length(col).fill_null(0).to_numpy(zero_copy_only=False)
+    classes = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.int64)
+    row = np.repeat(np.arange(n), lengths)
+    counts = np.bincount(row * concepts.N_CLASSES + classes,
+                         minlength=n * concepts.N_CLASSES).reshape(n, concepts.N_CLASSES)
+    return counts.astype(np.int32), concepts.imagenet_names()
 
 
-def build_index(
-    trailer_ids: pa.ChunkedArray,
-    embeddings: pa.ChunkedArray,
-    cfg: RunConfig,
-    out: str,
-    model_version: str,
-) -> dict:
-    """Train the index once, fill and write ``cfg.index.n_shards`` shards in parallel Ray
-    tasks (explicit global ids), then write the manifest last. Returns the manifest."""
-    ids = trailer_ids.to_pylist()
-    x = _vectors(embeddings)
-    ic = cfg.index
-    trained = shards.train_index(
-        x[: ic.train_sample], n_total=len(ids), exact_below=ic.exact_below, seed=ic.seed,
-        encoding=ic.ivf_encoding,
-    )
-    trained_ref = ray.put(shards.index_to_bytes(trained))
-    gids = shards.stable_ids(ids)
+# --------------------------------------------------------------------------- the index
+
+
+def build_index(emb: str, cfg: RunConfig, out: str, model_version: str) -> dict:
+    """Train the index once on a seeded sample, fill and write ``cfg.index.n_shards`` shards
+    in parallel Ray tasks (each reads its own rows), then write the manifest last."""
+    remote = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)
+    trained, dim = ray.get(remote(_train).remote(emb, cfg))
+    trained_ref = ray.put(trained)
     fs, path = storage.filesystem(out)
-    task = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_build_and_write)
-    refs = [
-        task.remote(path, s, trained_ref, gids[rows], [ids[i] for i in rows], x[rows], fs)
-        for s, rows in enumerate(shards.partition(ids, ic.n_shards))
-    ]
-    entries = ray.get(refs)
-    return shards.write_manifest(
-        path, entries, model_version=model_version, dim=int(x.shape[1]), metric="cosine", fs=fs
-    )
+    refs = [remote(_fill_shard).remote(emb, s, trained_ref, path, fs)
+            for s in range(cfg.index.n_shards)]
+    return shards.write_manifest(path, ray.get(refs), model_version=model_version, dim=dim,
+                                 metric="cosine", fs=fs)
 
 
-def _build_and_write(
-    path: str, shard_no: int, trained: bytes, gids: np.ndarray, tids: list[str],
-    x: np.ndarray, fs: object,
-) -> dict:
+def _train(emb: str, cfg: RunConfig) -> tuple[bytes, int]:
+    t = read_embeddings(emb, ["trailer_id", "embedding"])
+    x = matrix(t["embedding"])
+    ic = cfg.index
+    rows = shards.training_rows(t["trailer_id"].to_pylist(), ic.train_sample, ic.seed)
+    trained = shards.train_index(x[rows], n_total=len(x), exact_below=ic.exact_below,
+                                 seed=ic.seed, encoding=ic.ivf_encoding)
+    return shards.index_to_bytes(trained), int(x.shape[1])
+
+
+def _shard_rows(emb: str, shard: int) -> pa.Table:
+    """The trailer ids and embeddings of index shard ``shard``."""
+    t = read_embeddings(emb, ["trailer_id", "shard", "embedding"])
+    return t.filter(pc.equal(t["shard"], shard))
+
+
+def _fill_shard(emb: str, shard: int, trained: bytes, path: str, fs: object) -> dict:
     """One shard: a copy of the trained index filled with its vectors, written with its ids."""
     faiss.omp_set_num_threads(1)
-    blob = shards.build_shard(trained, gids, x)
-    return shards.write_shard(path, shard_no, blob, gids, tids, fs=fs)
+    t = _shard_rows(emb, shard)
+    tids = t["trailer_id"].to_pylist()
+    gids = shards.stable_ids(tids)
+    blob = shards.build_shard(trained, gids, matrix(t["embedding"]))
+    return shards.write_shard(path, shard, blob, gids, tids, fs=fs)
 
 
-def find_neighbours(index_uri: str, emb: pa.Table, cfg: RunConfig) -> pa.Table:
-    """Top-k neighbours of every embedded trailer (itself excluded), via the sharded index."""
-    fs, path = storage.filesystem(index_uri)
-    index = shards.ShardedIndex.load(path, fs=fs, nprobe=cfg.index.nprobe)
-    ids = emb["trailer_id"].to_pylist()
-    if not ids:
-        return schema.empty(schema.NEIGHBOURS)
-    table = top_neighbours(index, ids, _vectors(emb["embedding"]), cfg.index.neighbours)
-    return schema.conform(table, schema.NEIGHBOURS)
+def update_index(previous: str, emb: str, remove: list[str], added: list[str], cfg: RunConfig,
+                 out: str, model_version: str) -> dict:
+    """The published index ``previous`` with the trailers ``remove`` taken out and the
+    embedded trailers ``added`` put in (by shard, in parallel tasks), written to ``out``."""
+    pfs, ppath = storage.filesystem(previous)
+    manifest = storage.read_json(storage.join(previous, shards.MANIFEST))
+    if manifest["n_shards"] != cfg.index.n_shards:
+        raise ValueError(f"{previous} has {manifest['n_shards']} shards, the config "
+                         f"{cfg.index.n_shards}: run with --recompute to rebuild the index")
+    fs, path = storage.filesystem(out)
+    gone = shards.stable_ids(remove) if remove else np.zeros(0, np.int64)
+    by_shard = np.asarray([shards.shard_of(t, cfg.index.n_shards) for t in remove], np.int64)
+    remote = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_update_shard)
+    added_ref = ray.put(pa.array(added, pa.string()))
+    refs = [remote.remote(ppath, pfs, entry, gone[by_shard == entry["shard"]], emb, added_ref,
+                          path, fs)
+            for entry in manifest["shards"]]
+    return shards.write_manifest(path, ray.get(refs), model_version=model_version,
+                                 dim=int(manifest["dim"]), metric="cosine", fs=fs)
+
+
+def entry_dim(blob: bytes) -> int:
+    """Vector width of a serialised shard."""
+    return shards.index_from_bytes(blob).d
+
+
+def _update_shard(ppath: str, pfs: object, entry: dict, gone: np.ndarray, emb: str,
+                  added: pa.Array, path: str, fs: object) -> dict:
+    faiss.omp_set_num_threads(1)
+    s = int(entry["shard"])
+    with pfs.open(f"{ppath.rstrip('/')}/{entry['index_file']}", "rb") as fh:
+        blob = fh.read()
+    with pfs.open(f"{ppath.rstrip('/')}/{entry['ids_file']}", "rb") as fh:
+        import pyarrow.parquet as pq
+
+        id_map = pq.read_table(fh)
+    t = _shard_rows(emb, s)
+    t = t.filter(pc.is_in(t["trailer_id"], value_set=added))
+    tids = t["trailer_id"].to_pylist()
+    new_ids = shards.stable_ids(tids)
+    keep = pc.invert(pc.is_in(id_map["id"], value_set=pa.array(gone, pa.int64())))
+    id_map = id_map.filter(keep)
+    vectors = matrix(t["embedding"]) if t.num_rows else np.zeros((0, int(entry_dim(blob))),
+                                                                   np.float32)
+    blob = shards.update_shard(blob, gone, new_ids, vectors)
+    all_ids = np.concatenate([id_map["id"].to_numpy(), new_ids])
+    all_tids = id_map["trailer_id"].to_pylist() + tids
+    return shards.write_shard(path, s, blob, all_ids, all_tids, fs=fs)
+
+
+# --------------------------------------------------------------------------- neighbours
+
+
+class NeighbourActor:
+    """Loads the sharded index once; searches the neighbours of a batch of trailers.
+
+    With ``previous`` (a reused model's published neighbours table) a trailer's list is
+    searched again only when it may have changed: it is new or changed itself (``fresh``),
+    one of its neighbours is gone or changed (``stale``), it had fewer than k neighbours, or a
+    fresh trailer scores at least as high as its last neighbour; otherwise its published list
+    is kept as it is.
+    """
+
+    def __init__(self, index_uri: str, cfg: RunConfig, previous: str | None, emb: str,
+                 fresh: list[str], stale: list[str]) -> None:
+        fs, path = storage.filesystem(index_uri)
+        faiss.omp_set_num_threads(1)
+        self.index = shards.ShardedIndex.load(path, fs=fs, nprobe=cfg.index.nprobe)
+        self.k = cfg.index.neighbours
+        self.keep: pa.Table | None = None
+        if previous is None:
+            return
+        gone = pa.array(sorted(set(stale) | set(fresh)), pa.string())
+        keep = storage.read_table(previous).cast(schema.NEIGHBOURS)
+        keep = keep.filter(pc.invert(pc.is_in(keep["trailer_id"], value_set=gone)))
+        self.touched = set(keep.filter(pc.is_in(keep["neighbour_id"], value_set=gone))
+                           ["trailer_id"].to_pylist())
+        per = keep.group_by("trailer_id").aggregate([("score", "min"), ("score", "count")])
+        self.floor = dict(zip(per["trailer_id"].to_pylist(),
+                              zip(per["score_min"].to_pylist(), per["score_count"].to_pylist(),
+                                  strict=True), strict=True))
+        self.keep = keep
+        self.fresh_ids = set(fresh)
+        e = read_embeddings(emb, ["trailer_id", "embedding"])
+        e = e.filter(pc.is_in(e["trailer_id"], value_set=pa.array(fresh, pa.string())))
+        self.fresh = matrix(e["embedding"]) if e.num_rows else None
+        if self.fresh is not None:
+            faiss.normalize_L2(self.fresh)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        ids = batch["trailer_id"].to_pylist()
+        x = matrix(batch["embedding"])
+        if self.keep is None or not ids:
+            return top_neighbours(self.index, ids, x, self.k)
+        redo = np.asarray([t in self.fresh_ids or t in self.touched
+                           or self.floor.get(t, (0.0, 0))[1] < self.k for t in ids], dtype=bool)
+        if self.fresh is not None:
+            q = np.ascontiguousarray(x, dtype=np.float32).copy()
+            faiss.normalize_L2(q)
+            floor = np.asarray([self.floor.get(t, (np.inf, 0))[0] for t in ids], np.float32)
+            redo |= ((q @ self.fresh.T) >= floor[:, None] - 1e-6).any(axis=1)  # (B, F)
+        parts = []
+        rows = np.flatnonzero(redo)
+        if len(rows):
+            parts.append(top_neighbours(self.index, [ids[i] for i in rows], x[rows], self.k))
+        kept = [ids[i] for i in np.flatnonzero(~redo)]
+        if kept:
+            parts.append(self.keep.filter(pc.is_in(self.keep["trailer_id"],
+                                                   value_set=pa.array(kept, pa.string()))))
+        return pa.concat_tables([p.cast(schema.NEIGHBOURS) for p in parts])
+
+
+def find_neighbours(index_uri: str, emb: str, cfg: RunConfig, previous: str | None = None,
+                    fresh: list[str] | None = None, stale: list[str] | None = None
+                    ) -> ray.data.Dataset:
+    """Top-k neighbours of every embedded trailer (itself excluded), via the sharded index,
+    as a dataset of ``neighbours`` rows. With ``previous`` (the published neighbours table of
+    the reused model), only the lists that ``fresh`` (new or changed, embedded this run) or
+    ``stale`` (removed or changed) trailers can touch are searched again."""
+    return dataset.read(emb, columns=["trailer_id", "embedding"]).map_batches(
+        NeighbourActor,
+        batch_size=4096,
+        batch_format="pyarrow",
+        fn_constructor_kwargs={"index_uri": index_uri, "cfg": cfg, "previous": previous,
+                               "emb": emb, "fresh": list(fresh or []),
+                               "stale": list(stale or [])},
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cfg.resources.embed_pool)),
+        num_cpus=1,
+    )

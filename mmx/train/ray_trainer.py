@@ -235,8 +235,9 @@ def train_phases(
     device = torch.device(device)
 
     t0 = time.perf_counter()
+    # the run's features store (a folder of parts, or one file): ok rows, in trailer order
     table = storage.read_table(config["features"])
-    table = table.filter(pc.equal(table["status"], "ok"))
+    table = table.filter(pc.equal(table["status"], "ok")).sort_by("trailer_id")
     labels: dict[str, list[str]] = config["labels"]
     known = set(vocab)
     n_labelled = sum(1 for t in table["trailer_id"].to_pylist()

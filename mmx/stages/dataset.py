@@ -1,0 +1,97 @@
+"""Ray Data over mmx's storage: datasets read from and written to local paths or s3://.
+
+Past ingest nothing of the archive's size passes through the driver as a whole table: stages
+read Parquet folders as Ray Data datasets, transform them in tasks or actors and write Parquet
+folders again. A published table that must be one file (``trailers.parquet`` …) is streamed
+batch by batch, in order, into one Parquet writer (:func:`write_file`): the driver holds one
+batch at a time.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+import ray
+
+from mmx import storage
+
+
+def arrow_fs(uri: str) -> tuple[pafs.FileSystem | None, str]:
+    """(pyarrow filesystem, path) for Ray Data: None for local paths (Ray's own), else the
+    fsspec filesystem of :mod:`mmx.storage` (same credentials chain and endpoint) wrapped."""
+    fs, path = storage.filesystem(uri)
+    if "://" not in uri or uri.startswith("file://"):
+        return None, path
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path
+
+
+def read(uris: str | Sequence[str], columns: list[str] | None = None, where: Any = None,
+         **kwargs: Any) -> ray.data.Dataset:
+    """A dataset of the Parquet file(s) or folder(s) ``uris`` (one filesystem), with the rows
+    matching ``where`` (a ``ray.data.expressions`` predicate, pushed down to the reader)."""
+    many = [uris] if isinstance(uris, str) else list(uris)
+    fs, _ = arrow_fs(many[0])
+    paths = [arrow_fs(u)[1] for u in many]
+    ds = ray.data.read_parquet(paths if len(paths) > 1 else paths[0], filesystem=fs,
+                               columns=columns, **kwargs)
+    return ds if where is None else ds.filter(expr=where)
+
+
+def write(ds: ray.data.Dataset, uri: str, rows_per_file: int, append: bool = False) -> None:
+    """Write ``ds`` as a folder of Parquet files of at least ``rows_per_file`` rows each
+    (compacted: many trailers per file, not one object per trailer). Parts already in the
+    folder are removed first unless ``append``."""
+    fs, path = arrow_fs(uri)
+    sfs, spath = storage.filesystem(uri)
+    if not append and sfs.exists(spath):  # a killed attempt's parts: never mixed with this attempt's
+        sfs.rm(spath, recursive=True)
+    storage.makedirs(uri)
+    ds.write_parquet(path, filesystem=fs, min_rows_per_file=max(1, rows_per_file),
+                     compression="zstd")
+
+
+def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
+               extra: pa.Table | None = None, sort: Sequence[str] = ()) -> int:
+    """Stream ``ds`` (sorted by ``sort`` when given) and then ``extra`` into ONE Parquet file
+    ``uri`` of ``schema``; returns its row count.
+
+    The file appears whole or not at all: a local file is written under a temporary name and
+    renamed; an object-store upload that fails is discarded, never completed.
+    """
+    rows = 0
+    fs, path = storage.filesystem(uri)
+    local = "://" not in uri or uri.startswith("file://")
+    target = f"{path}.tmp-{uuid.uuid4().hex[:8]}" if local else path
+    if local:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    fh = fs.open(target, "wb")
+    try:
+        with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
+            if ds is not None:
+                if sort:
+                    ds = ds.sort(list(sort))
+                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=8192):
+                    if batch.num_rows:
+                        writer.write_table(batch.select(schema.names).cast(schema))
+                        rows += batch.num_rows
+            if extra is not None and extra.num_rows:
+                writer.write_table(extra.select(schema.names).cast(schema))
+                rows += extra.num_rows
+    except BaseException:
+        if hasattr(fh, "discard"):
+            fh.discard()  # an s3 multipart upload aborted, not completed
+        else:
+            fh.close()
+        if local and os.path.exists(target):
+            os.remove(target)
+        raise
+    fh.close()
+    if local:
+        os.replace(target, path)
+    return rows

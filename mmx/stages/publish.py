@@ -1,0 +1,182 @@
+"""The snapshot's tables, written column-wise from the run's folders (never row by row).
+
+``trailers.parquet``: one row per input file. The ok trailers' rows are made in Ray tasks
+from the embeddings folder joined with the small per-trailer metadata the driver holds (status,
+labels, split, version …) and each trailer's sub-genre; the other rows come from that metadata
+alone. ``scenes.parquet`` comes from the features store, ``neighbours.parquet`` from the
+neighbours dataset. Each table is streamed in trailer order into one Parquet file.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from ray.data.expressions import col
+
+from mmx import schema, storage
+from mmx.stages import dataset
+from mmx.stages.embed import EMBEDDINGS
+from mmx.stages.index import ASSIGNMENTS
+
+# the per-trailer metadata the driver assembles for the trailers table
+META = pa.schema([f for f in schema.TRAILERS if f.name not in
+                  ("predicted_genres", "suggested_genres", "genre_scores", "subgenre",
+                   "embedding")])
+
+
+def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
+                   threshold: float, uri: str) -> int:
+    """``trailers.parquet`` at ``uri`` from ``meta`` (:data:`META`, one row per input) and the
+    ok trailers' embeddings and sub-genres; ``vocab`` is the genre model's (empty: no model,
+    genre columns stay empty)."""
+    out_schema = schema.with_vocab(schema.TRAILERS, vocab)
+    meta = meta.select(META.names).cast(META)
+    ok = meta.filter(pc.equal(meta["status"], "ok"))
+    rest = meta.filter(pc.not_equal(meta["status"], "ok"))
+    rest = _with_nulls(rest, out_schema)
+    if _has_parts(emb):
+        ds = dataset.read(emb, columns=["trailer_id", "embedding", "genre_scores"]).map_batches(
+            _ok_rows, batch_format="pyarrow", num_cpus=0.5,
+            fn_kwargs={"meta": ok, "assignments": assignments, "vocab": vocab,
+                       "threshold": threshold, "out_schema": out_schema},
+        )
+        if rest.num_rows:
+            ds = ds.union(ray.data.from_arrow(rest))
+        return dataset.write_file(ds, uri, out_schema, sort=["trailer_id"])
+    return dataset.write_file(None, uri, out_schema, extra=rest.sort_by("trailer_id"))
+
+
+def _with_nulls(meta: pa.Table, out_schema: pa.Schema) -> pa.Table:
+    """``meta`` rows as trailers rows without predictions, sub-genre or embedding."""
+    n = meta.num_rows
+    cols = {}
+    for f in out_schema:
+        if f.name in meta.column_names:
+            cols[f.name] = meta[f.name]
+        elif f.name in ("predicted_genres", "suggested_genres"):
+            cols[f.name] = pa.array([[]] * n, f.type)
+        else:
+            cols[f.name] = pa.nulls(n, f.type)
+    return pa.table(cols, schema=out_schema)
+
+
+def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str],
+             threshold: float, out_schema: pa.Schema) -> pa.Table:
+    """Trailers rows of a batch of embedded trailers (vectorised over the batch)."""
+    at = pc.index_in(batch["trailer_id"], value_set=meta["trailer_id"])
+    if at.null_count:
+        raise ValueError("an embedded trailer has no metadata row")
+    rows = meta.take(at)
+    sub = storage.read_table(assignments).cast(ASSIGNMENTS)
+    where = pc.index_in(batch["trailer_id"], value_set=sub["trailer_id"])
+    subgenre = sub["subgenre"].take(where)
+    n = batch.num_rows
+    scores = batch["genre_scores"]
+    if vocab:
+        s = pc.list_flatten(scores.combine_chunks() if isinstance(scores, pa.ChunkedArray)
+                            else scores).to_numpy(zero_copy_only=False).reshape(n, len(vocab))
+        predicted = s >= threshold  # (B, G)
+        index = {g: j for j, g in enumerate(vocab)}
+        labelled = np.zeros((n, len(vocab)), dtype=bool)
+        for i, genres in enumerate(rows["genres"].to_pylist()):  # small lists per trailer
+            labelled[i, [index[g] for g in genres or () if g in index]] = True
+        has_labels = pc.list_value_length(rows["genres"]).fill_null(0).to_numpy() > 0
+        suggested = predicted & ~labelled & has_labels[:, None]
+        genre_scores = scores
+    else:
+        predicted = suggested = np.zeros((n, 0), dtype=bool)
+        genre_scores = pa.nulls(n, pa.list_(pa.float32()))
+    cols = {f.name: rows[f.name] for f in META}
+    cols |= {
+        "predicted_genres": _names(predicted, vocab),
+        "suggested_genres": _names(suggested, vocab),
+        "genre_scores": genre_scores,
+        "subgenre": subgenre,
+        "embedding": batch["embedding"],
+    }
+    return pa.table({f.name: cols[f.name] for f in out_schema}, schema=out_schema)
+
+
+def _names(hot: np.ndarray, vocab: list[str]) -> pa.Array:
+    """(B, G) bool → list<string> of the genre names set in each row."""
+    offsets = np.concatenate([[0], np.cumsum(hot.sum(axis=1))]).astype(np.int32)
+    values = np.asarray(vocab, dtype=object)[np.nonzero(hot)[1]] if hot.size else []
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(list(values), pa.string()))
+
+
+def write_scenes(store: str | None, uri: str, previous: str | None = None,
+                 keep: list[str] | None = None) -> int:
+    """``scenes.parquet``: one row per kept shot of every ok trailer of the features ``store``,
+    plus the published shots (``previous`` scenes table) of the unchanged trailers ``keep``."""
+    parts = []
+    if store is not None and _has_parts(store):
+        ds = dataset.read(store, columns=["trailer_id", "n_clips", "clip_start", "clip_end",
+                                          "fps"], where=col("status") == "ok")
+        parts.append(ds.map_batches(scenes_rows, batch_format="pyarrow", num_cpus=0.5))
+    if previous is not None and keep:
+        parts.append(dataset.read(previous, where=col("trailer_id").is_in(list(keep))))
+    if not parts:
+        return dataset.write_file(None, uri, schema.SCENES)
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    return dataset.write_file(ds, uri, schema.SCENES, sort=["trailer_id", "clip_idx"])
+
+
+def _has_parts(folder: str) -> bool:
+    fs, path = storage.filesystem(folder)
+    return fs.exists(path) and bool(fs.glob(f"{path.rstrip('/')}/*.parquet"))
+
+
+def scenes_rows(ok: pa.Table) -> pa.Table:
+    """One row per kept shot of every ok trailer (vectorised over the list columns)."""
+    n = np.asarray(ok["n_clips"].to_numpy(zero_copy_only=False), dtype=np.int64)
+    starts = pc.list_flatten(ok["clip_start"]).to_numpy(zero_copy_only=False)
+    ends = pc.list_flatten(ok["clip_end"]).to_numpy(zero_copy_only=False)
+    fps = np.repeat(ok["fps"].to_numpy(zero_copy_only=False), n)
+    ids = pc.take(ok["trailer_id"], pa.array(np.repeat(np.arange(len(n)), n)))
+    offsets = np.repeat(np.cumsum(n) - n, n)  # clip index = position - trailer's first
+    clip_idx = np.arange(int(n.sum())) - offsets
+    return pa.table(
+        {
+            "trailer_id": ids,
+            "clip_idx": pa.array(clip_idx, pa.int32()),
+            "start_frame": pa.array(starts, pa.int64()),
+            "end_frame": pa.array(ends, pa.int64()),
+            "start_s": pa.array(starts / fps, pa.float64()),
+            "end_s": pa.array(ends / fps, pa.float64()),
+        },
+        schema=schema.SCENES,
+    )
+
+
+def write_neighbours(ds: ray.data.Dataset, uri: str) -> int:
+    """``neighbours.parquet`` from the neighbours dataset, by trailer then rank."""
+    return dataset.write_file(ds, uri, schema.NEIGHBOURS, sort=["trailer_id", "rank"])
+
+
+def reuse_embeddings(previous_trailers: str, ids: list[str], n_shards: int, dest: str,
+                     rows_per_file: int) -> None:
+    """Copy the published embedding and genre scores of the trailers ``ids`` (unchanged since
+    the reused model embedded them) into the run's embeddings folder ``dest``."""
+    if not ids:
+        return
+    ds = dataset.read(previous_trailers, columns=["trailer_id", "embedding", "genre_scores"],
+                      where=col("trailer_id").is_in(list(ids)))
+    ds = ds.map_batches(_as_embeddings, batch_format="pyarrow", num_cpus=0.5,
+                        fn_kwargs={"n_shards": n_shards})
+    dataset.write(ds, dest, rows_per_file)
+
+
+def _as_embeddings(batch: pa.Table, n_shards: int) -> pa.Table:
+    from mmx.index.shards import shard_of
+
+    n = batch.num_rows
+    return pa.table({
+        "trailer_id": batch["trailer_id"],
+        "shard": pa.array([shard_of(t, n_shards) for t in batch["trailer_id"].to_pylist()],
+                          pa.int32()),
+        "embedding": batch["embedding"],
+        "genre_scores": batch["genre_scores"],
+        "concepts": pa.nulls(n, EMBEDDINGS.field("concepts").type),
+    }, schema=EMBEDDINGS)

@@ -1,0 +1,53 @@
+"""The run's features store: the cached feature rows of this run's trailers, compacted.
+
+Ingest caches one row per content fingerprint (``<cache>/<fingerprint>.parquet``, written as
+each trailer finishes so a killed run keeps them). After ingest the rows of this run's
+distinct trailers are gathered by Ray Data, renamed to this run's trailer ids and locations,
+and written once as a folder of Parquet files of many trailers each
+(``work/<run>/features.parquet/``). Training, embedding and the scenes table read that folder;
+the driver reads only its small columns (:data:`META_COLUMNS`).
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmx import schema, storage
+from mmx.config import RunConfig
+from mmx.stages import dataset
+from mmx.stages.ingest import cached_path
+
+# what the driver reads of the store: every column but the features themselves
+META_COLUMNS = ["trailer_id", "uri", "fingerprint", "size_bytes", "status", "reason", "fps",
+                "n_frames", "duration_s", "has_audio", "n_shots", "n_clips"]
+
+
+def assemble(distinct: pa.Table, cache: str, dest: str, cfg: RunConfig) -> pa.Table:
+    """Write the features rows of ``distinct`` (trailer_id, uri, fingerprint: one row per
+    distinct content, all cached) to the folder ``dest``; return their :data:`META_COLUMNS`."""
+    if distinct.num_rows == 0:
+        return schema.FEATURES.empty_table().select(META_COLUMNS)
+    names = distinct.select(["fingerprint", "trailer_id", "uri"])
+    paths = [cached_path(cache, f) for f in names["fingerprint"].to_pylist()]
+    ds = dataset.read(paths, schema=schema.FEATURES).map_batches(
+        _rename, batch_format="pyarrow", fn_kwargs={"names": names}, num_cpus=0.5,
+    )
+    dataset.write(ds, dest, cfg.resources.store_rows_per_file)
+    return read_meta(dest)
+
+
+def _rename(batch: pa.Table, names: pa.Table) -> pa.Table:
+    """This run's trailer_id and uri for each cached row (found by its fingerprint: the same
+    bytes may have been featurised under another name or location)."""
+    at = pc.index_in(batch["fingerprint"], value_set=names["fingerprint"])
+    if at.null_count:
+        raise ValueError("a cached features row matches no input of this run")
+    batch = batch.set_column(0, "trailer_id", names["trailer_id"].take(at))
+    batch = batch.set_column(1, "uri", names["uri"].take(at))
+    return batch.select(schema.FEATURES.names).cast(schema.FEATURES)
+
+
+def read_meta(store: str) -> pa.Table:
+    """The store's small columns (:data:`META_COLUMNS`), sorted by trailer_id."""
+    return storage.read_table(store, META_COLUMNS).sort_by("trailer_id")

@@ -1,0 +1,108 @@
+"""What a run tells its operator: the one-screen summary and ``<out>/runs/<name>.json``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mmx import schema, storage
+from mmx.config import RunConfig
+from mmx.layout import OutputLayout
+
+
+@dataclass
+class RunSummary:
+    """What a run did: where the snapshot is, counts per status, timings, headline metric."""
+
+    out: str
+    snapshot: str
+    counts: dict[str, int]
+    timings_s: dict[str, float]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, str] = field(default_factory=dict)
+    published: bool = True
+    model: str = ""  # trained anew or reused, and why (mmx.policy)
+
+    def render(self) -> str:
+        """A one-screen, human-readable summary."""
+        if not self.published:
+            return f"nothing changed: LATEST still names {self.snapshot}"
+        lines = [f"snapshot: {self.snapshot}"]
+        total = sum(self.counts.values())
+        counts = ", ".join(f"{k} {self.counts.get(k, 0)}" for k in schema.STATUSES)
+        lines.append(f"trailers: {total} ({counts})")
+        for tid, reason in sorted(self.reasons.items())[:8]:
+            lines.append(f"  {tid}: {reason}")
+        if len(self.reasons) > 8:
+            lines.append(f"  … {len(self.reasons) - 8} more (see the trailers table)")
+        test = self.metrics.get("test", {})
+        genre_model = self.metrics.get("genre_model", {})
+        if genre_model and not genre_model.get("trained", True):
+            lines.append(f"genre model: none ({genre_model.get('reason', '')}); genre columns "
+                         "are empty, embeddings are self-supervised")
+        if test:
+            ci = test.get("ci95", {}).get("au_prc_micro")
+            lines.append(
+                "test split ({} trailers): AU(PRC) micro {:.3f}{} (label-frequency baseline "
+                "{:.3f}), weighted {:.3f}, F1w {:.3f}, Pw {:.3f}, Rw {:.3f}".format(
+                    test.get("n", 0),
+                    test.get("au_prc_micro", float("nan")),
+                    f" [95% CI {ci[0]:.2f}–{ci[1]:.2f}]" if ci else "",
+                    self.metrics.get("baseline", {}).get("au_prc_micro", float("nan")),
+                    test.get("au_prc_weighted", float("nan")),
+                    test.get("f1_weighted", float("nan")),
+                    test.get("precision_weighted", float("nan")),
+                    test.get("recall_weighted", float("nan")),
+                )
+            )
+        sub = self.metrics.get("subgenres") or {}
+        if sub:
+            sizes = sub.get("sizes", {})
+            lines.append(f"sub-genres: {sub.get('k')} ({sub.get('rule')})"
+                         + (f"; sizes {sizes['min']}–{sizes['max']}, median {sizes['median']:g}"
+                            if sizes else ""))
+        sil = self.metrics.get("silhouette") or []
+        if sil:
+            lines.append(f"genre silhouette: coarse {sil[0]:.3f} → fine {sil[-1]:.3f}")
+        if self.model:
+            lines.append(f"model: {self.model}")
+        lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings_s.items()))
+        lines.append(f"total: {sum(self.timings_s.values()):.1f} s")
+        return "\n".join(lines)
+
+
+def write_report(
+    cfg: RunConfig, name: str, summary: RunSummary, changes: dict[str, list[str]],
+    decoded: list[str], published: bool, retrain: dict[str, Any] | None = None,
+    fingerprints: dict[str, int] | None = None,
+) -> None:
+    """``<out>/runs/<name>.json``: what changed, what was decoded, counts, timings."""
+    ingest_s = summary.timings_s.get("ingest", 0.0)
+    report = {
+        "run": name,
+        "mode": cfg.mode,
+        "published": published,
+        "snapshot": summary.snapshot,
+        "counts": summary.counts,
+        "changes": {k: len(v) for k, v in changes.items()},
+        # files whose bytes were read to hash them / whose fingerprint was reused because
+        # their location, size and version tag were unchanged
+        "fingerprints": fingerprints,
+        "changed_ids": {k: v for k, v in changes.items() if k != "unchanged"},
+        "decoded": decoded,
+        "n_decoded": len(decoded),
+        "timings_s": summary.timings_s,
+        "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
+        "reasons": summary.reasons,
+        "retrain": retrain,  # {"retrain": bool, "reason": str}; None when nothing was published
+    }
+    storage.write_json(OutputLayout(cfg.out).run_report(name), report)
+
+
+def counts(status: pa.ChunkedArray | pa.Array) -> dict[str, int]:
+    """Trailers per status (every status named, zeros included)."""
+    found = {r["values"]: r["counts"] for r in pc.value_counts(status).to_pylist()}
+    return {s: int(found.get(s, 0)) for s in schema.STATUSES}
