@@ -560,20 +560,11 @@ def replace_if(uri: str, data: bytes, tag: str) -> str:
     fs, path = filesystem(uri)
     kind = store_kind(uri)
     if kind == "s3":
-        bucket, key, _ = fs.split_path(path)
-        try:
-            resp = fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, IfMatch=tag)
-        except OSError as err:
-            if isinstance(err, FileNotFoundError) or _s3_conflict(err):
-                raise PreconditionFailed(f"{uri} changed or is gone") from err
-            raise
-        return resp["ETag"]
+        return _s3_if_match(fs, path, uri, "put_object", tag, Body=data)["ETag"]
     if kind != "local":
         raise _unsupported(uri)
     with _local_lock(path):
-        current = read_versioned(uri)
-        if current is None or current.tag != tag:
-            raise PreconditionFailed(f"{uri} changed or is gone")
+        _check_local_tag(uri, tag)
         tmp = _local_temp(path, data)
         os.replace(tmp, path)
     _fsync_dir(os.path.dirname(path))
@@ -586,22 +577,35 @@ def delete_if(uri: str, tag: str) -> None:
     fs, path = filesystem(uri)
     kind = store_kind(uri)
     if kind == "s3":
-        bucket, key, _ = fs.split_path(path)
-        try:
-            fs.call_s3("delete_object", Bucket=bucket, Key=key, IfMatch=tag)
-        except OSError as err:
-            if isinstance(err, FileNotFoundError) or _s3_conflict(err):
-                raise PreconditionFailed(f"{uri} changed or is gone") from err
-            raise
+        _s3_if_match(fs, path, uri, "delete_object", tag)
         fs.invalidate_cache(path)
         return
     if kind != "local":
         raise _unsupported(uri)
     with _local_lock(path):
-        current = read_versioned(uri)
-        if current is None or current.tag != tag:
-            raise PreconditionFailed(f"{uri} changed or is gone")
+        _check_local_tag(uri, tag)
         os.unlink(path)
+
+
+def _s3_if_match(fs: Any, path: str, uri: str, op: str, tag: str, **kwargs: Any
+                 ) -> dict[str, Any]:
+    """S3 ``op`` on ``path`` conditional on its ETag being ``tag`` (:class:`PreconditionFailed`
+    when it changed, is gone, or another conditional write to it was in flight)."""
+    bucket, key, _ = fs.split_path(path)
+    try:
+        return fs.call_s3(op, Bucket=bucket, Key=key, IfMatch=tag, **kwargs)
+    except OSError as err:
+        if isinstance(err, FileNotFoundError) or _s3_conflict(err):
+            raise PreconditionFailed(f"{uri} changed or is gone") from err
+        raise
+
+
+def _check_local_tag(uri: str, tag: str) -> None:
+    """Raise :class:`PreconditionFailed` unless local ``uri`` exists with version tag ``tag``
+    (call under its :func:`_local_lock`)."""
+    current = read_versioned(uri)
+    if current is None or current.tag != tag:
+        raise PreconditionFailed(f"{uri} changed or is gone")
 
 
 def _s3_conflict(err: BaseException) -> bool:

@@ -8,6 +8,10 @@ B-frames, like real trailers) plus an optional AAC tone-and-noise track. No chec
 from __future__ import annotations
 
 import fractions
+import logging
+import socket
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,3 +215,57 @@ def run(ray_session, synth_archive: Path, tmp_path_factory: pytest.TempPathFacto
     )
     assert code == 0
     return out
+
+
+# --------------------------------------------------------------------------- S3 (moto)
+
+S3_BUCKET = "mmx-test"  # the bucket the s3_endpoint fixture creates
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _clear_fs_cache() -> None:
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """moto in server mode on 127.0.0.1, and the AWS chain (env vars) pointed at it."""
+    server_mod = pytest.importorskip("moto.server")
+    port = _free_port()
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint, "AWS_ENDPOINT_URL_S3": endpoint}
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items():
+            mp.setenv(k, v)
+        for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+            mp.delenv(k, raising=False)
+        _clear_fs_cache()
+        try:
+            import boto3
+
+            boto3.client("s3").create_bucket(Bucket=S3_BUCKET)
+            yield endpoint
+        finally:
+            _clear_fs_cache()
+            server.stop()
+
+
+@pytest.fixture(params=["local", "s3"])
+def out(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh output root on a local disk or on the moto S3."""
+    if request.param == "local":
+        return str(tmp_path / "out")
+    request.getfixturevalue("s3_endpoint")
+    return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:10]}/out"

@@ -43,6 +43,12 @@ def read(uris: str | Sequence[str], columns: list[str] | None = None, where: Any
     return ds if where is None else ds.filter(expr=where)
 
 
+def has_parts(folder: str) -> bool:
+    """Whether the folder ``folder`` holds Parquet parts (a stage with no rows writes none)."""
+    fs, path = storage.filesystem(folder)
+    return fs.exists(path) and bool(fs.glob(f"{path.rstrip('/')}/*.parquet"))
+
+
 def write(ds: ray.data.Dataset, uri: str, rows_per_file: int, append: bool = False) -> None:
     """Write ``ds`` as a folder of Parquet files of at least ``rows_per_file`` rows each
     (compacted: many trailers per file, not one object per trailer). Parts already in the

@@ -57,17 +57,15 @@ class EmbedActor:
             self.head = classifier_head(cfg.experts)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from mmx.index.shards import shard_of
         from mmx.train.data import trailer_set_from_table
         from mmx.train.loop import predict
 
         data = trailer_set_from_table(batch, {}, self.genres)
         pred = predict(self.fine, data, self.batch, coarse_model=self.coarse, device=self.device)
-        ids = batch["trailer_id"].to_pylist()
         return pa.table(
             {
                 "trailer_id": batch["trailer_id"],
-                "shard": pa.array([shard_of(t, self.n_shards) for t in ids], pa.int32()),
+                "shard": shard_column(batch["trailer_id"], self.n_shards),
                 "embedding": lists(pred.embeddings),
                 "genre_scores": lists(pred.scores),
                 "concepts": self._concepts(batch),
@@ -90,6 +88,13 @@ class EmbedActor:
                    else np.zeros(0, np.int64))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
         return pa.ListArray.from_arrays(pa.array(offsets), pa.array(classes.astype(np.int16)))
+
+
+def shard_column(trailer_ids: pa.ChunkedArray | pa.Array, n_shards: int) -> pa.Array:
+    """The index shard of each trailer (:func:`mmx.index.shards.shard_of`), int32."""
+    from mmx.index.shards import shard_of
+
+    return pa.array([shard_of(t, n_shards) for t in trailer_ids.to_pylist()], pa.int32())
 
 
 def lists(x: np.ndarray) -> pa.Array:

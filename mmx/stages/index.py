@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 
 from mmx import schema, storage
@@ -45,8 +46,7 @@ def read_embeddings(emb: str, columns: list[str] | None = None) -> pa.Table:
     """The embeddings folder (or the given columns), sorted by trailer_id (empty if none)."""
     from mmx.stages.embed import EMBEDDINGS
 
-    fs, path = storage.filesystem(emb)
-    if not fs.exists(path) or not fs.glob(f"{path.rstrip('/')}/*.parquet"):
+    if not dataset.has_parts(emb):
         empty = EMBEDDINGS.empty_table()
         return empty.select(columns) if columns else empty
     return storage.read_table(emb, columns).sort_by("trailer_id")
@@ -194,27 +194,21 @@ def update_index(previous: str, emb: str, remove: list[str], added: list[str], c
     by_shard = np.asarray([shards.shard_of(t, cfg.index.n_shards) for t in remove], np.int64)
     remote = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_update_shard)
     added_ref = ray.put(pa.array(added, pa.string()))
-    refs = [remote.remote(ppath, pfs, entry, gone[by_shard == entry["shard"]], emb, added_ref,
-                          path, fs)
+    refs = [remote.remote(ppath, pfs, entry, int(manifest["dim"]),
+                          gone[by_shard == entry["shard"]], emb, added_ref, path, fs)
             for entry in manifest["shards"]]
     return shards.write_manifest(path, ray.get(refs), model_version=model_version,
                                  dim=int(manifest["dim"]), metric="cosine", fs=fs)
 
 
-def entry_dim(blob: bytes) -> int:
-    """Vector width of a serialised shard."""
-    return shards.index_from_bytes(blob).d
-
-
-def _update_shard(ppath: str, pfs: object, entry: dict, gone: np.ndarray, emb: str,
-                  added: pa.Array, path: str, fs: object) -> dict:
+def _update_shard(ppath: str, pfs: object, entry: dict, dim: int, gone: np.ndarray,
+                  emb: str, added: pa.Array, path: str, fs: object) -> dict:
+    """One published shard with ``gone`` ids out and its ``added`` trailers in, written."""
     faiss.omp_set_num_threads(1)
     s = int(entry["shard"])
     with pfs.open(f"{ppath.rstrip('/')}/{entry['index_file']}", "rb") as fh:
         blob = fh.read()
     with pfs.open(f"{ppath.rstrip('/')}/{entry['ids_file']}", "rb") as fh:
-        import pyarrow.parquet as pq
-
         id_map = pq.read_table(fh)
     t = _shard_rows(emb, s)
     t = t.filter(pc.is_in(t["trailer_id"], value_set=added))
@@ -222,8 +216,7 @@ def _update_shard(ppath: str, pfs: object, entry: dict, gone: np.ndarray, emb: s
     new_ids = shards.stable_ids(tids)
     keep = pc.invert(pc.is_in(id_map["id"], value_set=pa.array(gone, pa.int64())))
     id_map = id_map.filter(keep)
-    vectors = matrix(t["embedding"]) if t.num_rows else np.zeros((0, int(entry_dim(blob))),
-                                                                   np.float32)
+    vectors = matrix(t["embedding"]) if t.num_rows else np.zeros((0, dim), np.float32)
     blob = shards.update_shard(blob, gone, new_ids, vectors)
     all_ids = np.concatenate([id_map["id"].to_numpy(), new_ids])
     all_tids = id_map["trailer_id"].to_pylist() + tids

@@ -17,7 +17,7 @@ from ray.data.expressions import col
 
 from mmx import schema, storage
 from mmx.stages import dataset
-from mmx.stages.embed import EMBEDDINGS
+from mmx.stages.embed import EMBEDDINGS, shard_column
 from mmx.stages.index import ASSIGNMENTS
 
 # the per-trailer metadata the driver assembles for the trailers table
@@ -36,7 +36,7 @@ def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
     ok = meta.filter(pc.equal(meta["status"], "ok"))
     rest = meta.filter(pc.not_equal(meta["status"], "ok"))
     rest = _with_nulls(rest, out_schema)
-    if _has_parts(emb):
+    if dataset.has_parts(emb):
         ds = dataset.read(emb, columns=["trailer_id", "embedding", "genre_scores"]).map_batches(
             _ok_rows, batch_format="pyarrow", num_cpus=0.5,
             fn_kwargs={"meta": ok, "assignments": assignments, "vocab": vocab,
@@ -78,11 +78,15 @@ def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str]
         s = pc.list_flatten(scores.combine_chunks() if isinstance(scores, pa.ChunkedArray)
                             else scores).to_numpy(zero_copy_only=False).reshape(n, len(vocab))
         predicted = s >= threshold  # (B, G)
-        index = {g: j for j, g in enumerate(vocab)}
+        genres = rows["genres"].combine_chunks()
+        lengths = pc.list_value_length(genres).fill_null(0).to_numpy(zero_copy_only=False)
+        col = pc.index_in(pc.list_flatten(genres), value_set=pa.array(vocab, pa.string()))
+        row = np.repeat(np.arange(n), lengths)
+        col = col.to_numpy(zero_copy_only=False)  # NaN where a genre is not the model's
+        known = ~np.isnan(col.astype(np.float64))
         labelled = np.zeros((n, len(vocab)), dtype=bool)
-        for i, genres in enumerate(rows["genres"].to_pylist()):  # small lists per trailer
-            labelled[i, [index[g] for g in genres or () if g in index]] = True
-        has_labels = pc.list_value_length(rows["genres"]).fill_null(0).to_numpy() > 0
+        labelled[row[known], col[known].astype(np.int64)] = True
+        has_labels = lengths > 0
         suggested = predicted & ~labelled & has_labels[:, None]
         genre_scores = scores
     else:
@@ -111,7 +115,7 @@ def write_scenes(store: str | None, uri: str, previous: str | None = None,
     """``scenes.parquet``: one row per kept shot of every ok trailer of the features ``store``,
     plus the published shots (``previous`` scenes table) of the unchanged trailers ``keep``."""
     parts = []
-    if store is not None and _has_parts(store):
+    if store is not None and dataset.has_parts(store):
         ds = dataset.read(store, columns=["trailer_id", "n_clips", "clip_start", "clip_end",
                                           "fps"], where=col("status") == "ok")
         parts.append(ds.map_batches(scenes_rows, batch_format="pyarrow", num_cpus=0.5))
@@ -121,11 +125,6 @@ def write_scenes(store: str | None, uri: str, previous: str | None = None,
         return dataset.write_file(None, uri, schema.SCENES)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
     return dataset.write_file(ds, uri, schema.SCENES, sort=["trailer_id", "clip_idx"])
-
-
-def _has_parts(folder: str) -> bool:
-    fs, path = storage.filesystem(folder)
-    return fs.exists(path) and bool(fs.glob(f"{path.rstrip('/')}/*.parquet"))
 
 
 def scenes_rows(ok: pa.Table) -> pa.Table:
@@ -169,14 +168,10 @@ def reuse_embeddings(previous_trailers: str, ids: list[str], n_shards: int, dest
 
 
 def _as_embeddings(batch: pa.Table, n_shards: int) -> pa.Table:
-    from mmx.index.shards import shard_of
-
-    n = batch.num_rows
     return pa.table({
         "trailer_id": batch["trailer_id"],
-        "shard": pa.array([shard_of(t, n_shards) for t in batch["trailer_id"].to_pylist()],
-                          pa.int32()),
+        "shard": shard_column(batch["trailer_id"], n_shards),
         "embedding": batch["embedding"],
         "genre_scores": batch["genre_scores"],
-        "concepts": pa.nulls(n, EMBEDDINGS.field("concepts").type),
+        "concepts": pa.nulls(batch.num_rows, EMBEDDINGS.field("concepts").type),
     }, schema=EMBEDDINGS)
