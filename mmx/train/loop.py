@@ -6,9 +6,12 @@ Train worker (``mmx/train/ray_trainer.py``) calls ``fit_*`` with its ``rank`` / 
 after initialising a ``torch.distributed`` process group; with ``world_size > 1`` the loop
 wraps the phase objective in DistributedDataParallel itself (do not also ``prepare_model``).
 
-Every worker holds the whole :class:`~mmx.train.data.TrailerSet` and takes its share of each
-global batch via :func:`~mmx.train.data.shard_indices`; evaluation is sharded too and gathered,
-so all workers compute the same metrics and take the same early-stopping decision.
+A worker holds either the whole :class:`~mmx.train.data.TrailerSet` (``owner`` None) and takes
+its slice of each shared global batch, or only the rows it owns (``owner`` set, the others are
+placeholders) and batches those (:func:`~mmx.train.data.shard_batches`). Evaluation is sharded
+the same way (:func:`~mmx.train.data.shares`) and gathered, so all workers compute the same
+metrics and take the same early-stopping decision; input statistics are summed over the workers'
+rows (:func:`input_stats`).
 Randomness is reseeded from ``(cfg.seed, phase, epoch, rank)`` at every epoch, so a run resumed
 from an epoch checkpoint reproduces the uninterrupted run.
 """
@@ -38,7 +41,7 @@ from torch.optim import Adam, Optimizer
 from mmx.config import TrainConfig
 from mmx.model.losses import GenreBCELoss, NTXentLoss
 from mmx.model.network import MMXNetwork, random_windows
-from mmx.train.data import TrailerSet, eval_indices, pos_weight, shard_indices
+from mmx.train.data import TrailerSet, pos_weight, shard_batches, shares, stats_from_sums
 from mmx.train.metrics import genre_metrics, silhouette
 
 EpochCallback = Callable[[str, int, MMXNetwork, Optimizer, dict[str, Any]], None]
@@ -141,6 +144,39 @@ def _gather_rows(x: Tensor, world_size: int) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)  # (W*m, D)
+
+
+def gather_values(
+    values: Sequence[float], world_size: int = 1, device: torch.device | str = "cpu"
+) -> np.ndarray:
+    """Every worker's ``values`` (k numbers): (W, k) float64, row r from rank r."""
+    t = torch.tensor([list(values)], dtype=torch.float64, device=torch.device(device))  # (1, k)
+    return _gather_rows(t, world_size).cpu().numpy()  # (W, k)
+
+
+def input_stats(
+    data: TrailerSet, *, world_size: int = 1, device: torch.device | str = "cpu"
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-expert input standardisation mean and std (D,) float32 over all rows of ``data``.
+
+    When the rows are spread over workers (``data.owner`` set, ``world_size > 1``) each worker
+    sums over the rows it holds and the float64 sums and counts are all-reduced, so every
+    worker gets the statistics of the whole set; otherwise its own rows are the whole set.
+    """
+    sums = data.input_sums()
+    if data.owner is None or world_size == 1:
+        return stats_from_sums(sums)
+    names = sorted(sums)  # the same experts and dims on every worker
+    flat = np.concatenate([np.concatenate([sums[k][0], sums[k][1], [sums[k][2]]]) for k in names])
+    t = torch.from_numpy(flat).to(torch.device(device))  # (Σ 2·D + 1,) float64
+    dist.all_reduce(t)
+    total = t.cpu().numpy()
+    out, at = {}, 0
+    for k in names:
+        d = len(sums[k][0])
+        out[k] = (total[at : at + d], total[at + d : at + 2 * d], float(total[at + 2 * d]))
+        at += 2 * d + 1
+    return stats_from_sums(out)
 
 
 def _lr_warmup_cosine(step: int, base: float, warmup: int, total: int) -> float:
@@ -321,24 +357,37 @@ def infer_rows(
     device: torch.device | str = "cpu",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (n, bottleneck) and scores (n, G) for ``rows``, sharded over workers and
-    gathered, so every worker returns the full arrays."""
+    gathered, so every worker returns the full arrays.
+
+    Each worker infers its :func:`~mmx.train.data.shares` of ``rows`` (the rows it owns when
+    ``data.owner`` is set), zero-padded to the largest share for the all-gather; every worker
+    knows every share, so the gathered rows are put back at their positions.
+    """
     device = torch.device(device)
+    rows = np.asarray(rows, dtype=np.int64)
     n = len(rows)
-    mine = eval_indices(n, rank, world_size)  # (m,) positions in rows
-    emb, scores = _infer(model, data, np.asarray(rows)[mine], batch_size, device)
-    if world_size > 1:
-        emb = _gather_rows(emb.to(device), world_size).cpu()  # (W*m, bottleneck)
-        scores = _gather_rows(scores.to(device), world_size).cpu()  # (W*m, G)
-        m = len(mine)
-        # the row positions each worker held, in gather order (see eval_indices)
-        grid = np.resize(np.arange(n), m * world_size).reshape(m, world_size)  # (m, W)
-        positions = grid.T.reshape(-1)  # (W*m,) worker-major
-        full_emb = np.zeros((n, emb.shape[1]), dtype=np.float32)
-        full_scores = np.zeros((n, scores.shape[1]), dtype=np.float32)
-        full_emb[positions] = emb.numpy()  # padded duplicates write identical rows
-        full_scores[positions] = scores.numpy()
-        return full_emb, full_scores
-    return emb.numpy(), scores.numpy()
+    parts = shares(n, world_size, None if data.owner is None else data.owner[rows])
+    emb, scores = _infer(model, data, rows[parts[rank]], batch_size, device)
+    if world_size == 1 or n == 0:  # n is the same on every worker: all skip the gather
+        return emb.numpy(), scores.numpy()
+    m = max(len(p) for p in parts)
+    emb = _gather_rows(_pad_rows(emb, m).to(device), world_size).cpu()  # (W*m, bottleneck)
+    scores = _gather_rows(_pad_rows(scores, m).to(device), world_size).cpu()  # (W*m, G)
+    positions = np.full((world_size, m), -1, dtype=np.int64)  # (W, m) position of each slot
+    for r, part in enumerate(parts):
+        positions[r, : len(part)] = part
+    positions = positions.reshape(-1)  # (W*m,) worker-major, as gathered
+    real = positions >= 0  # padding slots hold zeros
+    full_emb = np.zeros((n, emb.shape[1]), dtype=np.float32)
+    full_scores = np.zeros((n, scores.shape[1]), dtype=np.float32)
+    full_emb[positions[real]] = emb.numpy()[real]
+    full_scores[positions[real]] = scores.numpy()[real]
+    return full_emb, full_scores
+
+
+def _pad_rows(x: Tensor, m: int) -> Tensor:
+    """(k, D) → (m, D) with zero rows appended (k <= m)."""
+    return torch.cat([x, x.new_zeros(m - x.shape[0], *x.shape[1:])]) if x.shape[0] < m else x
 
 
 def evaluate(
@@ -404,7 +453,8 @@ def fit_coarse(
     ``world_size`` workers, evaluates AU(PRC) weighted on ``val`` after each epoch, stops after
     ``cfg.patience`` epochs without improvement and leaves ``model`` holding the best epoch's
     weights. Without labelled validation rows the score is the negative training loss.
-    Input standardisation statistics are set from ``train`` when ``start_epoch == 0``.
+    Input standardisation statistics are set from all of ``train`` (:func:`input_stats`) when
+    ``start_epoch == 0``. With ``train.owner`` set each worker trains on the rows it owns.
 
     Resuming: load the last epoch's weights into ``model``, pass ``start_epoch = epoch + 1``,
     its ``optimizer_state`` and ``best`` (metric, epoch and the best weights, or None weights
@@ -415,7 +465,7 @@ def fit_coarse(
     seed_everything(cfg.seed)
     model.to(device)
     if start_epoch == 0:
-        model.set_input_stats(train.input_stats())
+        model.set_input_stats(input_stats(train, world_size=world_size, device=device))
     rows = np.flatnonzero(train.labelled)  # the coarse phase learns from labelled trailers
     loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
     params = _set_trainable(model, "coarse")
@@ -431,11 +481,12 @@ def fit_coarse(
     for epoch in range(start_epoch, cfg.coarse_epochs):
         started = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, "coarse", epoch, rank))  # dropout
-        batches = shard_indices(len(rows), rank, world_size, epoch, cfg.seed, cfg.batch_size)
+        batches = shard_batches(rows, train.owner, rank, world_size, epoch, cfg.seed,
+                                cfg.batch_size)
         terms = train_epoch(
             module,
             train,
-            [rows[b] for b in batches],
+            batches,
             optimizer,
             device=device,
             world_size=world_size,
@@ -507,7 +558,8 @@ def fit_contrastive(
     ``silhouette`` of the result: cosine silhouette of the bottleneck embeddings of
     ``silhouette_set`` w.r.t. the primary genre, first before training (the coarse model), then
     after every epoch. Resuming: ``start_epoch``, ``optimizer_state`` and the ``silhouettes`` so
-    far (``metrics["silhouettes"]`` of the last epoch).
+    far (``metrics["silhouettes"]`` of the last epoch). With ``train.owner`` set each worker
+    trains on the rows it owns.
     """
     device = torch.device(device)
     seed_everything(cfg.seed)
@@ -525,7 +577,8 @@ def fit_contrastive(
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
-    steps = len(shard_indices(len(train), 0, world_size, 0, cfg.seed, cfg.batch_size))
+    every_row = np.arange(len(train))
+    steps = len(shard_batches(every_row, train.owner, 0, world_size, 0, cfg.seed, cfg.batch_size))
     warmup, total = cfg.warmup_epochs * steps, cfg.contrastive_epochs * steps
 
     def lr_at(step: int) -> float:
@@ -549,7 +602,8 @@ def fit_contrastive(
     for epoch in range(start_epoch, cfg.contrastive_epochs):
         started = time.perf_counter()
         torch.manual_seed(_epoch_seed(cfg.seed, "contrastive", epoch, rank))  # dropout
-        batches = shard_indices(len(train), rank, world_size, epoch, cfg.seed, cfg.batch_size)
+        batches = shard_batches(every_row, train.owner, rank, world_size, epoch, cfg.seed,
+                                cfg.batch_size)
         terms = train_epoch(
             module,
             train,

@@ -3,8 +3,11 @@
 A ``TorchTrainer`` runs ``cfg.train.num_workers`` DDP workers (gloo on CPU, nccl on GPU).
 Each worker runs :func:`train_phases`, the worker body, which needs no Ray and runs in-process
 too (world size 1, e.g. the benchmark's "without Ray" baseline and the resume tests): read the
-ok rows of the ``features`` table, run the plain-PyTorch loop of :mod:`mmx.train.loop` (coarse
-BCE, then contrastive NT-Xent) on this worker's shard of every global batch. Rank 0 writes, under
+ids of the ok rows of the run's features store, split them, read the features of the trailers
+this worker owns (every ``world_size``-th in trailer_id order; every worker knows the ids,
+labels and splits of all), run the plain-PyTorch loop of :mod:`mmx.train.loop` (coarse BCE, then
+contrastive NT-Xent) on batches of its own trailers, and score the test and val splits
+together. A worker thus holds about 1/world_size of the features. Rank 0 writes, under
 ``<model_dir>/``::
 
     coarse-epoch-NNNN/   every coarse epoch: weights, optimizer, metrics (newest 2 kept)
@@ -34,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyarrow.compute as pc
 
 from mmx import storage
 from mmx.config import RunConfig, TrainConfig, config_from_dict
@@ -215,17 +217,18 @@ def train_phases(
 ) -> None:
     """Both training phases on one worker (call it on every worker of a process group).
 
-    ``config``: ``cfg`` (RunConfig as a dict), ``features`` (URI of the features table),
+    ``config``: ``cfg`` (RunConfig as a dict), ``features`` (URI of the features store),
     ``labels`` {trailer_id: [genre, …]}, ``vocab`` [genre, …], ``model_dir`` (URI). With
-    ``world_size > 1`` a ``torch.distributed`` process group must be initialised. Resumes from
-    the checkpoints in ``model_dir`` (module docstring); rank 0 writes checkpoints and
-    ``result.json``.
+    ``world_size > 1`` a ``torch.distributed`` process group must be initialised; each worker
+    then reads the features of the trailers it owns only (:func:`mmx.train.data.plan_owners`).
+    Resumes from the checkpoints in ``model_dir`` (module docstring); rank 0 writes checkpoints
+    and ``result.json``.
     """
     import torch
 
     from mmx.model import MMXNetwork
     from mmx.train import loop
-    from mmx.train.data import trailer_set_from_table
+    from mmx.train.data import TrailerSet, plan_owners, read_ok_ids
     from mmx.train.metrics import label_frequency_baseline, split_metrics
 
     worker_start = time.time()
@@ -235,25 +238,36 @@ def train_phases(
     device = torch.device(device)
 
     t0 = time.perf_counter()
-    # the run's features store (a folder of parts, or one file): ok rows, in trailer order
-    table = storage.read_table(config["features"])
-    table = table.filter(pc.equal(table["status"], "ok")).sort_by("trailer_id")
+    # the run's features store (a folder of parts, or one file): the ids of its ok rows, in
+    # trailer order, then only the features of the trailers this worker owns
+    store: str = config["features"]
+    ids = read_ok_ids(store)
     labels: dict[str, list[str]] = config["labels"]
     known = set(vocab)
-    n_labelled = sum(1 for t in table["trailer_id"].to_pylist()
-                     if any(g in known for g in labels.get(t, ())))
+    n_labelled = sum(1 for t in ids if any(g in known for g in labels.get(t, ())))
     no_genre_head = genre_training(n_labelled, len(vocab), cfg.train)
     if no_genre_head:  # too few labels: a self-supervised model without a genre head
         log.info("no genre head: %s", no_genre_head)
         vocab, labels = [], {}
-    data = trailer_set_from_table(table, labels, vocab)
-    del table
-    splits = data.assign_splits(cfg.train.split_fractions)
+    plan = TrailerSet.from_metadata(ids, labels, vocab)
+    splits = plan.assign_splits(cfg.train.split_fractions)  # ids and labels only: same everywhere
+    owner = plan_owners(plan, world_size)
+    data = plan.load_features(store, owner, rank)
+    del plan
+    rows_loaded = int(data.held.sum())
+    data_load_s = time.perf_counter() - t0
+    log.info("worker %d/%d: features of %d of %d trailers loaded in %.1f s", rank, world_size,
+             rows_loaded, len(data), data_load_s)
+    # one collective: what every worker loaded, and the expert dims all of them agree on (a
+    # worker's own rows may all lack an expert, but every model must have the same shape)
+    gathered = loop.gather_values(
+        [rows_loaded, data_load_s, *_dims_vector(data.expert_dims)], world_size, device
+    )  # (W, 2 + experts)
+    data.expert_dims = _agreed_dims(gathered[:, 2:], store)
     train, val, test = data.split("train"), data.split("val"), data.split("test")
     labelled = data.subset(np.flatnonzero(data.labelled))
     if rank == 0:
         write_splits(model_dir, data.trailer_ids, splits)
-    data_load_s = time.perf_counter() - t0
 
     loop.seed_everything(cfg.train.seed)
     model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model)
@@ -276,7 +290,7 @@ def train_phases(
     coarse_model = None
     coarse_epochs = coarse_best_epoch = None
     if not vocab:  # self-supervised: the contrastive phase starts from scratch
-        model.set_input_stats(data.input_stats())
+        model.set_input_stats(loop.input_stats(data, world_size=world_size, device=device))
     else:
         # ---- coarse phase: skip when finished, continue after the newest epoch checkpoint
         coarse_uri = storage.join(model_dir, FINAL["coarse"])
@@ -369,6 +383,17 @@ def train_phases(
                 meta={**meta, "phase": "contrastive", "epoch": cfg.train.contrastive_epochs - 1,
                       "silhouettes": [float(s) for s in silhouettes]},
             )
+    # test/val genre scores of the coarse model (its head matches its bottleneck): every worker
+    # scores the rows it holds, all get the gathered scores; rank 0 computes the metrics
+    scores: dict[str, np.ndarray] = {}
+    if coarse_model is not None:
+        coarse_model.to(device)
+        for name, part in (("test", test), ("val", val)):
+            if len(part):
+                _, scores[name] = loop.infer_rows(
+                    coarse_model, part, np.arange(len(part)), batch_size=cfg.resources.embed_batch,
+                    rank=rank, world_size=world_size, device=device,
+                )
     if rank != 0:
         return
 
@@ -384,10 +409,10 @@ def train_phases(
         "n_test": len(test),
     }
     for name, part in (("test", test), ("val", val)):
-        if len(part) == 0 or coarse_model is None:
+        if name not in scores:
             continue
-        scores = loop.predict(coarse_model, part, cfg.resources.embed_batch).scores
-        result[name] = split_metrics(part.labels, scores, cfg.train.threshold, list(data.genres))
+        result[name] = split_metrics(part.labels, scores[name], cfg.train.threshold,
+                                     list(data.genres))
         if name == "test":
             base = label_frequency_baseline(train.labels, len(part))
             result["baseline"] = split_metrics(part.labels, base, cfg.train.threshold,
@@ -396,12 +421,37 @@ def train_phases(
     result["train_timings"] = {
         "worker_start_unix": worker_start,
         "worker_end_unix": time.time(),
-        "data_load_s": data_load_s,
+        "data_load_s": data_load_s,  # rank 0's: ids, splits and its features
+        "data_load_s_per_worker": [float(x) for x in gathered[:, 1]],
+        "rows_loaded": [int(x) for x in gathered[:, 0]],  # trailers whose features each holds
+        "n_trailers": len(data),
         "coarse_epoch_s": epoch_s["coarse"],
         "contrastive_epoch_s": epoch_s["contrastive"],
         "world_size": world_size,
     }
     storage.write_json(storage.join(model_dir, "result.json"), result)
+
+
+def _dims_vector(dims: dict[str, int]) -> list[int]:
+    """Expert dims in :data:`mmx.features.FRAME_EXPERTS` order, 0 for an expert not seen."""
+    from mmx.features import FRAME_EXPERTS
+
+    return [int(dims.get(name, 0)) for name in FRAME_EXPERTS]
+
+
+def _agreed_dims(per_worker: np.ndarray, store: str) -> dict[str, int]:
+    """The expert dims of all workers' rows from (W, experts) :func:`_dims_vector` rows: an
+    expert seen by any worker is in, with the one dim they all saw."""
+    from mmx.features import FRAME_EXPERTS
+
+    dims = {}
+    for name, seen in zip(FRAME_EXPERTS, per_worker.T.astype(np.int64), strict=True):
+        found = set(seen[seen > 0].tolist())
+        if len(found) > 1:
+            raise ValueError(f"{store}: workers read {name} features of dims {sorted(found)}")
+        if found:
+            dims[name] = found.pop()
+    return dims
 
 
 def _brief(metrics: dict) -> str:

@@ -1,19 +1,26 @@
-"""TrailerSet collation, stable splits, positive weights and DDP sharding."""
+"""TrailerSet collation, stable splits, positive weights, DDP sharding and per-worker loading."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
+from mmx import schema, storage
 from mmx.train.data import (
     TrailerFeatures,
     TrailerSet,
     collate,
-    eval_indices,
+    plan_owners,
     pos_weight,
+    read_ok_ids,
+    shard_batches,
     shard_indices,
+    shares,
     split_of,
+    stats_from_sums,
     stratified_splits,
+    trailer_set_from_table,
 )
 
 DIMS = {"appearance": 4, "scene": 3}
@@ -150,7 +157,144 @@ def test_shards_reshuffle_per_epoch_and_match_single_worker():
     assert not np.array_equal(np.concatenate(one), np.concatenate(other))
 
 
-def test_eval_indices_cover():
-    parts = [eval_indices(11, r, 3) for r in range(3)]
-    assert {len(p) for p in parts} == {4}
-    assert set(np.concatenate(parts).tolist()) == set(range(11))
+def test_shares_strided_or_by_owner():
+    assert [p.tolist() for p in shares(11, 3)] == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
+    owner = np.array([1, 0, 1, 1, 0, 2, 2, 1])
+    assert [p.tolist() for p in shares(8, 3, owner)] == [[1, 4], [0, 2, 3, 7], [5, 6]]
+    assert [p.tolist() for p in shares(2, 3, np.array([0, 0]))] == [[0, 1], [], []]
+    with pytest.raises(ValueError, match="another world size"):
+        shares(3, 2, np.array([0, 1, 2]))
+
+
+@pytest.mark.parametrize("n,batch", [(37, 8), (5, 8), (20, 32), (64, 16)])
+def test_shard_batches_of_one_worker_are_shard_indices(n, batch):
+    """One worker, with or without an owner array: exactly the single-worker batches of old."""
+    rows = np.sort(np.random.default_rng(n).choice(100, size=n, replace=False))
+    for epoch in (0, 3):
+        want = [rows[b] for b in shard_indices(n, 0, 1, epoch, seed=7, batch_size=batch)]
+        for owner in (None, np.zeros(100, dtype=np.int64)):
+            got = shard_batches(rows, owner, 0, 1, epoch, seed=7, batch_size=batch)
+            assert len(got) == len(want)
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+@pytest.mark.parametrize("world,batch", [(2, 8), (3, 16), (4, 64)])
+def test_owned_batches(world, batch):
+    """Each worker batches only the rows it owns; equal batch counts and sizes everywhere; no
+    trailer twice in a global batch; every row once per epoch plus the padding."""
+    n_set = 101
+    owner = np.arange(n_set) % world
+    rows = np.sort(np.random.default_rng(world).choice(n_set, size=61, replace=False))
+    sizes = np.bincount(owner[rows], minlength=world)
+    epochs = []
+    for epoch in (0, 1):
+        per_rank = [shard_batches(rows, owner, r, world, epoch, seed=5, batch_size=batch)
+                    for r in range(world)]
+        assert len({len(b) for b in per_rank}) == 1
+        local = {len(b) for bs in per_rank for b in bs}
+        assert local == {min(batch // world, sizes.min())}
+        n_batches = len(per_rank[0])
+        assert n_batches == int(np.ceil(sizes.max() / local.pop()))
+        for r, bs in enumerate(per_rank):
+            seen = np.concatenate(bs)
+            assert (owner[seen] == r).all()
+            assert set(seen.tolist()) == set(rows[owner[rows] == r].tolist())
+            counts = np.bincount(seen, minlength=n_set)[rows[owner[rows] == r]]
+            assert counts.max() - counts.min() <= 1  # padding wraps round the share evenly
+        for step in range(n_batches):
+            global_batch = np.concatenate([bs[step] for bs in per_rank])
+            assert len(set(global_batch.tolist())) == len(global_batch)
+        epochs.append(np.concatenate(per_rank[0]))
+    assert not np.array_equal(epochs[0], epochs[1])  # reshuffled every epoch
+    with pytest.raises(ValueError, match="owns none"):
+        shard_batches(np.array([0, 2]), np.arange(3) % 2, 0, 2, 0, seed=1, batch_size=8)
+
+
+def _placeholders(ds: TrailerSet, owner: np.ndarray, rank: int) -> TrailerSet:
+    """What worker ``rank`` holds of ``ds``: its own rows, placeholders for the others."""
+    items = [t if owner[i] == rank else TrailerFeatures.placeholder(t.trailer_id, t.labels,
+                                                                     t.primary)
+             for i, t in enumerate(ds.trailers)]
+    return TrailerSet(items, ds.expert_dims, ds.audio_dim, ds.genres, owner)
+
+
+def test_input_sums_of_workers_add_up_and_placeholders_do_not_collate():
+    items = [_item(i, 2 + i % 4, labels=np.array([1, 0, 1.0]) if i % 3 else None)
+             for i in range(11)]
+    full = TrailerSet(items, DIMS, 5, ["a", "b", "c"])
+    owner = np.arange(11) % 3
+    parts = [_placeholders(full, owner, r) for r in range(3)]
+    for r, part in enumerate(parts):
+        assert part.held.tolist() == (owner == r).tolist()
+        np.testing.assert_array_equal(part.labels, full.labels)  # metadata is global
+        np.testing.assert_array_equal(part.primary, full.primary)
+    partial = [p.input_sums() for p in parts]
+    summed = {k: tuple(sum(s[k][j] for s in partial) for j in range(3)) for k in partial[0]}
+    want = full.input_stats()
+    for name, (mean, std) in stats_from_sums(summed).items():
+        np.testing.assert_allclose(mean, want[name][0], rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(std, want[name][1], rtol=1e-6, atol=1e-7)
+    sub = parts[1].subset([1, 2, 4])
+    assert sub.owner.tolist() == [1, 2, 1] and sub.held.tolist() == [True, False, True]
+    assert sub.batch([0, 2])["index"].tolist() == [0, 2]
+    with pytest.raises(ValueError, match="placeholder"):
+        sub.batch([0, 1])
+
+
+def _features_rows(n: int, seed: int) -> tuple[list[dict], dict[str, list[str]]]:
+    """``features`` rows (schema.FEATURES) with small experts, and their labels."""
+    rng = np.random.default_rng(seed)
+    rows, labels = [], {}
+    for i in range(n):
+        tid, c = f"t{i:03d}", int(rng.integers(2, 6))
+        row = {f.name: None for f in schema.FEATURES}
+        row.update(trailer_id=tid, status="ok", has_audio=bool(i % 3), n_clips=c,
+                   appearance=rng.normal(size=c * 4).astype(np.float32),
+                   scene=rng.normal(size=c * 3).astype(np.float32),
+                   audio=rng.normal(size=c * 2 * 128).astype(np.float32), audio_frames=[2] * c)
+        rows.append(row)
+        labels[tid] = [["A", "B", "C"][i % 3]] if i % 5 else []
+    return rows, labels
+
+
+def test_workers_load_only_their_rows_of_the_store(out):
+    """Local and s3://: a worker holds the features of its own rows only, read from a store of
+    several parts in no particular order; ids, labels and splits are everyone's."""
+    rows, labels = _features_rows(30, seed=0)
+    rows[7].update(status="excluded", appearance=None, scene=None, audio=None)
+    order = np.random.default_rng(1).permutation(30)  # the store is in no particular order
+    store = storage.join(out, "features.parquet")
+    for k, part in enumerate(np.array_split(order, 3)):
+        storage.write_table(pa.Table.from_pylist([rows[i] for i in part], schema=schema.FEATURES),
+                            storage.join(store, f"part-{k:02d}.parquet"))
+    ids = read_ok_ids(store)
+    assert ids == sorted(r["trailer_id"] for r in rows if r["status"] == "ok")
+    plan = TrailerSet.from_metadata(ids, labels, ["A", "B", "C"])
+    assert not plan.held.any() and plan.expert_dims == {}
+    plan.assign_splits((0.6, 0.2, 0.2))
+    owner = plan_owners(plan, 2)
+    assert owner.tolist() == (np.arange(29) % 2).tolist()
+    ok = pa.Table.from_pylist([r for r in rows if r["status"] == "ok"], schema=schema.FEATURES)
+    want = trailer_set_from_table(ok, labels, ["A", "B", "C"])
+    for rank in range(2):
+        data = plan.load_features(store, owner, rank)
+        assert data.held.tolist() == (owner == rank).tolist()
+        assert data.expert_dims == {"appearance": 4, "scene": 3}
+        assert list(data.splits) == list(plan.splits)
+        np.testing.assert_array_equal(data.owner, owner)
+        np.testing.assert_array_equal(data.labels, want.labels)
+        np.testing.assert_array_equal(data.primary, want.primary)
+        mine = np.flatnonzero(owner == rank)
+        got, ref = data.batch(mine), want.batch(mine)
+        for name in DIMS:
+            np.testing.assert_array_equal(got["experts"][name], ref["experts"][name])
+        np.testing.assert_array_equal(got["audio"], ref["audio"])
+        np.testing.assert_array_equal(got["expert_mask"], ref["expert_mask"])
+    everything = plan.load_features(store)
+    assert everything.held.all() and everything.owner is None
+    # a few trailers: some worker would own no training row, so every worker loads all
+    assert plan_owners(plan.subset([0, 1, 2]), 4) is None
+    assert plan_owners(plan, 1) is None
+    gone = TrailerSet.from_metadata([*ids, "t999"], labels, ["A", "B", "C"])
+    with pytest.raises(ValueError, match="no ok features row"):
+        gone.load_features(store)

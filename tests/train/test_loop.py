@@ -21,6 +21,7 @@ from mmx.train.loop import (
     evaluate,
     fit_coarse,
     fit_contrastive,
+    infer_rows,
     load_checkpoint,
     load_model,
     predict,
@@ -224,8 +225,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _fit_both(rank: int, world_size: int) -> tuple[MMXNetwork, list]:
+def _owned(data: TrailerSet, rank: int, world_size: int) -> TrailerSet:
+    """Worker ``rank``'s view when rows are owned round-robin: its own rows, placeholders for
+    the others (collating one raises, so a batch that strays off its rows fails the test)."""
+    owner = np.arange(len(data)) % world_size
+    items = [t if owner[i] == rank else TrailerFeatures.placeholder(t.trailer_id, t.labels,
+                                                                     t.primary)
+             for i, t in enumerate(data.trailers)]
+    return TrailerSet(items, data.expert_dims, data.audio_dim, data.genres, owner)
+
+
+def _fit_both(
+    rank: int, world_size: int, owned: bool = False
+) -> tuple[MMXNetwork, list, np.ndarray]:
     data = planted(40, seed=3, max_labels=2, identity=1.0)
+    if owned:
+        data = _owned(data, rank, world_size)
     train, val = data.subset(range(32)), data.subset(range(32, 40))
     mcfg, tcfg = _configs(
         model={"dropout": 0.0}, coarse_epochs=2, contrastive_epochs=2, patience=5, batch_size=8,
@@ -236,7 +251,9 @@ def _fit_both(rank: int, world_size: int) -> tuple[MMXNetwork, list]:
     contrastive = fit_contrastive(
         model, train, tcfg, rank=rank, world_size=world_size, silhouette_set=val
     )
-    return model, [coarse.best_metric, *contrastive.silhouette]
+    _, scores = infer_rows(model, val, np.arange(len(val)), batch_size=3, rank=rank,
+                           world_size=world_size)
+    return model, [coarse.best_metric, *contrastive.silhouette], scores
 
 
 def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
@@ -245,18 +262,38 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
     )
     try:
-        model, summary = _fit_both(rank, world_size)
-        save_checkpoint(os.path.join(out_dir, f"rank{rank}"), model, None, {"summary": summary})
+        for owned in (False, True):
+            model, summary, scores = _fit_both(rank, world_size, owned)
+            save_checkpoint(os.path.join(out_dir, f"owned{owned:d}-rank{rank}"), model, None,
+                            {"summary": summary, "scores": scores.tolist()})
     finally:
         dist.destroy_process_group()
 
 
 def test_two_gloo_workers_match_one(tmp_path):
-    single, summary = _fit_both(0, 1)
+    """Holding every row, 2 workers train exactly like 1. Holding only its own rows, each
+    worker batches and scores those: the input statistics are still those of all training
+    rows, the workers stay identical and the gathered scores are the full split's."""
+    single, summary, _ = _fit_both(0, 1)
     mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [load_checkpoint(str(tmp_path / f"rank{r}")) for r in range(2)]
+    ranks = [load_checkpoint(str(tmp_path / f"owned0-rank{r}")) for r in range(2)]
     want = single.state_dict()
     for ckpt in ranks:
         assert ckpt.meta["summary"] == pytest.approx(summary, abs=1e-4)
         for key, value in ckpt.model_state.items():
             torch.testing.assert_close(value, want[key], rtol=0, atol=1e-4, msg=key)
+
+    owned = [load_checkpoint(str(tmp_path / f"owned1-rank{r}")) for r in range(2)]
+    assert owned[0].meta == owned[1].meta
+    for key, value in owned[0].model_state.items():
+        torch.testing.assert_close(owned[1].model_state[key], value, rtol=0, atol=1e-6, msg=key)
+    data = planted(40, seed=3, max_labels=2, identity=1.0)
+    full_stats = _new_model(single.cfg)
+    full_stats.set_input_stats(data.subset(range(32)).input_stats())
+    for key, value in full_stats.state_dict().items():
+        if key.startswith("norms."):
+            torch.testing.assert_close(owned[0].model_state[key], value, rtol=1e-5, atol=1e-6,
+                                       msg=key)
+    model, _ = load_model(str(tmp_path / "owned1-rank0"))
+    scores = predict(model, data.subset(range(32, 40)), batch_size=5).scores
+    np.testing.assert_allclose(np.array(owned[0].meta["scores"]), scores, atol=1e-5)

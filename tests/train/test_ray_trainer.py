@@ -130,3 +130,29 @@ def test_refuses_checkpoints_of_another_vocabulary(job):
     _, config, _, full = job
     with pytest.raises(ValueError, match="different model or genre vocabulary"):
         ray_trainer.train_phases({**config, "vocab": VOCAB + ["Western"], "model_dir": str(full)})
+
+
+def test_two_ray_workers_each_load_their_half_of_the_store(ray_session, tmp_path):
+    """Through Ray Train with 2 workers, each worker reads the features of only its half of
+    the trailers of a store of several parts, and the job still scores the whole test split."""
+    table, labels = features_table(40, seed=1)
+    store = tmp_path / "features.parquet"
+    store.mkdir()
+    order = np.random.default_rng(2).permutation(table.num_rows)  # parts in no particular order
+    for k, part in enumerate(np.array_split(order, 3)):
+        storage.write_table(table.take(part), str(store / f"part-{k:02d}.parquet"))
+    cfg = build_config(
+        "tiny",
+        overrides={"train": {"num_workers": 2, "coarse_epochs": 2, "contrastive_epochs": 1,
+                             "batch_size": 8}},
+    )
+    result = ray_trainer.train_model(str(store), labels, VOCAB, cfg, str(tmp_path / "model"))
+    timings = result.metrics["train_timings"]
+    assert timings["world_size"] == 2 and timings["n_trailers"] == 40
+    assert timings["rows_loaded"] == [20, 20]
+    assert len(timings["data_load_s_per_worker"]) == 2
+    n_test = result.metrics["n_test"]
+    assert n_test >= 8 and result.metrics["test"]["n"] == n_test
+    assert 0.0 <= result.metrics["test"]["au_prc_weighted"] <= 1.0
+    assert len(result.metrics["silhouette"]) == 2
+    assert (tmp_path / "model" / "fine" / "meta.json").exists()
