@@ -50,6 +50,7 @@ import ray
 from mmx import archive, schema, storage
 from mmx.config import RunConfig
 from mmx.errors import TrailerError
+from mmx.stages.cache import cached_path
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +126,6 @@ _STATUS = pa.schema(
     [("trailer_id", pa.string()), ("fingerprint", pa.string()), ("status", pa.string()),
      ("reason", pa.string())]
 )
-
-
-def cached_path(cache: str, fingerprint: str) -> str:
-    """Where the features row of content ``fingerprint`` is cached."""
-    return storage.join(cache, f"{fingerprint}.parquet")
 
 
 def _write_cache(batch: pa.Table, cache: str) -> pa.Table:

@@ -1,9 +1,9 @@
 """The run's features store: the cached feature rows of this run's trailers, compacted.
 
-Ingest caches one row per content fingerprint (``<cache>/<fingerprint>.parquet``, written as
-each trailer finishes so a killed run keeps them). After ingest the rows of this run's
-distinct trailers are gathered by Ray Data, renamed to this run's trailer ids and locations,
-and written once as a folder of Parquet files of many trailers each
+Ingest caches one row per content fingerprint, compacted into parts of many rows
+(:mod:`mmx.stages.cache`). After ingest the rows of this run's distinct trailers are read by
+Ray Data from the parts that hold them, renamed to this run's trailer ids and locations, and
+written once as a folder of Parquet files of many trailers each
 (``work/<run>/features.parquet/``). Training, embedding and the scenes table read that folder;
 the driver reads only its small columns (:data:`META_COLUMNS`).
 """
@@ -15,8 +15,8 @@ import pyarrow.compute as pc
 
 from mmx import schema, storage
 from mmx.config import RunConfig
+from mmx.stages import cache as features_cache
 from mmx.stages import dataset
-from mmx.stages.ingest import cached_path
 
 # what the driver reads of the store: every column but the features themselves
 META_COLUMNS = ["trailer_id", "uri", "fingerprint", "size_bytes", "status", "reason", "fps",
@@ -29,7 +29,7 @@ def assemble(distinct: pa.Table, cache: str, dest: str, cfg: RunConfig) -> pa.Ta
     if distinct.num_rows == 0:
         return schema.FEATURES.empty_table().select(META_COLUMNS)
     names = distinct.select(["fingerprint", "trailer_id", "uri"])
-    paths = [cached_path(cache, f) for f in names["fingerprint"].to_pylist()]
+    paths = features_cache.files_for(cache, names["fingerprint"])
     ds = dataset.read(paths, schema=schema.FEATURES).map_batches(
         _rename, batch_format="pyarrow", fn_kwargs={"names": names}, num_cpus=0.5,
     )
@@ -38,11 +38,13 @@ def assemble(distinct: pa.Table, cache: str, dest: str, cfg: RunConfig) -> pa.Ta
 
 
 def _rename(batch: pa.Table, names: pa.Table) -> pa.Table:
-    """This run's trailer_id and uri for each cached row (found by its fingerprint: the same
-    bytes may have been featurised under another name or location)."""
+    """This run's trailer_id and uri for each cached row of this run's inputs (found by its
+    fingerprint: the same bytes may have been featurised under another name or location); a
+    part's rows of other contents are dropped."""
     at = pc.index_in(batch["fingerprint"], value_set=names["fingerprint"])
     if at.null_count:
-        raise ValueError("a cached features row matches no input of this run")
+        keep = pc.is_valid(at)
+        batch, at = batch.filter(keep), at.filter(keep)
     batch = batch.set_column(0, "trailer_id", names["trailer_id"].take(at))
     batch = batch.set_column(1, "uri", names["uri"].take(at))
     return batch.select(schema.FEATURES.names).cast(schema.FEATURES)

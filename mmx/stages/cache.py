@@ -1,0 +1,111 @@
+"""The ingest cache: features rows keyed by content fingerprint, compacted into parts.
+
+Ingest writes each trailer's row as soon as it is featurised, one small file per trailer
+(``<cache>/<fingerprint>.parquet``): a killed run keeps every trailer it finished. After ingest
+:func:`compact` moves those loose rows into parts of many rows each
+(``<cache>/parts/<id>.parquet``, ``resources.store_rows_per_file`` rows) and records which part
+holds which fingerprint in one index file (``<cache>/parts/_index.parquet``), so that the cache
+of a large archive is a few hundred objects rather than one per trailer, and a run reads only
+the parts that hold its trailers (:func:`locate`).
+
+Crash safety: a part is written (atomically) before the index names it, and loose rows are
+deleted only after the index is written. A crash in between leaves loose rows that the next
+compaction moves again (those already indexed are just deleted) and at worst a part no index
+names, which nothing reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from mmx import schema, storage
+
+log = logging.getLogger(__name__)
+
+PARTS = "parts"
+INDEX = "_index.parquet"
+INDEX_SCHEMA = pa.schema([("fingerprint", pa.string()), ("part", pa.string())])
+
+
+def cached_path(cache: str, fingerprint: str) -> str:
+    """Where ingest writes the (loose) features row of content ``fingerprint``."""
+    return storage.join(cache, f"{fingerprint}.parquet")
+
+
+def _index_uri(cache: str) -> str:
+    return storage.join(cache, PARTS, INDEX)
+
+
+def _read_index(cache: str) -> pa.Table:
+    uri = _index_uri(cache)
+    if not storage.exists(uri):
+        return INDEX_SCHEMA.empty_table()
+    return storage.read_table(uri).cast(INDEX_SCHEMA)
+
+
+def _loose(cache: str) -> dict[str, str]:
+    """fingerprint → URI of each loose row."""
+    return {u.rsplit("/", 1)[-1].removesuffix(".parquet"): u
+            for u in storage.list_files(cache, ".parquet")}
+
+
+def locate(cache: str) -> dict[str, str]:
+    """fingerprint → URI of the file holding its cached row (a part, or a loose row)."""
+    index = _read_index(cache)
+    parts = storage.join(cache, PARTS)
+    where = {fp: storage.join(parts, part) for fp, part in zip(
+        index["fingerprint"].to_pylist(), index["part"].to_pylist(), strict=True)}
+    return where | _loose(cache)
+
+
+@ray.remote(num_cpus=0.5)
+def _write_part(paths: list[str], part: str) -> list[str]:
+    """Concatenate the loose rows ``paths`` into the part file ``part``; their fingerprints."""
+    table = storage.read_tables(paths, schema.FEATURES)
+    storage.write_table(table, part)
+    return table["fingerprint"].to_pylist()
+
+
+def compact(cache: str, rows_per_file: int) -> int:
+    """Move the loose rows of ``cache`` into parts of ``rows_per_file`` rows (in Ray tasks);
+    return how many rows were moved."""
+    loose = _loose(cache)
+    if not loose:
+        return 0
+    index = _read_index(cache)
+    indexed = set(index["fingerprint"].to_pylist())
+    stale = [u for fp, u in loose.items() if fp in indexed]  # a crashed compaction's leftovers
+    todo = sorted(fp for fp in loose if fp not in indexed)
+    step = max(1, rows_per_file)
+    groups = [todo[i:i + step] for i in range(0, len(todo), step)]
+    names = [f"{uuid.uuid4().hex}.parquet" for _ in groups]
+    refs = [_write_part.remote([loose[fp] for fp in group], storage.join(cache, PARTS, name))
+            for group, name in zip(groups, names, strict=True)]
+    moved = ray.get(refs)
+    added = pa.table({
+        "fingerprint": pa.array([fp for fps in moved for fp in fps], pa.string()),
+        "part": pa.array([name for name, fps in zip(names, moved, strict=True)
+                          for _ in fps], pa.string()),
+    })
+    storage.write_table(pa.concat_tables([index, added]), _index_uri(cache))
+    doomed = [loose[fp] for fp in todo] + stale
+    fs, _ = storage.filesystem(cache)
+    for i in range(0, len(doomed), 1000):
+        fs.rm([storage.filesystem(u)[1] for u in doomed[i:i + 1000]])
+    log.info("features cache: %d rows compacted into %d parts", len(todo), len(groups))
+    return len(todo)
+
+
+def files_for(cache: str, fingerprints: pa.Array | pa.ChunkedArray) -> list[str]:
+    """The files (parts or loose rows) holding the rows of ``fingerprints``, all cached."""
+    where = locate(cache)
+    missing = [fp for fp in pc.unique(fingerprints).to_pylist() if fp not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} fingerprints are not in the features cache {cache}, "
+                         f"e.g. {missing[0]}")
+    return sorted({where[fp] for fp in fingerprints.to_pylist()})
