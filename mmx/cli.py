@@ -7,6 +7,8 @@
     mmx sql "SELECT …"                     DuckDB over the snapshot tables
     mmx subgenres                          the sub-genre clusters
     mmx ablate [--features T] [--out DIR]  expert ablation table (paper Table 2) of a run
+
+Exit codes of ``mmx run`` (and ``jobs/index_archive.py``): see :data:`EXIT_CODES`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ from typing import Any
 from mmx import logs
 from mmx.config import ConfigError, build_config, parse_args_with_overrides, parse_overrides
 
+# What the job's exit status means (also in `mmx run --help` and the README). A scheduler can
+# tell "another run is on it" (3) from a run that broke (1).
+EXIT_CODES = {
+    0: "published a snapshot, or nothing changed (incremental)",
+    1: "the run failed (an error with its traceback)",
+    2: "bad arguments, config or labels file, or an output root without conditional writes",
+    3: "another run holds the output root's lease, also after --lease-wait (nothing written)",
+    4: "this run's lease lapsed and another run took it over (nothing published)",
+    5: "another run published meanwhile: LATEST moved (nothing published)",
+    6: "refused to write into a snapshot that is already complete (nothing published)",
+}
+EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_LATEST_MOVED, EXIT_SNAPSHOT_SEALED = 3, 4, 5, 6
+
 
 def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -26,6 +41,7 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         description="Index an archive of movie trailers and publish a snapshot. "
         "Extra options of the form --section.key=value override the config "
         "(e.g. --train.num_workers=4 --resources.appearance_gpus=0.5).",
+        epilog="exit codes: " + "; ".join(f"{code} = {what}" for code, what in EXIT_CODES.items()),
     )
     p.add_argument("--archive", default="", help="folder or s3:// prefix (default: demo)")
     p.add_argument("--labels", default="", help="CSV trailer_id,genres or Parquet")
@@ -47,6 +63,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         help="with --mode incremental and the model reused: embed, index and find neighbours "
         "for every trailer again instead of only the new and changed ones",
     )
+    p.add_argument(
+        "--lease-wait", type=float, default=None, metavar="SECONDS",
+        help="when another run holds the output root, wait up to this long for it to end "
+        "(default 0: exit at once with code 3; config key lease_wait_s)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -62,19 +83,39 @@ def run_job(argv: list[str] | None = None) -> int:
             value = getattr(args, key)
             if value:
                 overrides[key] = value
+        if args.lease_wait is not None:
+            overrides["lease_wait_s"] = args.lease_wait
         cfg = build_config(args.profile, args.config, overrides)
     except (ConfigError, OSError) as err:
         parser.error(str(err))
     from mmx import pipeline
     from mmx.archive import LabelsError
+    from mmx.lease import LeaseError, LeaseHeld, LeaseLost
+    from mmx.storage import LatestMoved, SnapshotSealed
 
     try:
         summary = pipeline.run(cfg, retrain=args.retrain)
     except LabelsError as err:  # raised before Ray starts or anything is written
         parser.error(str(err))
+    # one line each, no traceback: another run is (or was) writing the same output root
+    except LeaseHeld as err:
+        return _stopped(parser, err, EXIT_LEASE_HELD)
+    except LeaseLost as err:
+        return _stopped(parser, err, EXIT_LEASE_LOST)
+    except LatestMoved as err:
+        return _stopped(parser, err, EXIT_LATEST_MOVED)
+    except SnapshotSealed as err:
+        return _stopped(parser, err, EXIT_SNAPSHOT_SEALED)
+    except LeaseError as err:  # no lease possible on this output root
+        return _stopped(parser, err, 2)
     print(summary.render())
     print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
     return 0
+
+
+def _stopped(parser: argparse.ArgumentParser, err: Exception, code: int) -> int:
+    print(f"{parser.prog}: {err}", file=sys.stderr)
+    return code
 
 
 def _print_table(rows: list[dict[str, Any]], as_json: bool) -> None:

@@ -255,6 +255,15 @@ class RunConfig:
     mode: Literal["full", "incremental"] = "full"
     demo_trailers: int = 48
     keep_snapshots: int = 7  # published snapshots kept (older ones pruned; 0 = keep all)
+    # ... and none is pruned before it has been superseded this long: a reader that opened it
+    # through LATEST just before a publish can finish (table formats keep a week too).
+    snapshot_grace_days: float = 7.0
+    # One writer per output root: a run holds the lease <out>/work/LEASE (mmx.lease) and
+    # heartbeats it every third of this; a lease not renewed for this long (a crashed run) is
+    # taken over by the next run. Keep it far above the clock skew between machines.
+    lease_ttl_s: float = 600.0
+    # How long a run waits for another run's lease before it gives up (0 = give up at once).
+    lease_wait_s: float = 0.0
     # Hash every file's bytes again, even those whose location, size and version tag (S3 ETag,
     # local mtime) are unchanged since the latest snapshot (whose fingerprints are reused).
     rehash: bool = False
@@ -268,6 +277,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.lease_ttl_s > 0, "lease_ttl_s must be > 0")
+        _check(self.lease_wait_s >= 0, "lease_wait_s must be >= 0")
+        _check(self.snapshot_grace_days >= 0, "snapshot_grace_days must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (JSON/YAML-safe)."""

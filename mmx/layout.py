@@ -8,6 +8,7 @@ between a writer and its readers::
     <out>/snapshots/<name>/             a published snapshot (tables, faiss/, metrics.json …)
     <out>/models/<name>/                the model trained by run <name> (checkpoints, result.json)
     <out>/work/PENDING                  name of the run in progress (a killed run resumes it)
+    <out>/work/LEASE                    the running job's lease: one writer at a time (mmx.lease)
     <out>/work/<name>/features.parquet/ the features store of run <name> (Parquet parts): every
                                         distinct trailer when it trains, else the new/changed
     <out>/work/<name>/embeddings/       the embeddings of run <name> (Parquet parts)

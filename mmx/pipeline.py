@@ -5,6 +5,10 @@ contrastive) → embed → sub-genres → sharded index + neighbours → publish
 LATEST. Past ingest the driver holds ids and small per-trailer metadata only: the stages read
 and write Parquet folders under ``work/<run>/`` in Ray tasks (:mod:`mmx.stages`). The diff
 against the latest snapshot is :mod:`mmx.changes`; the summary and run report :mod:`mmx.summary`.
+
+One writer per output root: the run holds the lease ``<out>/work/LEASE`` (:mod:`mmx.lease`)
+from before it reads ``work/PENDING`` until it ends, never writes into a snapshot sealed with
+``_COMPLETE``, and moves LATEST by compare-and-swap against the LATEST it started from.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, policy, schema, storage
+from mmx import archive, changes, lease, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 from mmx.layout import OutputLayout
 from mmx.summary import RunSummary, counts, write_report
@@ -60,6 +64,12 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
 
     ``cfg.mode == "incremental"`` reuses the latest snapshot's model and sub-genre centroids
     and decodes only new or changed content; ``retrain`` (or no previous snapshot) trains anew.
+
+    Raises :class:`mmx.lease.LeaseHeld` (after waiting ``cfg.lease_wait_s``) when another run
+    holds the output root, having written nothing; :class:`mmx.lease.LeaseLost` or
+    :class:`mmx.storage.LatestMoved` when another run took the lease over or published
+    meanwhile (this run publishes nothing); :class:`mmx.storage.SnapshotSealed` rather than
+    write into a complete snapshot.
     """
     from mmx.stages import session
 
@@ -69,12 +79,29 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
     started = session.connect(cfg)
     try:
         session.check_storage(cfg.archive, cfg.out)  # workers reach s3:// too, or stop here
-        return _run(cfg, retrain, labels)
+        # a provisional run id: _run renames the lease once it knows its snapshot name
+        held = lease.acquire(cfg.out, storage.new_snapshot_name(), ttl_s=cfg.lease_ttl_s,
+                             wait_s=cfg.lease_wait_s, poll_s=min(30.0, cfg.lease_ttl_s / 10))
+        try:
+            held.start_heartbeat()
+            return _run(cfg, retrain, labels, held)
+        finally:
+            _release(held)
     finally:
         if started:
             import ray
 
             ray.shutdown()
+
+
+def _release(held: lease.Lease) -> None:
+    """Release the lease if it is still ours (one taken over is left to its new holder). A
+    store error here must not hide the run's outcome: the lease then lapses after its TTL."""
+    try:
+        held.release()
+    except Exception as err:  # noqa: BLE001
+        log.warning("could not release the lease %s (it lapses %g s after its last "
+                    "heartbeat): %s", held.uri, held.info.ttl_s, err)
 
 
 def ingest_key(cfg: RunConfig) -> str:
@@ -88,23 +115,34 @@ def ingest_key(cfg: RunConfig) -> str:
 
 
 
-def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]]) -> RunSummary:
+def _snapshot_name(layout: OutputLayout) -> str:
+    """The name of this run's snapshot: the one ``work/PENDING`` names when that run never
+    published (a run killed before it published left it there: its training checkpoints under
+    ``models/<name>/`` are resumed rather than started again), else a new one."""
+    pending = layout.pending
+    name = storage.read_text(pending).strip() if storage.exists(pending) else ""
+    if name and storage.snapshot_complete(layout.out, name):
+        log.info("work/PENDING names %s, which is published: starting a new snapshot", name)
+        name = ""  # it did publish (and a complete snapshot is never written again)
+    return name or storage.new_snapshot_name()
+
+
+def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
+         held: lease.Lease) -> RunSummary:
     from mmx.stages import embed, index, ingest, publish, store
     from mmx.train import ray_trainer
 
     timings: dict[str, float] = {}
-    # A run killed before it published left its name here: reuse it, so its training
-    # checkpoints under models/<name>/ are resumed rather than started again.
     layout = OutputLayout(cfg.out)
     pending = layout.pending
-    name = storage.read_text(pending).strip() if storage.exists(pending) else ""
-    if name and storage.exists(storage.join(layout.snapshot(name), storage.COMPLETE)):
-        name = ""  # it did publish; start afresh
-    name = name or storage.new_snapshot_name()
-    storage.write_text(pending, name + "\n")
+    name = _snapshot_name(layout)
     snap = layout.snapshot(name)
+    storage.assert_writable(snap)
+    held.rename(name)  # the lease names this run now (LeaseLost if it is no longer ours)
+    storage.write_text(pending, name + "\n")
     cache = layout.cache(ingest_key(cfg))
     vocab = archive.genre_vocabulary(labels)
+    # what LATEST names as the run starts: it publishes only if LATEST still names that
     latest_uri = storage.latest(cfg.out)
     latest = changes.latest_files(latest_uri)
     prev = (changes.previous(latest_uri, latest)
@@ -265,11 +303,13 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]]) -> RunSumm
         "recomputed": {"embedded": len(fresh), "kept": len(reuse), "removed": len(stale)},
     }
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
-    storage.publish(cfg.out, name)
+    storage.assert_writable(snap)  # sealed meanwhile by someone else: never publish over it
+    held.check()  # a run whose lease was taken over must not publish
+    storage.publish(cfg.out, name, expected=latest_uri)
     fs, path = storage.filesystem(pending)
     fs.rm(path)
     if cfg.keep_snapshots > 0:
-        storage.prune(cfg.out, cfg.keep_snapshots)
+        storage.prune(cfg.out, cfg.keep_snapshots, grace_s=cfg.snapshot_grace_days * 86400)
     _clean_work(layout, name, trained=not incremental)
 
     bad = meta.filter(pc.not_equal(meta["status"], "ok"))

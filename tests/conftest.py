@@ -188,6 +188,25 @@ def synth_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def small_archive(synth_archive: Path):
+    """``small_archive(dst, n, extra=("broken_0000",))``: a copy of the first ``n`` trailers
+    of ``synth_archive`` plus the ``extra`` files named (by stem) and its labels, under ``dst``:
+    an archive one test may add to or rewrite."""
+    import shutil
+
+    def make(dst: Path, n: int = 10, extra: tuple[str, ...] = ("broken_0000",)) -> Path:
+        videos = synth_archive / "videos"
+        (dst / "videos").mkdir(parents=True)
+        keep = sorted(videos.glob("trailer_*.mp4"))[:n] + [videos / f"{e}.mp4" for e in extra]
+        for p in keep:
+            shutil.copy(p, dst / "videos" / p.name)
+        shutil.copy(synth_archive / "labels.csv", dst / "labels.csv")
+        return dst
+
+    return make
+
+
 def _job():
     """jobs/index_archive.py as a module (it is a script, not part of the package)."""
     import importlib.util
@@ -269,3 +288,24 @@ def out(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "out")
     request.getfixturevalue("s3_endpoint")
     return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:10]}/out"
+
+
+@pytest.fixture(scope="module")
+def s3_ray(s3_endpoint: str, ray_session):
+    """The session's local Ray, with workers that see the moto S3 of ``s3_endpoint``: a local
+    Ray's workers inherit the env of the process that started it, so a Ray started before the
+    env was set is started again, the way ``ray_session`` does."""
+    ray = ray_session
+
+    @ray.remote(num_cpus=0)
+    def endpoint() -> str | None:
+        import os
+
+        return os.environ.get("AWS_ENDPOINT_URL")
+
+    if ray.get(endpoint.remote()) != s3_endpoint:
+        ray.shutdown()
+        ray.init(address="local", num_cpus=2, _node_ip_address="127.0.0.1",
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        assert ray.get(endpoint.remote()) == s3_endpoint
+    return ray

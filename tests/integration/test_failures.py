@@ -10,7 +10,6 @@ test_node_failure.py (its own two-node cluster).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -24,17 +23,6 @@ from mmx.stages import ingest
 ARGS = ["--profile", "tiny", "--train.coarse_epochs=2", "--train.contrastive_epochs=1"]
 
 
-def small_archive(src: Path, dst: Path, n: int) -> Path:
-    """The first ``n`` trailers of ``src`` plus its teaser (excluded) and broken file."""
-    (dst / "videos").mkdir(parents=True)
-    keep = sorted((src / "videos").glob("trailer_*.mp4"))[:n]
-    keep += [src / "videos/teaser_0000.mp4", src / "videos/broken_0000.mp4"]
-    for p in keep:
-        shutil.copy(p, dst / "videos" / p.name)
-    shutil.copy(src / "labels.csv", dst / "labels.csv")
-    return dst
-
-
 def _statuses(out: Path) -> dict[str, dict]:
     trailers = pq.read_table(Path(storage.latest(str(out))) / "trailers.parquet")
     return {r["trailer_id"]: r for r in trailers.select(["trailer_id", "status", "reason"])
@@ -42,9 +30,10 @@ def _statuses(out: Path) -> dict[str, dict]:
 
 
 def test_crashing_decoder_fails_its_trailer_only(
-    ray_session, synth_archive: Path, tmp_path: Path
+    ray_session, small_archive, tmp_path: Path
 ) -> None:
-    arch = small_archive(synth_archive, tmp_path / "arch", n=10)
+    # 10 trailers, a teaser (excluded) and a broken file
+    arch = small_archive(tmp_path / "arch", n=10, extra=("teaser_0000", "broken_0000"))
     out = tmp_path / "out"
     base = ["--archive", str(arch), "--out", str(out), *ARGS]
     crash = ["--resources.debug_crash_decode=trailer_0002.*", "--resources.decode_attempts=2"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,20 +14,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from mmx import storage
-from mmx.cli import run_job
+from mmx.cli import EXIT_LEASE_HELD, run_job
 from mmx.synth import write_trailer
 
 ROOT = Path(__file__).resolve().parents[2]
 ARGS = ["--profile", "tiny", "--train.coarse_epochs=2", "--train.contrastive_epochs=1"]
-
-
-def _small_archive(src: Path, dst: Path, n: int = 11) -> Path:
-    (dst / "videos").mkdir(parents=True)
-    keep = sorted((src / "videos").glob("trailer_*.mp4"))[:n] + [src / "videos/broken_0000.mp4"]
-    for p in keep:
-        shutil.copy(p, dst / "videos" / p.name)
-    shutil.copy(src / "labels.csv", dst / "labels.csv")
-    return dst
 
 
 def _report(out: Path) -> dict:
@@ -37,9 +27,9 @@ def _report(out: Path) -> dict:
 
 
 def test_incremental_decodes_only_new_and_changed(
-    ray_session, synth_archive: Path, tmp_path: Path
+    ray_session, small_archive, tmp_path: Path
 ) -> None:
-    arch = _small_archive(synth_archive, tmp_path / "arch")
+    arch = small_archive(tmp_path / "arch", n=11)
     out = tmp_path / "out"
     base = ["--archive", str(arch), "--out", str(out), *ARGS]
     assert run_job(base) == 0
@@ -82,9 +72,9 @@ def test_incremental_decodes_only_new_and_changed(
 
 
 def test_killed_run_keeps_latest_and_resumes(
-    ray_session, synth_archive: Path, tmp_path: Path
+    ray_session, small_archive, tmp_path: Path
 ) -> None:
-    arch = _small_archive(synth_archive, tmp_path / "arch", n=11)
+    arch = small_archive(tmp_path / "arch", n=11)
     out = tmp_path / "out"
     base = ["--archive", str(arch), "--out", str(out), *ARGS]
     assert run_job(base) == 0
@@ -92,11 +82,15 @@ def test_killed_run_keeps_latest_and_resumes(
     for i in range(6):
         write_trailer(str(arch / "videos" / f"late_{i}.mp4"), ("Sci-Fi",), seed=700 + i)
 
-    # a separate job process (its own local Ray), killed while the expert stage is writing
+    # a separate job process (its own local Ray), killed while the expert stage is writing;
+    # its run lease lapses 30 s after its last heartbeat (the default TTL is 10 minutes)
     cache = next((out / "cache").iterdir())
     before = len(list(cache.iterdir()))
+    short_lease = tmp_path / "short_lease.yaml"
+    short_lease.write_text("lease_ttl_s: 30\n")
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "jobs/index_archive.py"), *base, "--mode", "incremental"],
+        [sys.executable, str(ROOT / "jobs/index_archive.py"), *base, "--mode", "incremental",
+         "--config", str(short_lease)],
         cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 300
@@ -112,7 +106,10 @@ def test_killed_run_keeps_latest_and_resumes(
     assert storage.latest(str(out)) == published  # LATEST untouched and readable
     assert pq.read_table(Path(published) / "trailers.parquet").num_rows == 12
 
-    assert run_job([*base, "--mode", "incremental"]) == 0
+    # the killed run still holds the output root: a rerun right away is refused, writing
+    # nothing; one that waits takes the lease over once it has lapsed, and resumes
+    assert run_job([*base, "--mode", "incremental"]) == EXIT_LEASE_HELD
+    assert run_job([*base, "--mode", "incremental", "--lease-wait", "120"]) == 0
     report = _report(out)
     assert report["published"]
     assert len(report["decoded"]) == 6 - done  # only the unfinished trailers

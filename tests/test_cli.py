@@ -1,0 +1,97 @@
+"""The job's command line (mmx.cli): ``--lease-wait`` and the lease settings of the config, and
+the exit codes that tell a scheduler "another run is on it" apart from a broken run. The
+pipeline is replaced by a stub: these need no Ray (the real runs are in
+tests/integration/test_single_writer.py)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from mmx import cli, pipeline
+from mmx.config import ConfigError, RunConfig, build_config
+from mmx.lease import LeaseError, LeaseHeld, LeaseInfo, LeaseLost
+from mmx.storage import LatestMoved, SnapshotSealed
+
+
+def test_lease_and_grace_settings_have_defaults_and_are_checked() -> None:
+    cfg = RunConfig()
+    assert (cfg.lease_ttl_s, cfg.lease_wait_s, cfg.snapshot_grace_days) == (600.0, 0.0, 7.0)
+    cfg = build_config("tiny", overrides={"lease_ttl_s": "30", "lease_wait_s": 5,
+                                          "snapshot_grace_days": 0})
+    assert (cfg.lease_ttl_s, cfg.lease_wait_s, cfg.snapshot_grace_days) == (30.0, 5.0, 0.0)
+    for bad in ({"lease_ttl_s": 0}, {"lease_wait_s": -1}, {"snapshot_grace_days": -0.5},
+                {"lease_ttl_s": "soon"}, {"lease_wait_s": True}):
+        with pytest.raises(ConfigError):
+            build_config("tiny", overrides=bad)
+
+
+class FakeRun:
+    """Stands in for pipeline.run: records each config and raises ``error``."""
+
+    def __init__(self) -> None:
+        self.configs: list[RunConfig] = []
+        self.error: Exception = RuntimeError("unset")
+
+    def __call__(self, cfg: RunConfig, retrain: bool = False) -> None:
+        self.configs.append(cfg)
+        raise self.error
+
+
+@pytest.fixture
+def ran(monkeypatch: pytest.MonkeyPatch) -> FakeRun:
+    fake = FakeRun()
+    monkeypatch.setattr(pipeline, "run", fake)
+    return fake
+
+
+ARGV = ["--archive", "/nowhere", "--labels", "", "--out", "/nowhere/out", "--profile", "tiny"]
+HOLDER = LeaseInfo(run="20260101T000000Z-abcdef", host="elsewhere", pid=42, acquired=0.0,
+                   heartbeat=time.time(), ttl_s=600.0)
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (LeaseHeld(HOLDER.describe("/nowhere/out"), HOLDER), 3),
+    (LeaseLost("lease /nowhere/out/work/LEASE of run r was taken over by run s"), 4),
+    (LatestMoved("/nowhere/out/LATEST names b, not a as when this run started",
+                 expected="a", current="b"), 5),
+    (SnapshotSealed("snapshot /nowhere/out/snapshots/a is complete"), 6),
+    (LeaseError("no lease for memory://x: only local paths and s3://"), 2),
+])
+def test_writer_conflicts_exit_with_their_code_and_one_line(
+    ran, capsys: pytest.CaptureFixture, error: Exception, code: int
+) -> None:
+    ran.error = error
+    assert cli.run_job(ARGV) == code
+    err = capsys.readouterr().err
+    assert err == f"index_archive.py: {error}\n"  # one line, no traceback
+    assert code in cli.EXIT_CODES
+
+
+def test_the_holder_is_named_in_the_refusal(ran, capsys: pytest.CaptureFixture) -> None:
+    ran.error = LeaseHeld(HOLDER.describe("/nowhere/out"), HOLDER)
+    assert cli.run_job(ARGV) == cli.EXIT_LEASE_HELD
+    err = capsys.readouterr().err
+    assert err.startswith("index_archive.py: another run 20260101T000000Z-abcdef on elsewhere "
+                          "(pid 42) holds /nowhere/out since 1970-01-01 00:00:00Z")
+
+
+def test_lease_wait_flag_sets_the_config(ran) -> None:
+    ran.error = LeaseHeld("held", HOLDER)
+    cli.run_job(ARGV)
+    assert ran.configs[-1].lease_wait_s == 0.0
+    cli.run_job([*ARGV, "--lease-wait", "90"])
+    assert ran.configs[-1].lease_wait_s == 90.0
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_job([*ARGV, "--lease-wait", "-1"])
+    assert exit_.value.code == 2
+
+
+def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit):
+        cli.run_job(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--lease-wait SECONDS" in text
+    for code in cli.EXIT_CODES:
+        assert f"{code} = " in text
