@@ -129,6 +129,7 @@ def _snapshot_name(layout: OutputLayout) -> str:
 
 def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
          held: lease.Lease) -> RunSummary:
+    from mmx.stages import cache as features_cache
     from mmx.stages import embed, index, ingest, publish, store
     from mmx.train import ray_trainer
 
@@ -165,8 +166,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
             ).items()
         }
         diff = changes.changes(ids, fps, prev)
-        cached = {u.rsplit("/", 1)[-1].removesuffix(".parquet")
-                  for u in storage.list_files(cache, ".parquet")}
+        cached = set(features_cache.locate(cache))
         todo = [i for i, (t, f) in enumerate(zip(ids, fps, strict=True))
                 if t not in excluded and f not in cached]
         fingerprints = {"hashed": len(files) - len(reused), "reused": len(reused)}
@@ -211,6 +211,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     with _timed(timings, "ingest"):
         if todo:
             ingest.extract_features(inputs.take(todo), cfg, cache)
+        # one object per many trailers, not per trailer (and a killed run's rows too)
+        features_cache.compact(cache, cfg.resources.store_rows_per_file)
+
+    with _timed(timings, "store"):
         distinct = inputs.filter(pc.invert(pc.is_in(
             inputs["trailer_id"], value_set=pa.array(sorted(set(excluded) | kept), pa.string()))))
         features_uri = layout.features(name)
