@@ -52,12 +52,13 @@ def read_embeddings(emb: str, columns: list[str] | None = None) -> pa.Table:
     return storage.read_table(emb, columns).sort_by("trailer_id")
 
 
-def matrix(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """list<float32> column of equal-length rows → (N, D) float32 (no Python lists)."""
+def matrix(column: pa.ChunkedArray | pa.Array, dim: int = 0) -> np.ndarray:
+    """list<float32> column of equal-length rows → (N, D) float32 (no Python lists); an
+    empty column gives (0, ``dim``)."""
     col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     n = len(col)
     if n == 0:
-        return np.zeros((0, 0), np.float32)
+        return np.zeros((0, dim), np.float32)
     flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     return flat.reshape(n, -1)
 
@@ -148,7 +149,7 @@ def build_index(emb: str, cfg: RunConfig, out: str, model_version: str) -> dict:
     trained, dim = ray.get(remote(_train).remote(emb, cfg))
     trained_ref = ray.put(trained)
     fs, path = storage.filesystem(out)
-    refs = [remote(_fill_shard).remote(emb, s, trained_ref, path, fs)
+    refs = [remote(_fill_shard).remote(emb, s, trained_ref, dim, path, fs)
             for s in range(cfg.index.n_shards)]
     return shards.write_manifest(path, ray.get(refs), model_version=model_version, dim=dim,
                                  metric="cosine", fs=fs)
@@ -170,13 +171,15 @@ def _shard_rows(emb: str, shard: int) -> pa.Table:
     return t.filter(pc.equal(t["shard"], shard))
 
 
-def _fill_shard(emb: str, shard: int, trained: bytes, path: str, fs: object) -> dict:
-    """One shard: a copy of the trained index filled with its vectors, written with its ids."""
+def _fill_shard(emb: str, shard: int, trained: bytes, dim: int, path: str,
+                fs: object) -> dict:
+    """One shard: a copy of the trained index filled with its vectors, written with its ids
+    (a shard no trailer hashes to is written empty)."""
     faiss.omp_set_num_threads(1)
     t = _shard_rows(emb, shard)
     tids = t["trailer_id"].to_pylist()
     gids = shards.stable_ids(tids)
-    blob = shards.build_shard(trained, gids, matrix(t["embedding"]))
+    blob = shards.build_shard(trained, gids, matrix(t["embedding"], dim))
     return shards.write_shard(path, shard, blob, gids, tids, fs=fs)
 
 
@@ -216,7 +219,7 @@ def _update_shard(ppath: str, pfs: object, entry: dict, dim: int, gone: np.ndarr
     new_ids = shards.stable_ids(tids)
     keep = pc.invert(pc.is_in(id_map["id"], value_set=pa.array(gone, pa.int64())))
     id_map = id_map.filter(keep)
-    vectors = matrix(t["embedding"]) if t.num_rows else np.zeros((0, dim), np.float32)
+    vectors = matrix(t["embedding"], dim)
     blob = shards.update_shard(blob, gone, new_ids, vectors)
     all_ids = np.concatenate([id_map["id"].to_numpy(), new_ids])
     all_tids = id_map["trailer_id"].to_pylist() + tids
