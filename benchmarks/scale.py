@@ -244,8 +244,12 @@ def link_cache(shared: Path, cache: Path, n_base: int, ids: range) -> None:
 # ------------------------------------------------------------------------ one job, measured
 def _child(spec: dict[str, Any]) -> None:
     """Run the job once in this (fresh) process; print its figures as the last line."""
+    import logging
+
     from mmx import pipeline
     from mmx.config import build_config, parse_overrides
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     cfg = build_config(profile=spec["profile"], overrides=parse_overrides(spec["overrides"]))
     t0 = time.perf_counter()
@@ -256,13 +260,22 @@ def _child(spec: dict[str, Any]) -> None:
                       "metrics": summary.metrics, "published": summary.published}))
 
 
-def run_job(spec: dict[str, Any], log: Path) -> dict[str, Any]:
+def run_job(spec: dict[str, Any], log: Path, saved: Path | None = None) -> dict[str, Any]:
+    """The job in a fresh process; its figures are kept in ``saved`` and, when that file
+    exists (``--resume``), read from it instead of running again."""
+    if saved is not None and saved.exists():
+        print(f"  (figures from {saved})", flush=True)
+        return json.loads(saved.read_text())
     cmd = [sys.executable, __file__, "--child", json.dumps(spec)]
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=fh, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"job failed ({proc.returncode}): see {log}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    if saved is not None:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(figures, indent=1))
+    return figures
 
 
 def overrides(args: argparse.Namespace, archive: Path, out: Path, mode: str,
@@ -309,6 +322,8 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("/tmp/mmx-scale"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scale.json")
+    p.add_argument("--resume", action="store_true",
+                   help="keep the runs of --workdir that finished (their figures are saved)")
     p.add_argument("--prepare-only", action="store_true",
                    help="write the synthetic features rows and stop")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -346,15 +361,18 @@ def main() -> None:
     runs: dict[str, Any] = {}
     for n in sizes:
         root = args.workdir / f"n{n}"
-        if root.exists():
-            shutil.rmtree(root)
+        saved = args.workdir / "figures" / f"full-{n}.json"
+        if not (args.resume and saved.exists()):
+            saved.unlink(missing_ok=True)
+            if root.exists():
+                shutil.rmtree(root)
         archive, out = root / "archive", root / "out"
         write_archive(gen, archive, range(n), args.labelled, genres, args.seed)
         link_cache(shared, out / "cache" / f"features-{key}", largest, range(n))
         print(f"full run, {n} trailers …", flush=True)
         runs[str(n)] = run_job({"profile": args.profile,
                                 "overrides": overrides(args, archive, out, "full")},
-                               root / "full.log")
+                               root / "full.log", saved)
         print(f"  {runs[str(n)]['wall_s']} s, driver peak {runs[str(n)]['driver_peak_rss_mb']} MB",
               flush=True)
 
@@ -364,8 +382,10 @@ def main() -> None:
     link_cache(shared, out / "cache" / f"features-{key}", largest,
                range(largest, largest + n_night))
     print(f"night: {n_night} new trailers on {largest} …", flush=True)
+    figures = args.workdir / "figures"
     night = run_job({"profile": args.profile,
-                     "overrides": overrides(args, archive, out, "incremental")}, root / "night.log")
+                     "overrides": overrides(args, archive, out, "incremental")}, root / "night.log",
+                    figures / "night.json")
     recompute = None
     if args.recompute_night:
         # a second night of as many new trailers, everything recomputed with the reused model
@@ -376,7 +396,7 @@ def main() -> None:
         print(f"night with --recompute: {n_night} more new trailers …", flush=True)
         again = run_job({"profile": args.profile,
                          "overrides": overrides(args, archive, out, "incremental", True)},
-                        root / "night-recompute.log")
+                        root / "night-recompute.log", figures / "night-recompute.json")
         recompute = {"n_base": largest + n_night, "n_new": n_night, "wall_s": again["wall_s"],
                      "driver_peak_rss_mb": again["driver_peak_rss_mb"],
                      "stage_s": again["metrics"]["timings_s"],
