@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import uuid
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -64,11 +65,9 @@ def locate(cache: str) -> dict[str, str]:
 
 
 @ray.remote(num_cpus=0.5)
-def _write_part(paths: list[str], part: str) -> list[str]:
-    """Concatenate the loose rows ``paths`` into the part file ``part``; their fingerprints."""
-    table = storage.read_tables(paths, schema.FEATURES)
-    storage.write_table(table, part)
-    return table["fingerprint"].to_pylist()
+def _write_part(paths: list[str], part: str) -> None:
+    """Concatenate the loose rows ``paths`` into the part file ``part``."""
+    storage.write_table(storage.read_tables(paths, schema.FEATURES), part)
 
 
 def compact(cache: str, rows_per_file: int) -> int:
@@ -86,11 +85,11 @@ def compact(cache: str, rows_per_file: int) -> int:
     names = [f"{uuid.uuid4().hex}.parquet" for _ in groups]
     refs = [_write_part.remote([loose[fp] for fp in group], storage.join(cache, PARTS, name))
             for group, name in zip(groups, names, strict=True)]
-    moved = ray.get(refs)
+    ray.get(refs)
+    # a loose row's file is named by its fingerprint: the groups say what each part holds
     added = pa.table({
-        "fingerprint": pa.array([fp for fps in moved for fp in fps], pa.string()),
-        "part": pa.array([name for name, fps in zip(names, moved, strict=True)
-                          for _ in fps], pa.string()),
+        "fingerprint": pa.array(todo, pa.string()),
+        "part": pa.array(np.repeat(names, [len(g) for g in groups]), pa.string()),
     })
     storage.write_table(pa.concat_tables([index, added]), _index_uri(cache))
     doomed = [loose[fp] for fp in todo] + stale
