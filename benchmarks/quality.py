@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from mmx import storage
 from mmx.features import pooled
+from mmx.stages import cache as features_cache
 from mmx.train.metrics import genre_metrics
 
 K = 5  # neighbours scored per trailer
@@ -257,10 +258,11 @@ def read_run(out: str) -> dict[str, Any]:
     ok = trailers.filter(pc.equal(trailers["status"], "ok"))
     vocab = storage.read_json(storage.join(snap, "genres.json"))
     fps = ok["fingerprint"].to_pylist()
-    caches = sorted(Path(out, "cache").glob("features-*"))
-    files = [next(str(c / f"{fp}.parquet") for c in caches if (c / f"{fp}.parquet").exists())
-             for fp in fps]
-    features = pa.concat_tables([storage.read_table(f) for f in files])
+    where: dict[str, str] = {}  # fingerprint → cache file (a compacted part or a loose row)
+    for c in sorted(Path(out, "cache").glob("features-*")):
+        where |= features_cache.locate(str(c))
+    cached = pa.concat_tables([storage.read_table(f) for f in sorted({where[fp] for fp in fps})])
+    features = cached.take(pc.index_in(ok["fingerprint"], value_set=cached["fingerprint"]))
     features = features.set_column(0, "trailer_id", ok["trailer_id"])
     model = storage.read_json(storage.join(snap, "model.json"))
     return {"snapshot": snap, "ok": ok, "vocab": vocab, "features": features,
