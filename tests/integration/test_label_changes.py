@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import pytest
 
 from mmx import archive, storage
 from mmx.cli import EXIT_UNKNOWN_GENRES, run_job
@@ -46,7 +47,7 @@ def _model_genres(snapshot: str) -> tuple[list[str], list[str], list[str]]:
 
 
 def test_label_edits_publish_and_new_genres_retrain(
-    ray_session, small_archive, tmp_path: Path
+    ray_session, small_archive, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     arch = small_archive(tmp_path / "arch", n=11)
     out = tmp_path / "out"
@@ -66,7 +67,9 @@ def test_label_edits_publish_and_new_genres_retrain(
     tid = next(t for t, r in sorted(before.items()) if r["status"] == "ok" and r["genres"])
     new = [g for g in vocab if g not in before[tid]["genres"]][:2]
     _write_labels(labels_csv, {**labels, tid: new})
+    capsys.readouterr()
     assert run_job(nightly) == 0
+    assert "labels: changed for 1 trailers" in capsys.readouterr().out
     report = _report(out)
     assert report["published"] and report["n_decoded"] == 0
     assert report["changes"] == {"new": 0, "changed": 0, "unchanged": 12, "removed": 0}
@@ -99,6 +102,8 @@ def test_label_edits_publish_and_new_genres_retrain(
     models = sorted((out / "models").iterdir())
     # retraining for it off: stops before decoding, writing nothing
     assert run_job([*nightly, "--train.retrain_on_new_genres=false"]) == EXIT_UNKNOWN_GENRES
+    err = capsys.readouterr().err
+    assert "['Horor'] (new or renamed)" in err and "--retrain" in err
     assert storage.latest(str(out)) == second
     assert sorted((out / "runs").iterdir()) == reports
     assert sorted((out / "snapshots").iterdir()) == snapshots
