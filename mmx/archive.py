@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import posixpath
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -212,6 +213,29 @@ def _check_columns(uri: str, names: Iterable[str]) -> None:
 def genre_vocabulary(labels: dict[str, list[str]]) -> list[str]:
     """Sorted distinct genres of a labels mapping."""
     return sorted({g for gs in labels.values() for g in gs})
+
+
+def normalise_labels(labels: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+    """The labels mapping as a comparison sees it: ids sorted, each trailer's genres distinct
+    and sorted, unlabelled trailers (no genre) left out, as a row without genres is no label."""
+    out = {tid: sorted(set(genres)) for tid, genres in labels.items()}
+    return {tid: out[tid] for tid in sorted(out) if out[tid]}
+
+
+def labels_digest(labels: Mapping[str, Iterable[str]]) -> str:
+    """SHA-256 (hex) of the normalised labels mapping (:func:`normalise_labels`): equal for two
+    labels files that label the same trailers with the same genres, whatever their row or genre
+    order, format (CSV or Parquet) or unlabelled rows."""
+    text = json.dumps(normalise_labels(labels), ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def labels_record(labels: Mapping[str, Iterable[str]]) -> dict[str, object]:
+    """What a snapshot records of the labels it published (``labels.json``): their digest,
+    genre vocabulary and how many trailers they label."""
+    normal = normalise_labels(labels)
+    return {"digest": labels_digest(normal), "genres": genre_vocabulary(normal),
+            "n_labelled": len(normal)}
 
 
 def labels_table(labels: dict[str, list[str]]) -> pa.Table:

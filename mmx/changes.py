@@ -4,6 +4,11 @@ An incremental run compares the files it discovers with the latest published sna
 (trailer_id → content fingerprint): new, changed, unchanged and removed trailers. With the
 model reused, only new and changed trailers are embedded; unchanged ones keep their published
 embedding, scores and sub-genre (:mod:`mmx.stages.publish`).
+
+Labels are compared too: each snapshot records the digest of the labels it published
+(``labels.json``, :func:`mmx.archive.labels_digest`); when the current labels' digest differs,
+the trailers whose published ``genres`` differ from their current labels are relabelled, a
+change to publish even when no file changed (their embeddings and scores stay: same model).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import numpy as np
 import pyarrow as pa
 
 from mmx import policy, storage
+
+LABELS_FILE = "labels.json"  # a snapshot's labels digest and genre vocabulary
 
 
 @dataclass
@@ -26,6 +33,8 @@ class LatestFiles:
     # could be read (an unreadable file's placeholder fingerprint is never reused)
     known: dict[tuple[str, str], str] = field(default_factory=dict)
     ok: frozenset[str] = frozenset()  # trailers the snapshot published with an embedding
+    uri: str = ""  # the snapshot ("" = none)
+    labels_digest: str = ""  # of the labels it published ("" = none recorded, or no snapshot)
 
 
 def latest_files(uri: str | None) -> LatestFiles:
@@ -43,13 +52,33 @@ def latest_files(uri: str | None) -> LatestFiles:
     versions = (table["source_version"].to_pylist() if "source_version" in table.column_names
                 else [""] * table.num_rows)
     status = table["status"].to_pylist()
+    labels_uri = storage.join(uri, LABELS_FILE)
+    digest = (str(storage.read_json(labels_uri).get("digest", ""))
+              if storage.exists(labels_uri) else "")
     return LatestFiles(
         ledger=dict(zip(ids, fps, strict=True)),
         owners=dict(zip(ids, uris, strict=True)),
         known={(u, v): fp for u, v, fp in zip(uris, versions, fps, strict=True)
                if v and fp and not fp.startswith("unreadable-")},
         ok=frozenset(t for t, s in zip(ids, status, strict=True) if s == "ok"),
+        uri=uri,
+        labels_digest=digest,
     )
+
+
+def relabelled(ids: list[str], labels: dict[str, list[str]], digest: str,
+               files: LatestFiles) -> list[str]:
+    """The trailers of ``ids`` that the snapshot of ``files`` published with other labels
+    than ``labels`` (of digest ``digest``; genre order and repeats aside), sorted. Only when
+    ``digest`` differs from the one the snapshot recorded is its ``genres`` column read."""
+    if not files.uri or (files.labels_digest and files.labels_digest == digest):
+        return []
+    table = storage.read_table(storage.join(files.uri, "trailers.parquet"),
+                               ["trailer_id", "genres"])
+    published = dict(zip(table["trailer_id"].to_pylist(), table["genres"].to_pylist(),
+                         strict=True))
+    return sorted(t for t in ids if t in published
+                  and sorted(set(published[t] or ())) != sorted(set(labels.get(t, ()))))
 
 
 @dataclass

@@ -31,8 +31,11 @@ EXIT_CODES = {
     4: "this run's lease lapsed and another run took it over (nothing published)",
     5: "another run published meanwhile: LATEST moved (nothing published)",
     6: "refused to write into a snapshot that is already complete (nothing published)",
+    7: "incremental: the labels name genres the model does not know and "
+       "train.retrain_on_new_genres is off (nothing written; --retrain, or fix the labels)",
 }
 EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_LATEST_MOVED, EXIT_SNAPSHOT_SEALED = 3, 4, 5, 6
+EXIT_UNKNOWN_GENRES = 7
 
 
 def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
@@ -91,6 +94,7 @@ def run_job(argv: list[str] | None = None) -> int:
     from mmx import pipeline
     from mmx.archive import LabelsError
     from mmx.lease import LeaseError, LeaseHeld, LeaseLost
+    from mmx.policy import UnknownGenres
     from mmx.storage import LatestMoved, SnapshotSealed
 
     try:
@@ -108,6 +112,8 @@ def run_job(argv: list[str] | None = None) -> int:
         return _stopped(parser, err, EXIT_SNAPSHOT_SEALED)
     except LeaseError as err:  # no lease possible on this output root
         return _stopped(parser, err, 2)
+    except UnknownGenres as err:  # stopped before decoding
+        return _stopped(parser, err, EXIT_UNKNOWN_GENRES)
     print(summary.render())
     print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
     return 0

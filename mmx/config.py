@@ -173,6 +173,10 @@ class TrainConfig:
     # None = rule off (then only --retrain does). See mmx/policy.py.
     retrain_every_days: float | None = None
     retrain_growth: float | None = None
+    # --mode incremental whose labels name a genre the reused model does not know (new,
+    # renamed, a typo): True trains anew; False stops the run before decoding with a message
+    # naming the genres (then --retrain, or fix the labels)
+    retrain_on_new_genres: bool = True
 
     def __post_init__(self) -> None:
         _check(self.num_workers >= 1, "train.num_workers must be >= 1")

@@ -63,13 +63,17 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
     """Run the whole job for ``cfg`` and publish a snapshot. Returns its summary.
 
     ``cfg.mode == "incremental"`` reuses the latest snapshot's model and sub-genre centroids
-    and decodes only new or changed content; ``retrain`` (or no previous snapshot) trains anew.
+    and decodes only new or changed content; ``retrain`` (or no previous snapshot) trains anew,
+    and so does a run whose labels name genres the model does not know (:mod:`mmx.policy`).
+    Labels edited since the latest snapshot are a change to publish on their own.
 
     Raises :class:`mmx.lease.LeaseHeld` (after waiting ``cfg.lease_wait_s``) when another run
     holds the output root, having written nothing; :class:`mmx.lease.LeaseLost` or
     :class:`mmx.storage.LatestMoved` when another run took the lease over or published
     meanwhile (this run publishes nothing); :class:`mmx.storage.SnapshotSealed` rather than
-    write into a complete snapshot.
+    write into a complete snapshot; :class:`mmx.policy.UnknownGenres` (before decoding,
+    having written nothing) when the labels name genres the reused model does not know and
+    ``train.retrain_on_new_genres`` is off.
     """
     from mmx.stages import session
 
@@ -115,6 +119,15 @@ def ingest_key(cfg: RunConfig) -> str:
 
 
 
+def _model_genres(model: policy.ModelInfo) -> list[str]:
+    """The genres the head of ``model`` scores, in score order: as its ``model.json`` records
+    them, else (a model from before they were recorded) from its ``fine/meta.json``."""
+    if model.genres is not None:
+        return list(model.genres)
+    meta = storage.read_json(storage.join(model.model_dir, "fine", "meta.json"))
+    return list(meta.get("genres", []))
+
+
 def _snapshot_name(layout: OutputLayout) -> str:
     """The name of this run's snapshot: the one ``work/PENDING`` names when that run never
     published (a run killed before it published left it there: its training checkpoints under
@@ -135,6 +148,23 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
 
     timings: dict[str, float] = {}
     layout = OutputLayout(cfg.out)
+    vocab = archive.genre_vocabulary(labels)
+    digest = archive.labels_digest(labels)
+    # what LATEST names as the run starts: it publishes only if LATEST still names that
+    latest_uri = storage.latest(cfg.out)
+    latest = changes.latest_files(latest_uri)
+    prev = (changes.previous(latest_uri, latest)
+            if cfg.mode == "incremental" and latest_uri is not None else None)
+    incremental = prev is not None and not retrain
+    # labels naming a genre the reused model does not score: train anew (decided with the
+    # retrain policy below) or, when that is off, stop here, before anything is written
+    unknown = policy.unknown_genres(vocab, _model_genres(prev.model)) if incremental else []
+    if prev is not None and unknown:
+        policy.check_genres(unknown, forced=retrain, allowed=cfg.train.retrain_on_new_genres,
+                            model_run=prev.model.trained_run)
+        log.warning("the labels name genres the model of run %s does not know: %s",
+                    prev.model.trained_run, unknown)
+
     pending = layout.pending
     name = _snapshot_name(layout)
     snap = layout.snapshot(name)
@@ -142,13 +172,6 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     held.rename(name)  # the lease names this run now (LeaseLost if it is no longer ours)
     storage.write_text(pending, name + "\n")
     cache = layout.cache(ingest_key(cfg))
-    vocab = archive.genre_vocabulary(labels)
-    # what LATEST names as the run starts: it publishes only if LATEST still names that
-    latest_uri = storage.latest(cfg.out)
-    latest = changes.latest_files(latest_uri)
-    prev = (changes.previous(latest_uri, latest)
-            if cfg.mode == "incremental" and latest_uri is not None else None)
-    incremental = prev is not None and not retrain
 
     with _timed(timings, "discover"):
         files = archive.list_inputs(cfg.archive, keep=latest.owners)
@@ -166,6 +189,11 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
             ).items()
         }
         diff = changes.changes(ids, fps, prev)
+        # trailers whose labels differ from those the latest snapshot published
+        relabel = changes.relabelled(ids, labels, digest, latest)
+        if relabel:
+            log.info("labels changed for %d trailers since snapshot %s", len(relabel),
+                     latest_uri)
         cached = set(features_cache.locate(cache))
         todo = [i for i, (t, f) in enumerate(zip(ids, fps, strict=True))
                 if t not in excluded and f not in cached]
@@ -183,11 +211,15 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
             log.warning("no genre model this run: %s; publishing a self-supervised embedding, "
                         "sub-genres, neighbours and the index (genre columns empty)", why)
 
-    if incremental and not changes.anything(diff):
+    labels_report = {"digest": digest, "previous_digest": latest.labels_digest or None,
+                     "relabelled": len(relabel), "relabelled_ids": relabel,
+                     "unknown_genres": unknown}
+    if incremental and not changes.anything(diff) and not relabel and not unknown:
         log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
         summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
                              published=False)
-        write_report(cfg, name, summary, diff, [], published=False, fingerprints=fingerprints)
+        write_report(cfg, name, summary, diff, [], published=False, fingerprints=fingerprints,
+                     labels=labels_report)
         fs, path = storage.filesystem(pending)
         fs.rm(path)
         return summary
@@ -199,6 +231,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         decision = policy.decide_retrain(
             mode=cfg.mode, forced=retrain, model=prev.model, n_ok=n_ok, now=time.time(),
             every_days=cfg.train.retrain_every_days, growth=cfg.train.retrain_growth,
+            unknown=unknown,
         )
         incremental = not decision.retrain
     # With the model reused, an unchanged trailer keeps its published row: its features are
@@ -233,7 +266,6 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         )
     log.info("model: %s (%s)", "train anew" if decision.retrain else "reuse", decision.reason)
     if incremental:
-        model_info = prev.model
         model_dir = prev.model_dir
         fine, coarse = storage.join(model_dir, "fine"), storage.join(model_dir, "coarse")
         train_metrics = storage.read_json(storage.join(prev.uri, "metrics.json"))
@@ -245,10 +277,15 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         with _timed(timings, "train"):
             result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
         fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
-        model_info = policy.ModelInfo(model_dir, name, time.time(), n_ok)
 
-    # the genre vocabulary of the model's head, in score order (empty: no genre model)
+    # the genre vocabulary of the model's head, in score order (empty: no genre model): the
+    # columns of genre_scores, and genres.json
     model_genres = list(storage.read_json(storage.join(fine, "meta.json")).get("genres", []))
+    if incremental:  # (a model.json from before genres were recorded gains them)
+        model_info = replace(prev.model, genres=tuple(model_genres))
+    else:
+        model_info = policy.ModelInfo(model_dir, name, time.time(), n_ok,
+                                      genres=tuple(model_genres), labels_digest=digest)
     splits = ray_trainer.read_splits(model_info.model_dir)
     emb = layout.embeddings(name)
     ok_ids = set(meta.filter(pc.equal(meta["status"], "ok"))["trailer_id"].to_pylist())
@@ -291,6 +328,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                              keep=reuse)
         storage.write_table(sub.table, storage.join(snap, "subgenres.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), model_genres)
+        storage.write_json(storage.join(snap, changes.LABELS_FILE), archive.labels_record(labels))
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
         storage.write_json(storage.join(snap, "model.json"), model_info.to_dict())
     # metrics.json is the last file of the snapshot (it carries the publish timing too);
@@ -305,6 +343,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         "mode": "incremental" if incremental else "full",
         "retrain": decision.to_dict(),
         "recomputed": {"embedded": len(fresh), "kept": len(reuse), "removed": len(stale)},
+        "labels": {"digest": digest, "relabelled": len(relabel)},
     }
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     storage.assert_writable(snap)  # sealed meanwhile by someone else: never publish over it
@@ -328,9 +367,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         metrics=metrics,
         reasons=reasons,
         model=("trained anew: " if decision.retrain else "") + decision.reason,
+        relabelled=len(relabel),
     )
     write_report(cfg, name, summary, diff, [ids[i] for i in todo], published=True,
-                 retrain=decision.to_dict(), fingerprints=fingerprints)
+                 retrain=decision.to_dict(), fingerprints=fingerprints, labels=labels_report)
     return summary
 
 

@@ -25,6 +25,7 @@ class RunSummary:
     reasons: dict[str, str] = field(default_factory=dict)
     published: bool = True
     model: str = ""  # trained anew or reused, and why (mmx.policy)
+    relabelled: int = 0  # trailers whose labels changed since the latest snapshot
 
     def render(self) -> str:
         """A one-screen, human-readable summary."""
@@ -69,6 +70,9 @@ class RunSummary:
             lines.append(f"genre silhouette: coarse {sil[0]:.3f} → fine {sil[-1]:.3f}")
         if self.model:
             lines.append(f"model: {self.model}")
+        if self.relabelled:
+            lines.append(f"labels: changed for {self.relabelled} trailers since the latest "
+                         "snapshot (their genres, split and suggested genres republished)")
         lines.append("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in self.timings_s.items()))
         lines.append(f"total: {sum(self.timings_s.values()):.1f} s")
         return "\n".join(lines)
@@ -77,9 +81,10 @@ class RunSummary:
 def write_report(
     cfg: RunConfig, name: str, summary: RunSummary, changes: dict[str, list[str]],
     decoded: list[str], published: bool, retrain: dict[str, Any] | None = None,
-    fingerprints: dict[str, int] | None = None,
+    fingerprints: dict[str, int] | None = None, labels: dict[str, Any] | None = None,
 ) -> None:
-    """``<out>/runs/<name>.json``: what changed, what was decoded, counts, timings."""
+    """``<out>/runs/<name>.json``: what changed (files and labels), what was decoded, counts,
+    timings."""
     ingest_s = summary.timings_s.get("ingest", 0.0)
     report = {
         "run": name,
@@ -98,6 +103,9 @@ def write_report(
         "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
         "reasons": summary.reasons,
         "retrain": retrain,  # {"retrain": bool, "reason": str}; None when nothing was published
+        # the labels' digest and the latest snapshot's, the trailers whose labels changed since
+        # it, genres the reused model did not know
+        "labels": labels,
     }
     storage.write_json(OutputLayout(cfg.out).run_report(name), report)
 

@@ -132,3 +132,30 @@ def test_the_job_refuses_a_bad_labels_file_before_it_starts(
                  "--out", str(out)])
     assert exit_.value.code == 2 and "cannot read it" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_labels_digest_ignores_order_format_and_unlabelled_rows(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    base = {"a": ["Horror", "Comedy"], "b": ["Drama"], "c": []}
+    digest = archive.labels_digest(base)
+    assert len(digest) == 64 and int(digest, 16) >= 0  # sha256 hex
+    # genre order, repeats, row order and rows without genres do not count
+    assert archive.labels_digest({"b": ["Drama"], "a": ["Comedy", "Horror", "Comedy"]}) == digest
+    assert archive.normalise_labels(base) == {"a": ["Comedy", "Horror"], "b": ["Drama"]}
+    # CSV and Parquet of the same labels agree
+    csv_file = _labels_file(tmp_path, b"trailer_id,genres\nb,Drama\na,Horror|Comedy\nc,\n")
+    parquet = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"trailer_id": ["a", "b"],
+                             "genres": pa.array([["Comedy", "Horror"], ["Drama"]],
+                                                pa.list_(pa.string()))}), parquet)
+    assert archive.labels_digest(archive.read_labels(csv_file)) == digest
+    assert archive.labels_digest(archive.read_labels(str(parquet))) == digest
+    # a genre edited, renamed, added or removed, a trailer labelled: another digest
+    for edited in ({**base, "b": ["Dramma"]}, {**base, "b": ["Drama", "War"]},
+                   {**base, "a": ["Horror"]}, {**base, "c": ["Action"]}):
+        assert archive.labels_digest(edited) != digest
+    assert archive.labels_record(base) == {"digest": digest, "n_labelled": 2,
+                                           "genres": ["Comedy", "Drama", "Horror"]}
+    assert archive.labels_digest({}) == archive.labels_digest({"x": []})
