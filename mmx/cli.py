@@ -67,6 +67,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         "for every trailer again instead of only the new and changed ones",
     )
     p.add_argument(
+        "--retry-failed", action="store_true",
+        help="decode again the trailers whose cached result is 'failed' (transient failures, "
+        "reason 'transient: ...', are retried by every run anyway)",
+    )
+    p.add_argument(
         "--lease-wait", type=float, default=None, metavar="SECONDS",
         help="when another run holds the output root, wait up to this long for it to end "
         "(default 0: exit at once with code 3; config key lease_wait_s)",
@@ -82,7 +87,7 @@ def run_job(argv: list[str] | None = None) -> int:
     logs.setup(args.verbose)
     try:
         overrides: dict[str, Any] = parse_overrides(extra)
-        for key in ("archive", "labels", "out", "mode", "rehash", "recompute"):
+        for key in ("archive", "labels", "out", "mode", "rehash", "recompute", "retry_failed"):
             value = getattr(args, key)
             if value:
                 overrides[key] = value

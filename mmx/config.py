@@ -274,6 +274,10 @@ class RunConfig:
     # Incremental runs that reuse the model: embed every trailer again, rebuild every index
     # shard and every neighbour list (default: only what changed; the tables are the same).
     recompute: bool = False
+    # Decode again the trailers whose cached result is ``failed`` (a decoder bug since fixed, a
+    # file that crashed its worker): their cached rows are dropped first. Transient failures
+    # (storage, memory: reason ``transient: …``) are never cached and need no flag.
+    retry_failed: bool = False
     video: VideoConfig = field(default_factory=VideoConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)

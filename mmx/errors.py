@@ -8,6 +8,7 @@ the human-readable reason into the ``trailers`` table, so one bad file never sto
 
 from __future__ import annotations
 
+import errno
 from typing import Literal
 
 Status = Literal["excluded", "failed"]
@@ -49,3 +50,52 @@ def excluded(reason: str) -> TrailerError:
 def failed(reason: str) -> TrailerError:
     """A trailer that could not be read, e.g. ``failed("no video stream")``."""
     return TrailerError("failed", reason)
+
+
+# Transient failures: the trailer's bytes may be fine, its storage or the worker was not (an S3
+# 503, expired credentials, a full disk, out of memory). Such a ``failed`` row is published with
+# this reason prefix but never cached, so the next run decodes the trailer again.
+TRANSIENT = "transient: "
+
+# errno values of storage and resource trouble (not a property of the file's bytes)
+_TRANSIENT_ERRNO = frozenset(
+    getattr(errno, name) for name in (
+        "EIO", "ENOSPC", "EDQUOT", "ENOMEM", "EAGAIN", "EBUSY", "EMFILE", "ENFILE", "ESTALE",
+        "ETIMEDOUT", "ECONNRESET", "ECONNREFUSED", "ECONNABORTED", "EPIPE", "EHOSTUNREACH",
+        "ENETUNREACH", "ENETDOWN", "EACCES", "EPERM", "ENOENT", "EREMOTEIO",
+    ) if hasattr(errno, name)
+)
+# libraries whose exceptions are about storage or the network, never about a video
+_TRANSIENT_MODULES = ("botocore", "aiobotocore", "aiohttp", "s3fs", "urllib3", "requests",
+                      "fsspec", "gcsfs", "adlfs", "google.auth", "google.api_core")
+
+
+def is_transient(err: BaseException) -> bool:
+    """Whether ``err`` (or an exception it was raised from) is a transient failure: storage,
+    network, credentials, memory or disk space, not the content of the file being read."""
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, TrailerError):
+            return False
+        if isinstance(e, (MemoryError, TimeoutError, ConnectionError, PermissionError,
+                          FileNotFoundError)):
+            return True
+        if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
+            return True
+        if type(e).__module__.startswith(_TRANSIENT_MODULES):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def transient_reason(err: BaseException, where: str = "") -> str:
+    """The published reason of a transient failure (``transient: …; retried on the next run``)."""
+    what = f"{type(err).__name__}: {err}"[:400]
+    return f"{TRANSIENT}{where + ': ' if where else ''}{what} (not cached: retried on the next run)"
+
+
+def is_transient_reason(reason: str | None) -> bool:
+    """Whether a published/cached ``reason`` marks a transient failure."""
+    return bool(reason) and reason.startswith(TRANSIENT)

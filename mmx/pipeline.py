@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from mmx import archive, changes, lease, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
+from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
 from mmx.summary import RunSummary, counts, write_report
 
@@ -188,6 +189,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                 (t, fp) for t, fp in zip(ids, fps, strict=True) if t not in excluded
             ).items()
         }
+        # files that could not be read to hash them: failed this run (transient), not decoded,
+        # read again next run
+        failed_now = {t: why for t, fp in zip(ids, fps, strict=True)
+                      if t not in excluded and (why := ingest.unreadable_reason(fp))}
         diff = changes.changes(ids, fps, prev)
         # trailers whose labels differ from those the latest snapshot published
         relabel = changes.relabelled(ids, labels, digest, latest)
@@ -195,8 +200,16 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
             log.info("labels changed for %d trailers since snapshot %s", len(relabel),
                      latest_uri)
         cached = set(features_cache.locate(cache))
+        if cfg.retry_failed:  # failed trailers' cached rows are dropped: decoded again
+            wanted = [f for t, f in zip(ids, fps, strict=True) if t not in excluded]
+            bad = [f for f, st in features_cache.statuses(cache, wanted).items()
+                   if st == "failed"]
+            if bad:
+                features_cache.forget(cache, bad)
+                cached -= set(bad)
+            log.info("--retry-failed: %d failed trailers will be decoded again", len(bad))
         todo = [i for i, (t, f) in enumerate(zip(ids, fps, strict=True))
-                if t not in excluded and f not in cached]
+                if t not in excluded and t not in failed_now and f not in cached]
         fingerprints = {"hashed": len(files) - len(reused), "reused": len(reused)}
         log.info("%d input files (%d hashed, %d fingerprints reused): %d excluded by name or "
                  "duplicate bytes, %d to decode, %d already featurised", len(files),
@@ -214,7 +227,14 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     labels_report = {"digest": digest, "previous_digest": latest.labels_digest or None,
                      "relabelled": len(relabel), "relabelled_ids": relabel,
                      "unknown_genres": unknown}
-    if incremental and not changes.anything(diff) and not relabel and not unknown:
+    # unchanged trailers that did not end ok last time and have no cached row (a transient
+    # failure, or --retry-failed): tried again, so the night has something to publish
+    retry = [ids[i] for i in todo if ids[i] in set(diff["unchanged"]) - latest.ok]
+    if retry:
+        log.info("%d unchanged trailers are decoded again (transient failure last time, or "
+                 "--retry-failed)", len(retry))
+    if (incremental and not changes.anything(diff) and not relabel and not unknown
+            and not retry and not failed_now):
         log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
         summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
                              published=False)
@@ -243,17 +263,27 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
 
     with _timed(timings, "ingest"):
         if todo:
-            ingest.extract_features(inputs.take(todo), cfg, cache)
+            decoded = ingest.extract_features(inputs.take(todo), cfg, cache, run_id=held.info.token)
+            failed_now |= {t: r for t, r in zip(decoded["trailer_id"].to_pylist(),
+                                                decoded["reason"].to_pylist(), strict=True)
+                           if is_transient_reason(r)}
+            if failed_now:
+                log.warning("%d trailers failed for a transient reason (storage, memory): "
+                            "not cached, decoded again by the next run", len(failed_now))
         # one object per many trailers, not per trailer (and a killed run's rows too)
         features_cache.compact(cache, cfg.resources.store_rows_per_file)
 
     with _timed(timings, "store"):
         distinct = inputs.filter(pc.invert(pc.is_in(
-            inputs["trailer_id"], value_set=pa.array(sorted(set(excluded) | kept), pa.string()))))
+            inputs["trailer_id"],
+            value_set=pa.array(sorted(set(excluded) | kept | set(failed_now)), pa.string()))))
         features_uri = layout.features(name)
         meta = store.assemble(distinct.select(["trailer_id", "uri", "fingerprint"]), cache,
                               features_uri, cfg)
-        meta = _trailer_meta(meta, inputs, excluded, latest_uri if kept else None, kept)
+        meta = _trailer_meta(meta, inputs,
+                             {t: ("excluded", r) for t, r in excluded.items()}
+                             | {t: ("failed", r) for t, r in failed_now.items()},
+                             latest_uri if kept else None, kept)
     n_ok = pc.sum(pc.equal(meta["status"], "ok")).as_py() or 0
     if n_ok == 0:
         raise RuntimeError("no trailer could be featurised: see the statuses above")
@@ -379,22 +409,23 @@ _META = ["trailer_id", "uri", "fingerprint", "size_bytes", "status", "reason", "
          "duration_s"]
 
 
-def _trailer_meta(stored: pa.Table, inputs: pa.Table, excluded: dict[str, str],
+def _trailer_meta(stored: pa.Table, inputs: pa.Table, decided: dict[str, tuple[str, str]],
                   latest_uri: str | None, kept: set[str]) -> pa.Table:
-    """Status and small metadata of every input: from the features store, for the files
-    ``excluded`` before decoding (a name clash or duplicate bytes) from the inputs, and for
+    """Status and small metadata of every input: from the features store; for the files
+    ``decided`` without a cached row (id → (status, reason): excluded before decoding by a
+    name clash or duplicate bytes, or failed for a transient reason) from the inputs; and for
     the ``kept`` unchanged trailers from the latest snapshot's trailers table."""
     parts = [stored.select(_META)]
-    if excluded:
+    if decided:
         rows = inputs.filter(pc.is_in(inputs["trailer_id"],
-                                      value_set=pa.array(sorted(excluded), pa.string())))
+                                      value_set=pa.array(sorted(decided), pa.string())))
         n = rows.num_rows
+        ids_ = rows["trailer_id"].to_pylist()
         parts.append(pa.table({
             "trailer_id": rows["trailer_id"], "uri": rows["uri"],
             "fingerprint": rows["fingerprint"], "size_bytes": rows["size_bytes"],
-            "status": pa.array(["excluded"] * n, pa.string()),
-            "reason": pa.array([excluded[t] for t in rows["trailer_id"].to_pylist()],
-                               pa.string()),
+            "status": pa.array([decided[t][0] for t in ids_], pa.string()),
+            "reason": pa.array([decided[t][1] for t in ids_], pa.string()),
             "n_clips": pa.nulls(n, pa.int32()), "duration_s": pa.nulls(n, pa.float64()),
         }))
     if kept:

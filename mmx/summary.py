@@ -10,6 +10,7 @@ import pyarrow.compute as pc
 
 from mmx import schema, storage
 from mmx.config import RunConfig
+from mmx.errors import TRANSIENT
 from mmx.layout import OutputLayout
 
 
@@ -39,6 +40,9 @@ class RunSummary:
             lines.append(f"  {tid}: {reason}")
         if len(self.reasons) > 8:
             lines.append(f"  … {len(self.reasons) - 8} more (see the trailers table)")
+        if n_transient := len(transient_ids(self.reasons)):
+            lines.append(f"  {n_transient} of the failures are transient (storage, memory): "
+                         "not cached, the next run decodes them again")
         test = self.metrics.get("test", {})
         genre_model = self.metrics.get("genre_model", {})
         if genre_model and not genre_model.get("trained", True):
@@ -102,12 +106,21 @@ def write_report(
         "timings_s": summary.timings_s,
         "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
         "reasons": summary.reasons,
+        # failed for a transient reason (storage, credentials, memory): not cached, so the next
+        # run decodes them again
+        "transient_failures": {"count": len(transient := transient_ids(summary.reasons)),
+                               "ids": transient},
         "retrain": retrain,  # {"retrain": bool, "reason": str}; None when nothing was published
         # the labels' digest and the latest snapshot's, the trailers whose labels changed since
         # it, genres the reused model did not know
         "labels": labels,
     }
     storage.write_json(OutputLayout(cfg.out).run_report(name), report)
+
+
+def transient_ids(reasons: dict[str, str]) -> list[str]:
+    """The trailers of ``reasons`` (id → "status: reason") that failed for a transient reason."""
+    return sorted(t for t, r in reasons.items() if r.startswith("failed: " + TRANSIENT))
 
 
 def counts(status: pa.ChunkedArray | pa.Array) -> dict[str, int]:

@@ -100,6 +100,52 @@ def compact(cache: str, rows_per_file: int) -> int:
     return len(todo)
 
 
+def statuses(cache: str, fingerprints: list[str]) -> dict[str, str]:
+    """fingerprint → cached status of those of ``fingerprints`` that are cached (reads only the
+    status column of the files holding them)."""
+    where = locate(cache)
+    wanted = {fp for fp in fingerprints if fp in where}
+    found: dict[str, str] = {}
+    for uri in sorted({where[fp] for fp in wanted}):
+        t = storage.read_table(uri, ["fingerprint", "status"])
+        found |= {fp: st for fp, st in zip(t["fingerprint"].to_pylist(),
+                                           t["status"].to_pylist(), strict=True) if fp in wanted}
+    return found
+
+
+def forget(cache: str, fingerprints: list[str]) -> int:
+    """Drop the cached rows of ``fingerprints`` (their next run decodes them again); return how
+    many were cached. The parts holding them are rewritten without them under new names, the
+    index written, and only then the old parts deleted (a crash leaves at worst an unnamed
+    part, never a row the index names twice)."""
+    doomed = set(fingerprints)
+    loose = [u for fp, u in _loose(cache).items() if fp in doomed]
+    index = _read_index(cache)
+    hit = pc.is_in(index["fingerprint"], value_set=pa.array(sorted(doomed), pa.string()))
+    old_parts = sorted(set(index.filter(hit)["part"].to_pylist()))
+    renamed: dict[str, str] = {}
+    for part in old_parts:
+        rows = storage.read_table(storage.join(cache, PARTS, part))
+        rows = rows.filter(pc.invert(pc.is_in(rows["fingerprint"],
+                                               value_set=pa.array(sorted(doomed), pa.string()))))
+        if rows.num_rows:
+            renamed[part] = f"{uuid.uuid4().hex}.parquet"
+            storage.write_table(rows, storage.join(cache, PARTS, renamed[part]))
+    if old_parts:
+        kept = index.filter(pc.invert(hit))
+        parts = [renamed.get(p, p) for p in kept["part"].to_pylist()]
+        storage.write_table(kept.set_column(1, "part", pa.array(parts, pa.string())),
+                            _index_uri(cache))
+    fs, _ = storage.filesystem(cache)
+    gone = loose + [storage.join(cache, PARTS, p) for p in old_parts]
+    if gone:
+        fs.rm([storage.filesystem(u)[1] for u in gone])
+    n = len({u.rsplit("/", 1)[-1].removesuffix(".parquet") for u in loose}
+            | set(index.filter(hit)["fingerprint"].to_pylist()))
+    log.info("features cache: forgot %d rows (%d parts rewritten)", n, len(old_parts))
+    return n
+
+
 def files_for(cache: str, fingerprints: pa.Array | pa.ChunkedArray) -> list[str]:
     """The files (parts or loose rows) holding the rows of ``fingerprints``, all cached."""
     where = locate(cache)

@@ -21,8 +21,16 @@ and a lost node costs its in-flight trailers one attempt each. Chosen over decod
 subprocess per trailer (process start-up and imports per trailer, frames copied between
 processes) and over bounded Ray retries (deprecated per
 operator, and a bound per task would fail the whole dataset rather than the trailer): the
-ledger costs one small write and one delete per trailer, works on any shared storage (local
-or s3://) and survives the driver, so a run killed mid-decode counts too.
+ledger costs one small write and one delete per trailer and works on any shared storage (local
+or s3://). Markers carry the run's id and a run counts only its own: an attempt lost when an
+earlier run was killed or aborted, or its node lost, is no fault of the trailers then in
+flight, and is forgotten.
+
+Transient failures. An error that is not about the file's bytes (the input could not be
+fetched from storage, an S3 503, expired credentials, a full disk, out of memory:
+:func:`mmx.errors.is_transient`) still ends the trailer ``failed`` in this run, with a reason
+starting ``transient:``, but its row is not cached: the next run decodes it again. Everything
+else (unreadable, corrupt, no video, too short) is deterministic and cached.
 
 ``resources.debug_crash_decode`` (an fnmatch pattern on the file name, testing only) makes
 matching decodes kill their own worker with SIGSEGV, exactly where the decoder would.
@@ -49,7 +57,13 @@ import ray
 
 from mmx import archive, schema, storage
 from mmx.config import RunConfig
-from mmx.errors import TrailerError
+from mmx.errors import (
+    TRANSIENT,
+    TrailerError,
+    is_transient,
+    is_transient_reason,
+    transient_reason,
+)
 from mmx.stages.cache import cached_path
 
 log = logging.getLogger(__name__)
@@ -76,21 +90,38 @@ def fingerprint_inputs(
 def _fingerprint_row(row: dict[str, Any]) -> dict[str, Any]:
     try:
         row["fingerprint"] = archive.fingerprint(row["uri"])
-    except OSError as err:  # unreadable: decoding will report it as failed
+    except OSError as err:  # unreadable now: failed this run (transient), read again next run
         # Keyed by the file's location, so two unreadable files are never "duplicates".
         where = hashlib.sha256(row["uri"].encode()).hexdigest()[:16]
-        row["fingerprint"] = f"unreadable-{type(err).__name__}-{where}"
+        row["fingerprint"] = f"{UNREADABLE}{type(err).__name__}-{where}"
+        log.warning("could not read %s to fingerprint it: %s: %s", row["uri"],
+                    type(err).__name__, err)
     return row
 
 
-def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
+UNREADABLE = "unreadable-"  # fingerprint prefix of a file that could not be read to hash it
+
+
+def unreadable_reason(fingerprint: str) -> str | None:
+    """The (transient) failure reason of a file whose bytes could not be read to fingerprint
+    them, or None for a real fingerprint. Such a file is not decoded and nothing is cached."""
+    if not fingerprint.startswith(UNREADABLE):
+        return None
+    error = fingerprint.removeprefix(UNREADABLE).rsplit("-", 1)[0]
+    return (f"{TRANSIENT}could not read the file to fingerprint it ({error}; see the job log) "
+            "(not cached: retried on the next run)")
+
+
+def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str, run_id: str = "") -> pa.Table:
     """Run decode+shots+CPU experts and the appearance actor pool over ``inputs``.
 
     ``inputs`` has trailer_id, uri, size_bytes and fingerprint, one row per distinct content.
     Every result (ok, excluded or failed: the same bytes give the same result) is written to
     ``<cache>/<fingerprint>.parquet`` as soon as its batch finishes, so a killed run loses at
     most the trailers in flight and the rerun skips what is cached. Returns one small row per
-    input (trailer_id, fingerprint, status, reason).
+    input (trailer_id, fingerprint, status, reason). A transient failure (storage, memory:
+    reason prefixed ``transient:``) is returned but not cached, so the next run tries again.
+    ``run_id`` tags this run's attempt ledger entries (only this run's lost attempts count).
     """
     res = cfg.resources
     ds = ray.data.from_arrow(inputs)
@@ -99,7 +130,7 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
         _analyse_batch,
         batch_size=1,
         batch_format="pyarrow",
-        fn_kwargs={"cfg": cfg, "cache": cache},
+        fn_kwargs={"cfg": cfg, "cache": cache, "run_id": run_id},
         num_cpus=res.decode_cpus,
         compute=ray.data.TaskPoolStrategy(size=res.decode_concurrency),
     )
@@ -135,7 +166,10 @@ def _write_cache(batch: pa.Table, cache: str) -> pa.Table:
     decode that died with its node and then succeeded on a retry, or a trailer failed by the
     ledger): the cached row is the record now (delete it to give the trailer new attempts).
     """
+    reasons = batch["reason"].to_pylist()
     for i, fingerprint in enumerate(batch["fingerprint"].to_pylist()):
+        if is_transient_reason(reasons[i]):
+            continue  # not a property of the bytes: never cached, decoded again next run
         storage.write_table(batch.slice(i, 1), cached_path(cache, fingerprint))
         AttemptLedger(cache, fingerprint).clear()
     return batch.select(_STATUS.names).cast(_STATUS)
@@ -148,28 +182,41 @@ class AttemptLedger:
     """Decode attempts of one content fingerprint whose worker died (see the module doc).
 
     ``<cache>/_attempts/<fingerprint>/<uuid>.json``: one marker per decode in progress or
-    lost. Only one task decodes a given fingerprint at a time (duplicates are not decoded),
-    so the entries of one fingerprint are never written concurrently.
+    lost, tagged with the run that started it. Only one task decodes a given fingerprint at a
+    time (duplicates are not decoded), so the entries of one fingerprint are never written
+    concurrently. Only the markers of ``run_id`` count: an attempt lost when an earlier run was
+    killed or aborted (its in-flight trailers' markers stay) is no fault of the trailer, and is
+    forgotten; with ``run_id`` empty every marker counts.
     """
 
-    def __init__(self, cache: str, fingerprint: str) -> None:
+    def __init__(self, cache: str, fingerprint: str, run_id: str = "") -> None:
         self.dir = storage.join(cache, "_attempts", fingerprint)
+        self.run_id = run_id
 
     def lost(self) -> list[dict[str, Any]]:
-        """The markers left by earlier decodes that never returned (oldest first)."""
-        found = []
+        """This run's markers left by decodes that never returned (oldest first); other runs'
+        markers are deleted."""
+        found, stale = [], []
         for uri in storage.list_files(self.dir, ".json"):
             try:
-                found.append(storage.read_json(uri))
+                marker = storage.read_json(uri)
             except (OSError, ValueError):  # a marker half-written by a dying node still counts
-                found.append({})
+                marker = {"run": self.run_id}
+            if self.run_id and marker.get("run") != self.run_id:
+                stale.append(uri)
+            else:
+                found.append(marker)
+        if stale:
+            fs, _ = storage.filesystem(self.dir)
+            fs.rm([storage.filesystem(u)[1] for u in stale])
         return sorted(found, key=lambda m: m.get("started", 0.0))
 
     def begin(self) -> str:
         """Record a decode about to start; returns its marker (pass it to :meth:`end`)."""
         marker = storage.join(self.dir, f"{uuid.uuid4().hex}.json")
         node = ray.util.get_node_ip_address() if ray.is_initialized() else "local"
-        storage.write_json(marker, {"node": node, "pid": os.getpid(), "started": time.time()})
+        storage.write_json(marker, {"node": node, "pid": os.getpid(), "started": time.time(),
+                                    "run": self.run_id})
         return marker
 
     def end(self, marker: str) -> None:
@@ -200,9 +247,9 @@ def _rmdir_if_empty(fs: Any, uri: str) -> None:
         pass
 
 
-def _analyse_batch(batch: pa.Table, cfg: RunConfig, cache: str) -> pa.Table:
+def _analyse_batch(batch: pa.Table, cfg: RunConfig, cache: str, run_id: str) -> pa.Table:
     """One trailer (a 1-row table) → its features row plus the frames the CNN needs."""
-    rows = [_analyse(row, cfg, cache) for row in batch.to_pylist()]
+    rows = [_analyse(row, cfg, cache, run_id) for row in batch.to_pylist()]
     return pa.Table.from_pylist(rows, schema=_with_frames(schema.FEATURES))
 
 
@@ -212,7 +259,7 @@ def _with_frames(base: pa.Schema) -> pa.Schema:
     )
 
 
-def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str) -> dict[str, Any]:
+def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str, run_id: str) -> dict[str, Any]:
     from mmx.ingest import analyse_trailer
 
     t0 = time.perf_counter()
@@ -225,8 +272,13 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str) -> dict[str, Any]:
         frames=b"",
         frames_shape=[],
     )
-    ledger = AttemptLedger(cache, row["fingerprint"])
-    lost = ledger.lost()
+    try:
+        ledger = AttemptLedger(cache, row["fingerprint"], run_id)
+        lost = ledger.lost()
+    except Exception as err:  # noqa: BLE001 - the cache storage, not the trailer
+        out.update(status="failed", reason=transient_reason(err, "attempt ledger"))
+        log.warning("%s: %s", row["uri"], out["reason"])
+        return out
     if len(lost) >= cfg.resources.decode_attempts:
         last = lost[-1]
         out.update(status="failed", reason=(
@@ -235,8 +287,9 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str) -> dict[str, Any]:
             f"pid {last.get('pid', '?')})"))
         log.error("%s: %s", row["uri"], out["reason"])
         return out
-    marker = ledger.begin()
+    marker = None
     try:
+        marker = ledger.begin()
         with _local_copy(row["uri"]) as path:
             _debug_crash(row["uri"], cfg.resources.debug_crash_decode)
             tf = analyse_trailer(path, cfg.video, cfg.shots, cfg.experts)
@@ -244,11 +297,22 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str) -> dict[str, Any]:
         out.update(status=err.status, reason=err.reason.removeprefix(f"{err.status}: "))
         return out
     except Exception as err:
-        log.exception("analysing %s failed", row["uri"])
-        out.update(status="failed", reason=f"{type(err).__name__}: {err}"[:500])
+        if isinstance(err, Unfetchable) or is_transient(err):
+            # storage, credentials, memory, disk: published failed, not cached, tried again
+            out.update(status="failed", reason=transient_reason(
+                err.__cause__ if isinstance(err, Unfetchable) and err.__cause__ else err,
+                "reading the file" if isinstance(err, Unfetchable) else ""))
+            log.warning("%s: %s", row["uri"], out["reason"])
+        else:
+            log.exception("analysing %s failed", row["uri"])
+            out.update(status="failed", reason=f"{type(err).__name__}: {err}"[:500])
         return out
     finally:  # not reached when the process dies: then the marker stays, an attempt lost
-        ledger.end(marker)
+        if marker is not None:
+            try:
+                ledger.end(marker)
+            except Exception:
+                log.warning("could not remove the attempt marker %s", marker, exc_info=True)
     info = tf.info
     n_clips = int(tf.clips.shape[0])
     out.update(
@@ -290,6 +354,10 @@ def _flat(values: np.ndarray | None) -> np.ndarray | None:
     return None if values is None else np.ascontiguousarray(values, np.float32).reshape(-1)
 
 
+class Unfetchable(Exception):
+    """The input's bytes could not be fetched from storage (always transient)."""
+
+
 class _local_copy:
     """Context manager giving a local path for ``uri`` (decord needs a file on disk)."""
 
@@ -300,10 +368,14 @@ class _local_copy:
     def __enter__(self) -> str:
         if "://" not in self.uri or self.uri.startswith("file://"):
             return self.uri.removeprefix("file://")
-        fs, path = storage.filesystem(self.uri)
-        self.tmp = tempfile.mkdtemp(prefix="mmx-")
-        local = os.path.join(self.tmp, "input" + os.path.splitext(path)[1])
-        fs.get(path, local)
+        try:
+            fs, path = storage.filesystem(self.uri)
+            self.tmp = tempfile.mkdtemp(prefix="mmx-")
+            local = os.path.join(self.tmp, "input" + os.path.splitext(path)[1])
+            fs.get(path, local)
+        except Exception as err:
+            self.__exit__()
+            raise Unfetchable(f"could not copy {self.uri} to local disk") from err
         return local
 
     def __exit__(self, *exc: object) -> None:

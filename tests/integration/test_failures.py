@@ -73,19 +73,26 @@ def test_ledger_bounds_attempts_without_decoding(tmp_path: Path) -> None:
     cfg = build_config("tiny", overrides={"resources": {"decode_attempts": 2}})
     cache = str(tmp_path / "cache")
     row = _row(tmp_path)
-    ledger = ingest.AttemptLedger(cache, row["fingerprint"])
+    ledger = ingest.AttemptLedger(cache, row["fingerprint"], "run-1")
 
     ledger.begin()  # one earlier attempt died: decode again (this input fails normally)
-    out = ingest._analyse(row, cfg, cache)
+    out = ingest._analyse(row, cfg, cache, "run-1")
     assert out["status"] == "failed" and not out["reason"].startswith(ingest.CRASHED)
     assert len(ledger.lost()) == 1  # this attempt returned: only the dead one is left
 
     ledger.begin()  # a second one died: the bound is reached
-    out = ingest._analyse(row, cfg, cache)
+    out = ingest._analyse(row, cfg, cache, "run-1")
     assert out["status"] == "failed"
     assert out["reason"].startswith("worker crashed 2 times while decoding"), out["reason"]
     assert "pid" in out["reason"]
 
+    # the next run does not count attempts lost in another run (killed, aborted, node lost):
+    # it forgets them and decodes
+    out = ingest._analyse(row, cfg, cache, "run-2")
+    assert out["status"] == "failed" and not out["reason"].startswith(ingest.CRASHED)
+    assert ingest.AttemptLedger(cache, row["fingerprint"]).lost() == []
+
+    ledger.begin()
     ledger.clear()
     assert ledger.lost() == []
 

@@ -76,3 +76,26 @@ def test_crash_between_index_and_deletes_duplicates_nothing(ray_session, tmp_pat
     assert storage.list_files(cache, ".parquet") == []
     index = storage.read_table(storage.join(cache, features_cache.PARTS, features_cache.INDEX))
     assert sorted(index["fingerprint"].to_pylist()) == [f"fp{i:03d}" for i in range(5)]
+
+
+def test_forget_drops_rows_and_nothing_else(ray_session, tmp_path) -> None:
+    """--retry-failed: the rows of chosen fingerprints leave the cache (parts rewritten without
+    them, loose rows deleted); every other row stays readable, none is indexed twice."""
+    cache = str(tmp_path / "cache")
+    _write_loose(cache, range(6))
+    assert features_cache.compact(cache, rows_per_file=3) == 6
+    _write_loose(cache, range(6, 8))  # loose
+    failed = _row(8).set_column(4, "status", pa.array(["failed"]))
+    storage.write_table(failed, features_cache.cached_path(cache, "fp008"))
+    assert features_cache.statuses(cache, ["fp000", "fp008", "fp999"]) == {
+        "fp000": "ok", "fp008": "failed"}
+
+    assert features_cache.forget(cache, ["fp001", "fp007", "fp999"]) == 2
+    where = features_cache.locate(cache)
+    assert sorted(where) == ["fp000", "fp002", "fp003", "fp004", "fp005", "fp006", "fp008"]
+    rows = storage.read_tables(sorted(set(where.values())), schema.FEATURES)
+    assert sorted(rows["fingerprint"].to_pylist()) == sorted(where)  # fp001's old part is gone
+    # a part that held only forgotten rows disappears
+    assert features_cache.forget(cache, ["fp003", "fp004", "fp005"]) == 3
+    parts = storage.list_files(storage.join(cache, features_cache.PARTS), ".parquet")
+    assert len(parts) == 1 + 1  # the index and the part of fp000 and fp002
