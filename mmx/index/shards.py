@@ -38,6 +38,8 @@ import hashlib
 import io
 import json
 import math
+import os
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -335,6 +337,17 @@ def _sha256(data: bytes) -> str:
 
 
 def _write(fs: Any, path: str, data: bytes) -> None:
+    """Write ``data`` whole or not at all: locally through a temp file renamed over ``path``
+    (a kill mid-write leaves the previous file, or none); an object-store PUT is atomic."""
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    if "file" in protocol or "local" in protocol:
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return
     with fs.open(path, "wb") as f:
         f.write(data)
 

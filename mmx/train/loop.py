@@ -25,6 +25,7 @@ import json
 import math
 import random
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -687,49 +688,124 @@ def _unflatten_optimizer(tensors: Mapping[str, Tensor], rest: Mapping[str, Any])
     return {"state": state, "param_groups": [dict(g) for g in rest["param_groups"]]}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint folder that is unfinished or damaged (its ``meta.json`` missing, not
+    JSON, or naming files that are missing or differ from their recorded checksums)."""
+
+
+META = "meta.json"
+# names of the files a checkpoint folder may hold besides meta.json (current and older layouts)
+_CKPT_FILES = ("model", "optimizer")
+
+
 def save_checkpoint(
     path: str,
     model: nn.Module,
     optimizer: Optimizer | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> None:
-    """Write ``model.safetensors``, ``optimizer.safetensors`` + ``optimizer.json`` (when an
-    optimizer is given) and ``meta.json`` under ``path`` (a local dir or any fsspec URL, e.g.
-    s3://). ``meta.json`` is written last, so a folder without it is an unfinished checkpoint.
-    It holds the model's constructor arguments under ``"model"`` plus ``meta`` (e.g. phase,
-    epoch, metric, run config). DDP and phase wrappers are unwrapped first."""
+    """Write a checkpoint under ``path`` (a local dir or any fsspec URL, e.g. s3://).
+
+    The weights (``model-<v>.safetensors``) and optimizer state (``optimizer-<v>.safetensors``
+    + ``optimizer-<v>.json``, when an optimizer is given) go to files named for this version
+    ``v``; ``meta.json``, written last and atomically, names them with their SHA-256 and is the
+    checkpoint's commit point; then the files of earlier versions are deleted. Writing over an
+    existing checkpoint (``coarse-best``) is therefore safe: a kill at any moment leaves
+    ``meta.json`` naming either the old complete version or the new one, never a mix.
+    ``meta.json`` holds the model's constructor arguments under ``"model"`` plus ``meta``
+    (e.g. phase, epoch, metric, run config). DDP and phase wrappers are unwrapped first."""
+    from mmx import storage
+
     raw = unwrap(model)
-    fs, root = fsspec.core.url_to_fs(str(path))
-    fs.makedirs(root, exist_ok=True)
+    # (uuid4 draws from os.urandom: the seeded RNGs of the training stay untouched)
+    version = f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:8]}"
     weights = {k: v.detach().cpu().contiguous() for k, v in raw.state_dict().items()}
-    with fs.open(f"{root}/model.safetensors", "wb") as f:
-        f.write(save_safetensors(weights))
+    blobs = {f"model-{version}.safetensors": save_safetensors(weights)}
+    files = {"model": f"model-{version}.safetensors"}
     if optimizer is not None:
         tensors, rest = _flatten_optimizer(optimizer.state_dict())
-        with fs.open(f"{root}/optimizer.safetensors", "wb") as f:
-            f.write(save_safetensors(tensors))
-        with fs.open(f"{root}/optimizer.json", "w") as f:
-            f.write(json.dumps(rest))
-    full_meta = {**_jsonable(dict(meta or {})), "model": raw.init_args()}
-    with fs.open(f"{root}/meta.json", "w") as f:
-        f.write(json.dumps(full_meta, indent=2, sort_keys=True))
+        files |= {"optimizer": f"optimizer-{version}.safetensors",
+                  "optimizer_state": f"optimizer-{version}.json"}
+        blobs[files["optimizer"]] = save_safetensors(tensors)
+        blobs[files["optimizer_state"]] = json.dumps(rest).encode()
+    for name, data in blobs.items():
+        storage.write_bytes(storage.join(path, name), data)
+    full_meta = {**_jsonable(dict(meta or {})), "model": raw.init_args(), "files": files,
+                 "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}}
+    storage.write_text(storage.join(path, META), json.dumps(full_meta, indent=2, sort_keys=True))
+    _drop_stale_files(path, set(blobs))
+
+
+def _drop_stale_files(path: str, keep: set[str]) -> None:
+    """Delete the weight/optimizer files of ``path`` that ``meta.json`` no longer names (older
+    versions, or those of a save killed before its ``meta.json``)."""
+    fs, root = fsspec.core.url_to_fs(str(path))
+    doomed = [f for f in fs.ls(root, detail=False)
+              if (name := f.rstrip("/").rsplit("/", 1)[-1]) not in keep
+              and name.startswith(_CKPT_FILES) and (".safetensors" in name or ".json" in name)]
+    if doomed:
+        fs.rm(doomed)
+
+
+def read_checkpoint_meta(path: str) -> dict[str, Any]:
+    """The validated ``meta.json`` of the checkpoint at ``path``; :class:`CheckpointError` if
+    it is missing, not JSON, or names files that do not exist."""
+    fs, root = fsspec.core.url_to_fs(str(path))
+    try:
+        with fs.open(f"{root}/{META}", "r") as f:
+            meta = json.loads(f.read())
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no {META} (missing or unfinished checkpoint)") from err
+    except ValueError as err:  # truncated or garbled
+        raise CheckpointError(f"{path}: {META} is not valid JSON ({err})") from err
+    if not isinstance(meta, dict) or "model" not in meta:
+        raise CheckpointError(f"{path}: {META} has no model description")
+    for name in _checkpoint_files(meta).values():
+        if not fs.exists(f"{root}/{name}"):
+            raise CheckpointError(f"{path}: {META} names {name}, which is missing")
+    return meta
+
+
+def checkpoint_complete(path: str) -> bool:
+    """Whether ``path`` holds a finished, readable checkpoint (its files are checked against
+    their checksums when loaded)."""
+    try:
+        read_checkpoint_meta(path)
+    except CheckpointError:
+        return False
+    return True
+
+
+def _checkpoint_files(meta: Mapping[str, Any]) -> dict[str, str]:
+    """role → file name (checkpoints from before versioned files used fixed names)."""
+    if "files" in meta:
+        return dict(meta["files"])
+    files = {"model": "model.safetensors"}
+    return files
 
 
 def load_checkpoint(path: str) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (weights on CPU)."""
+    """Read a checkpoint written by :func:`save_checkpoint` (weights on CPU); every file is
+    checked against the checksum ``meta.json`` records (:class:`CheckpointError` if not)."""
+    meta = read_checkpoint_meta(path)
     fs, root = fsspec.core.url_to_fs(str(path))
-    if not fs.exists(f"{root}/meta.json"):
-        raise FileNotFoundError(f"{path}: no meta.json (missing or unfinished checkpoint)")
-    with fs.open(f"{root}/meta.json", "r") as f:
-        meta = json.loads(f.read())
-    with fs.open(f"{root}/model.safetensors", "rb") as f:
-        model_state = load_safetensors(f.read())
+    files = _checkpoint_files(meta)
+    if "files" not in meta and fs.exists(f"{root}/optimizer.json"):  # the older layout
+        files |= {"optimizer": "optimizer.safetensors", "optimizer_state": "optimizer.json"}
+    sums = meta.get("sha256", {})
+
+    def read(name: str) -> bytes:
+        with fs.open(f"{root}/{name}", "rb") as f:
+            data = f.read()
+        if name in sums and hashlib.sha256(data).hexdigest() != sums[name]:
+            raise CheckpointError(f"{path}: {name} differs from the checksum in {META}")
+        return data
+
+    model_state = load_safetensors(read(files["model"]))
     optimizer_state = None
-    if fs.exists(f"{root}/optimizer.json"):
-        with fs.open(f"{root}/optimizer.safetensors", "rb") as f:
-            tensors = load_safetensors(f.read())
-        with fs.open(f"{root}/optimizer.json", "r") as f:
-            optimizer_state = _unflatten_optimizer(tensors, json.loads(f.read()))
+    if "optimizer" in files:
+        tensors = load_safetensors(read(files["optimizer"]))
+        optimizer_state = _unflatten_optimizer(tensors, json.loads(read(files["optimizer_state"])))
     return Checkpoint(model_state, optimizer_state, meta)
 
 

@@ -79,6 +79,7 @@ def train_model(
         metrics={},
     )
     result_uri = storage.join(model_dir, "result.json")
+    _discard_stale(model_dir, inputs_digest(features_uri, labels, vocab, cfg))
     if _complete(result.fine) and storage.exists(result_uri):
         log.info("%s: training already finished, reusing it", model_dir)
         result.metrics = storage.read_json(result_uri)
@@ -168,8 +169,52 @@ def read_splits(model_dir: str) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------ checkpoints
 def _complete(uri: str) -> bool:
-    """A checkpoint folder is complete when its ``meta.json`` (written last) exists."""
-    return storage.exists(storage.join(uri, "meta.json"))
+    """A checkpoint folder is complete when its ``meta.json`` (written last) is valid and
+    names files that exist (:func:`mmx.train.loop.checkpoint_complete`)."""
+    from mmx.train import loop
+
+    return loop.checkpoint_complete(uri)
+
+
+INPUTS_FILE = "inputs.json"  # in a model directory: the digest of what it is trained on
+
+
+def inputs_digest(features_uri: str, labels: dict[str, list[str]], vocab: list[str],
+                  cfg: RunConfig) -> str:
+    """SHA-256 of what a training depends on: the ok trailers of the features store and their
+    content fingerprints, their labels, the genre vocabulary, and the model and training
+    settings (placement and resources aside)."""
+    import hashlib
+
+    table = storage.read_table(features_uri, ["trailer_id", "fingerprint", "status"])
+    rows = sorted((t, f) for t, f, s in zip(table["trailer_id"].to_pylist(),
+                                            table["fingerprint"].to_pylist(),
+                                            table["status"].to_pylist(), strict=True)
+                  if s == "ok")
+    settings = cfg.to_dict()
+    train = {k: v for k, v in settings["train"].items()
+             if k not in ("num_workers", "use_gpu", "cpus_per_worker", "backend")}
+    body = {"trailers": rows, "labels": {t: sorted(labels.get(t, [])) for t, _ in rows},
+            "vocab": list(vocab), "model": settings["model"], "train": train}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _discard_stale(model_dir: str, digest: str) -> None:
+    """Make ``model_dir`` a training of inputs ``digest``: checkpoints there of other inputs (a
+    run killed mid-training, resumed after its labels, trailers or settings changed) are deleted
+    rather than resumed or reused, so a resumed model is never a model of stale inputs."""
+    stamp = storage.join(model_dir, INPUTS_FILE)
+    fs, root = storage.filesystem(model_dir)
+    found = storage.read_json(stamp).get("digest") if storage.exists(stamp) else None
+    if found == digest:
+        return
+    # (a directory without the stamp predates it, or was trained by train_phases directly:
+    # adopted as it is)
+    if found is not None and fs.exists(root):
+        log.warning("%s holds checkpoints of other inputs (labels, trailers or settings changed "
+                    "since that training started): training from scratch", model_dir)
+        fs.rm(root, recursive=True)
+    storage.write_json(stamp, {"digest": digest})
 
 
 def _epoch_dir(model_dir: str, phase: str, epoch: int) -> str:
@@ -183,8 +228,9 @@ def epoch_checkpoints(model_dir: str, phase: str) -> list[tuple[int, str]]:
     for meta in fs.glob(f"{root}/{phase}-epoch-*/meta.json"):
         name = meta.rstrip("/").split("/")[-2]  # "<phase>-epoch-NNNN"
         suffix = name.rsplit("-", 1)[-1]
-        if suffix.isdigit():
-            found.append((int(suffix), storage.join(model_dir, name)))
+        uri = storage.join(model_dir, name)
+        if suffix.isdigit() and _complete(uri):
+            found.append((int(suffix), uri))
     return sorted(found)
 
 

@@ -11,13 +11,14 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from safetensors.torch import load_file
 
 from mmx.config import build_config
 from mmx.model import MMXNetwork
 from mmx.train.data import TrailerFeatures, TrailerSet
 from mmx.train.loop import (
     Best,
+    CheckpointError,
+    checkpoint_complete,
     evaluate,
     fit_coarse,
     fit_contrastive,
@@ -175,8 +176,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, phase):
         resume["silhouettes"] = ckpt.meta["silhouettes"]
     _run_phase(phase, resumed, train, val, tcfg, part, **resume)
 
-    want = load_file(str(full / f"{phase}-002" / "model.safetensors"))
-    got = load_file(str(part / f"{phase}-002" / "model.safetensors"))
+    want = load_checkpoint(str(full / f"{phase}-002")).model_state
+    got = load_checkpoint(str(part / f"{phase}-002")).model_state
     assert want.keys() == got.keys()
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=key)
@@ -270,6 +271,38 @@ def _ddp_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+def test_checkpoint_rewritten_in_place_is_never_a_mix(tmp_path):
+    """coarse-best is saved over itself: a save killed before its meta.json leaves the previous
+    version loadable and whole; a damaged meta.json or weights file is refused, not loaded."""
+    mcfg, _ = _configs(coarse_epochs=1, contrastive_epochs=1)
+    ck = tmp_path / "coarse-best"
+    first, second = _new_model(mcfg, seed=1), _new_model(mcfg, seed=2)
+    save_checkpoint(str(ck), first, meta={"epoch": 0})
+    save_checkpoint(str(ck), second, meta={"epoch": 1})
+    assert len(list(ck.glob("model-*.safetensors"))) == 1  # the older version's files went
+    got = load_checkpoint(str(ck))
+    assert got.meta["epoch"] == 1
+    for k, v in second.state_dict().items():
+        torch.testing.assert_close(got.model_state[k], v)
+
+    # a save killed after writing its weights, before its meta.json: still epoch 1, whole
+    (ck / "model-9999999999999-deadbeef.safetensors").write_bytes(b"half a tensor")
+    assert load_checkpoint(str(ck)).meta["epoch"] == 1
+    save_checkpoint(str(ck), first, meta={"epoch": 2})  # the next save drops the torn file
+    assert [p.name for p in ck.glob("model-*")] == [load_checkpoint(str(ck)).meta["files"]["model"]]
+
+    weights = ck / load_checkpoint(str(ck)).meta["files"]["model"]
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_checkpoint(str(ck))
+    meta = ck / "meta.json"
+    meta.write_text(meta.read_text()[: len(meta.read_text()) // 2])  # truncated
+    assert not checkpoint_complete(str(ck))
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_checkpoint(str(ck))
+    assert not checkpoint_complete(str(tmp_path / "nothing"))
+
+
 def test_two_gloo_workers_match_one(tmp_path):
     """Holding every row, 2 workers train exactly like 1. Holding only its own rows, each
     worker batches and scores those: the input statistics are still those of all training
@@ -284,7 +317,10 @@ def test_two_gloo_workers_match_one(tmp_path):
             torch.testing.assert_close(value, want[key], rtol=0, atol=1e-4, msg=key)
 
     owned = [load_checkpoint(str(tmp_path / f"owned1-rank{r}")) for r in range(2)]
-    assert owned[0].meta == owned[1].meta
+    versioned = ("files", "sha256")  # file names differ per save, the checksums do not
+    assert {k: v for k, v in owned[0].meta.items() if k not in versioned} == {
+        k: v for k, v in owned[1].meta.items() if k not in versioned}
+    assert list(owned[0].meta["sha256"].values()) == list(owned[1].meta["sha256"].values())
     for key, value in owned[0].model_state.items():
         torch.testing.assert_close(owned[1].model_state[key], value, rtol=0, atol=1e-6, msg=key)
     data = planted(40, seed=3, max_labels=2, identity=1.0)

@@ -8,11 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from mmx import schema, storage
 from mmx.config import build_config
-from mmx.train import ray_trainer
+from mmx.train import loop, ray_trainer
 
 DIMS = {"appearance": 16, "scene": 8, "motion": 4}
 VOCAB = ["Action", "Comedy", "Drama", "Horror"]
@@ -96,8 +95,8 @@ def test_resume_after_kill_matches_uninterrupted_run(job, monkeypatch, kill_at):
     last = [f"{ph}-epoch-{n - 1:04d}" for ph, n in
             (("coarse", cfg.train.coarse_epochs), ("contrastive", cfg.train.contrastive_epochs))]
     for name in ("coarse", "fine", *last):
-        want = load_file(str(full / name / "model.safetensors"))
-        got = load_file(str(part / name / "model.safetensors"))
+        want = loop.load_checkpoint(str(full / name)).model_state
+        got = loop.load_checkpoint(str(part / name)).model_state
         for key in want:
             torch.testing.assert_close(got[key], want[key], rtol=0, atol=1e-6, msg=key)
     want, got = (storage.read_json(str(d / "result.json")) for d in (full, part))
@@ -156,3 +155,33 @@ def test_two_ray_workers_each_load_their_half_of_the_store(ray_session, tmp_path
     assert 0.0 <= result.metrics["test"]["au_prc_weighted"] <= 1.0
     assert len(result.metrics["silhouette"]) == 2
     assert (tmp_path / "model" / "fine" / "meta.json").exists()
+
+
+def test_checkpoints_of_other_inputs_are_discarded(tmp_path):
+    """A model directory resumed by a run whose inputs changed (labels edited, a genre added,
+    trailers or settings changed since the killed run) starts afresh instead of resuming, or
+    failing on, the stale checkpoints; the same inputs resume."""
+    model_dir = tmp_path / "model"
+    (model_dir / "fine").mkdir(parents=True)  # no stamp (trained before stamps): adopted
+    ray_trainer._discard_stale(str(model_dir), "a" * 64)
+    assert (model_dir / "fine").exists()
+    (model_dir / "coarse-epoch-0000").mkdir()
+    (model_dir / "coarse-epoch-0000" / "meta.json").write_text("{}")
+    ray_trainer._discard_stale(str(model_dir), "a" * 64)  # same inputs: resumed
+    assert (model_dir / "coarse-epoch-0000").exists()
+    ray_trainer._discard_stale(str(model_dir), "b" * 64)  # other inputs: discarded
+    assert sorted(p.name for p in model_dir.iterdir()) == [ray_trainer.INPUTS_FILE]
+    assert storage.read_json(str(model_dir / ray_trainer.INPUTS_FILE))["digest"] == "b" * 64
+
+
+def test_inputs_digest_follows_labels_and_trailers(tmp_path):
+    store = tmp_path / "features.parquet"
+    storage.write_table(pa.table({"trailer_id": ["a", "b", "c"], "fingerprint": ["1", "2", "3"],
+                                  "status": ["ok", "ok", "failed"]}), str(store))
+    cfg = build_config("tiny")
+    base = ray_trainer.inputs_digest(str(store), {"a": ["X"]}, ["X"], cfg)
+    assert base == ray_trainer.inputs_digest(str(store), {"a": ["X"], "c": ["Y"]}, ["X"], cfg)
+    assert base != ray_trainer.inputs_digest(str(store), {"a": ["X"], "b": ["X"]}, ["X"], cfg)
+    assert base != ray_trainer.inputs_digest(str(store), {"a": ["X"]}, ["X", "Y"], cfg)
+    more = build_config("tiny", overrides={"train": {"num_workers": 2}})
+    assert base == ray_trainer.inputs_digest(str(store), {"a": ["X"]}, ["X"], more)
