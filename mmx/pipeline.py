@@ -22,7 +22,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, lease, policy, schema, storage
+from mmx import archive, changes, killpoints, lease, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
@@ -351,8 +351,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
 
     with _timed(timings, "publish"):
         table_meta = _publish_meta(meta, labels, inputs, splits)
+        killpoints.reached("publish:trailers")
         publish.write_trailers(table_meta, emb, layout.assignments(name), model_genres,
                                cfg.train.threshold, storage.join(snap, "trailers.parquet"))
+        killpoints.reached("publish:scenes")
         publish.write_scenes(features_uri, storage.join(snap, "scenes.parquet"),
                              previous=storage.join(prev.uri, "scenes.parquet") if kept else None,
                              keep=reuse)
@@ -375,10 +377,12 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         "recomputed": {"embedded": len(fresh), "kept": len(reuse), "removed": len(stale)},
         "labels": {"digest": digest, "relabelled": len(relabel)},
     }
+    killpoints.reached("publish:metrics")
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     storage.assert_writable(snap)  # sealed meanwhile by someone else: never publish over it
     held.check()  # a run whose lease was taken over must not publish
     storage.publish(cfg.out, name, expected=latest_uri)
+    killpoints.reached("publish:latest")
     fs, path = storage.filesystem(pending)
     fs.rm(path)
     if cfg.keep_snapshots > 0:

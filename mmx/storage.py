@@ -44,6 +44,8 @@ import fsspec.asyn
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmx import killpoints
+
 log = logging.getLogger(__name__)
 
 LATEST = "LATEST"
@@ -263,6 +265,7 @@ def publish(
     sealed_before = exists(complete)
     if not sealed_before:
         write_json(complete, _complete_body(name, current, now))
+    killpoints.reached("publish:complete")
     data = (name + "\n").encode()
     try:
         if before is None:

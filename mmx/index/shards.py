@@ -52,6 +52,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmx import killpoints
 from mmx.index.vectors import as_matrix, l2_normalise, row_blocks
 
 FORMAT = "mmx-faiss-sharded"
@@ -401,6 +402,7 @@ def write_shard(
     ids_bytes = buf.getvalue()
     fs.makedirs(root, exist_ok=True)
     _write(fs, _join(root, shard_file(shard_no)), index_bytes)
+    killpoints.reached("shard")
     _write(fs, _join(root, ids_file(shard_no)), ids_bytes)
     return {
         "shard": int(shard_no),

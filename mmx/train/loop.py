@@ -714,7 +714,7 @@ def save_checkpoint(
     ``meta.json`` naming either the old complete version or the new one, never a mix.
     ``meta.json`` holds the model's constructor arguments under ``"model"`` plus ``meta``
     (e.g. phase, epoch, metric, run config). DDP and phase wrappers are unwrapped first."""
-    from mmx import storage
+    from mmx import killpoints, storage
 
     raw = unwrap(model)
     # (uuid4 draws from os.urandom: the seeded RNGs of the training stay untouched)
@@ -730,6 +730,7 @@ def save_checkpoint(
         blobs[files["optimizer_state"]] = json.dumps(rest).encode()
     for name, data in blobs.items():
         storage.write_bytes(storage.join(path, name), data)
+    killpoints.reached("checkpoint")
     full_meta = {**_jsonable(dict(meta or {})), "model": raw.init_args(), "files": files,
                  "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in blobs.items()}}
     storage.write_text(storage.join(path, META), json.dumps(full_meta, indent=2, sort_keys=True))
