@@ -186,7 +186,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         excluded |= {
             tid: f"duplicate of {original} (same bytes)"
             for tid, original in archive.find_duplicates(
-                (t, fp) for t, fp in zip(ids, fps, strict=True) if t not in excluded
+                ((t, fp) for t, fp in zip(ids, fps, strict=True) if t not in excluded),
+                owners=latest.ok,
             ).items()
         }
         # files that could not be read to hash them: failed this run (transient), not decoded,
