@@ -14,6 +14,7 @@ from before it reads ``work/PENDING`` until it ends, never writes into a snapsho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -112,12 +113,19 @@ def _release(held: lease.Lease) -> None:
 def ingest_key(cfg: RunConfig) -> str:
     """Short hash of everything that changes a trailer's features (video, shots, experts):
     cached features are only reused under the same key."""
-    import hashlib
     import json
 
     parts = {k: cfg.to_dict()[k] for k in ("video", "shots", "experts")}
+    # bounds decide whether a file is indexed at all, not its features: changing them (or an
+    # upgrade adding one) must not invalidate the cache
+    for section, key in _BOUNDS:
+        parts[section].pop(key, None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
+
+
+_BOUNDS = (("video", "max_bytes"), ("video", "min_fps"), ("video", "max_fps"),
+           ("video", "decode_timeout_s"), ("shots", "max_clips"))
 
 
 def _model_genres(model: policy.ModelInfo) -> list[str]:
@@ -179,10 +187,17 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         if not files:
             raise FileNotFoundError(f"no input files under {cfg.archive}")
         reused = archive.reuse_fingerprints(files, {} if cfg.rehash else latest.known)
+        # larger than video.max_bytes: excluded without reading a byte (a placeholder
+        # fingerprint keyed by location, never anyone's duplicate)
+        oversize = {f.trailer_id: f"{f.size_bytes} bytes > video.max_bytes "
+                                  f"({cfg.video.max_bytes})"
+                    for f in files if f.size_bytes > cfg.video.max_bytes and not f.clash}
+        reused |= {f.uri: "oversize-" + hashlib.sha256(f.uri.encode()).hexdigest()[:16]
+                   for f in files if f.trailer_id in oversize}
         inputs = ingest.fingerprint_inputs(files, cfg, reused).sort_by("trailer_id")
         ids = inputs["trailer_id"].to_pylist()
         fps = inputs["fingerprint"].to_pylist()
-        excluded = {f.trailer_id: f.clash for f in files if f.clash}
+        excluded = {f.trailer_id: f.clash for f in files if f.clash} | oversize
         excluded |= {
             tid: f"duplicate of {original} (same bytes)"
             for tid, original in archive.find_duplicates(
