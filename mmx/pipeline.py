@@ -35,7 +35,12 @@ __all__ = ["RunSummary", "ingest_key", "resolve_paths", "run"]
 
 
 @contextlib.contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], stage: str,
+           held: lease.Lease | None = None) -> Iterator[None]:
+    """Time a stage; first make sure this run still holds its lease (``held``): a run whose
+    lease was taken over (it stalled past the TTL) stops at the next stage, not at publish."""
+    if held is not None:
+        held.check()
     log.info("stage %s …", stage)
     t0 = time.perf_counter()
     yield
@@ -182,7 +187,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     storage.write_text(pending, name + "\n")
     cache = layout.cache(ingest_key(cfg))
 
-    with _timed(timings, "discover"):
+    with _timed(timings, "discover", held):
         files = archive.list_inputs(cfg.archive, keep=latest.owners)
         if not files:
             raise FileNotFoundError(f"no input files under {cfg.archive}")
@@ -277,7 +282,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     kept = (set() if not incremental or cfg.recompute else
             {t for t in diff["unchanged"] if t not in excluded and t in latest.ok})
 
-    with _timed(timings, "ingest"):
+    with _timed(timings, "ingest", held):
         if todo:
             decoded = ingest.extract_features(inputs.take(todo), cfg, cache, run_id=held.info.token)
             failed_now |= {t: r for t, r in zip(decoded["trailer_id"].to_pylist(),
@@ -289,7 +294,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         # one object per many trailers, not per trailer (and a killed run's rows too)
         features_cache.compact(cache, cfg.resources.store_rows_per_file)
 
-    with _timed(timings, "store"):
+    with _timed(timings, "store", held):
         distinct = inputs.filter(pc.invert(pc.is_in(
             inputs["trailer_id"],
             value_set=pa.array(sorted(set(excluded) | kept | set(failed_now)), pa.string()))))
@@ -320,7 +325,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                          if k in train_metrics}
     else:
         model_dir = layout.model_dir(name)
-        with _timed(timings, "train"):
+        with _timed(timings, "train", held):
             result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
         fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
 
@@ -338,21 +343,21 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     reuse = sorted(kept & latest.ok & ok_ids)  # published embedding still valid
     fresh = sorted(ok_ids - set(reuse))
     stale = sorted(latest.ok - set(reuse)) if kept else []  # vectors to take out of the index
-    with _timed(timings, "embed"):
+    with _timed(timings, "embed", held):
         publish.reuse_embeddings(storage.join(latest_uri, "trailers.parquet") if reuse else "",
                                  reuse, cfg.index.n_shards, emb, cfg.resources.store_rows_per_file)
         if fresh:
             embed.embed_trailers(features_uri, fine, coarse if model_genres else None, cfg, emb,
                                  only=fresh if kept else None, append=bool(reuse))
 
-    with _timed(timings, "cluster"):
+    with _timed(timings, "cluster", held):
         previous_sub = (storage.read_table(storage.join(prev.uri, "subgenres.parquet"))
                         if incremental else None)
         sub = index.cluster_trailers(emb, labels, vocab, cfg, layout.assignments(name),
                                      previous=previous_sub)
 
     faiss_uri = storage.join(snap, "faiss")
-    with _timed(timings, "index"):
+    with _timed(timings, "index", held):
         if kept:
             manifest = index.update_index(storage.join(prev.uri, "faiss"), emb, stale, fresh,
                                           cfg, faiss_uri, model_dir)
@@ -365,7 +370,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         n_pairs = publish.write_neighbours(neighbours, storage.join(snap, "neighbours.parquet"))
         log.info("neighbours: %d pairs", n_pairs)
 
-    with _timed(timings, "publish"):
+    with _timed(timings, "publish", held):
         table_meta = _publish_meta(meta, labels, inputs, splits)
         publish.write_trailers(table_meta, emb, layout.assignments(name), model_genres,
                                cfg.train.threshold, storage.join(snap, "trailers.parquet"))
