@@ -23,7 +23,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, lease, policy, schema, storage
+from mmx import archive, changes, collect, lease, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
@@ -405,6 +405,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     if cfg.keep_snapshots > 0:
         storage.prune(cfg.out, cfg.keep_snapshots, grace_s=cfg.snapshot_grace_days * 86400)
     _clean_work(layout, name, trained=not incremental)
+    try:  # what no retained snapshot references any more (mmx.collect)
+        collect.collect(cfg.out, name, ingest_key(cfg), fps)
+    except Exception as err:  # noqa: BLE001 - never fails a published run; the next collects
+        log.warning("garbage collection failed (the next run tries again): %s", err)
 
     bad = meta.filter(pc.not_equal(meta["status"], "ok"))
     reasons = {t: f"{s}: {r}" for t, s, r in zip(bad["trailer_id"].to_pylist(),
