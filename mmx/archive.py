@@ -118,14 +118,20 @@ def fingerprint(uri: str, chunk: int = 1 << 22) -> str:
     return f"{size}-{digest.hexdigest()}"
 
 
-def find_duplicates(rows: Iterable[tuple[str, str]]) -> dict[str, str]:
+def find_duplicates(
+    rows: Iterable[tuple[str, str]], owners: Iterable[str] = ()
+) -> dict[str, str]:
     """Map each duplicate trailer_id to the id whose content it repeats.
 
-    ``rows`` are (trailer_id, fingerprint); the smallest id of a group is the original.
+    ``rows`` are (trailer_id, fingerprint). The original of a group is the id among ``owners``
+    (the trailers already published ``ok``: an existing trailer keeps its name when a copy
+    appears under a name that sorts first), else the smallest id.
     """
+    owned = set(owners)
     first: dict[str, str] = {}
     dupes: dict[str, str] = {}
-    for tid, fp in sorted(rows):
+    # owners first, then by id: the first id seen of a content is its original
+    for tid, fp in sorted(rows, key=lambda r: (r[0] not in owned, r[0])):
         if fp in first:
             dupes[tid] = first[fp]
         else:

@@ -29,8 +29,10 @@ EXAMPLE_FRAMES = 96  # 0.96 s of 10 ms hops
 EXAMPLE_S = EXAMPLE_FRAMES * HOP_S
 
 
-def load_audio(path: PathLike, rate: int = 16000) -> np.ndarray | None:
-    """Decode the first audio stream of ``path`` to mono at ``rate`` Hz.
+def load_audio(path: PathLike, rate: int = 16000,
+               max_s: float | None = None) -> np.ndarray | None:
+    """Decode the first audio stream of ``path`` to mono at ``rate`` Hz, its first ``max_s``
+    seconds at most (decoding stops there).
 
     Returns:
         float32 array ``(samples,)`` in [-1, 1], or None when the file has no audio stream.
@@ -44,17 +46,24 @@ def load_audio(path: PathLike, rate: int = 16000) -> np.ndarray | None:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
         parts: list[np.ndarray] = []
+        budget = None if max_s is None else int(max_s * rate)
+        n = 0
         try:
             for frame in container.decode(stream):
                 for out in resampler.resample(frame):
                     parts.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):  # flush the resampler's delay line
-                parts.append(out.to_ndarray().reshape(-1))
+                    n += parts[-1].size
+                if budget is not None and n >= budget:
+                    break
+            else:
+                for out in resampler.resample(None):  # flush the resampler's delay line
+                    parts.append(out.to_ndarray().reshape(-1))
         except (av.FFmpegError, ValueError) as err:
             raise failed(f"corrupt audio ({_reason(err)})") from err
     if not parts:
         return np.zeros(0, np.float32)
-    return np.concatenate(parts).astype(np.float32, copy=False)
+    wave = np.concatenate(parts).astype(np.float32, copy=False)
+    return wave if budget is None else wave[:budget]
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

@@ -34,6 +34,14 @@ class VideoConfig:
     # decord's read-ahead is not bounded (≈+0.5 GB at 256x144 on long inputs).
     backend: Literal["decord", "pyav"] = "pyav"
     max_duration_s: float = 1800.0  # longer inputs are excluded (a trailer is minutes long)
+    # Bounds on what one input may cost: larger files are excluded before they are read; a
+    # declared frame rate outside [min_fps, max_fps] fails the file (a broken header would
+    # otherwise set the frame budget); a decode running longer than decode_timeout_s stops and
+    # fails the trailer for this run only (transient: the machine may just have been busy).
+    max_bytes: int = 8 << 30
+    min_fps: float = 1.0
+    max_fps: float = 300.0
+    decode_timeout_s: float = 1800.0
     audio_rate: int = 16000
     decode_threads: int = 1  # decoder threads per trailer (Ray runs trailers side by side)
     prefetch_chunks: int = 1  # PyAV: chunks decoded ahead on a background thread (0 = none)
@@ -44,6 +52,9 @@ class VideoConfig:
     def __post_init__(self) -> None:
         _check(self.width >= 32 and self.height >= 32, "video.width/height must be >= 32")
         _check(self.chunk_frames >= 8, "video.chunk_frames must be >= 8")
+        _check(self.max_bytes > 0, "video.max_bytes must be > 0")
+        _check(0 < self.min_fps <= self.max_fps, "video.min_fps must be in (0, max_fps]")
+        _check(self.decode_timeout_s > 0, "video.decode_timeout_s must be > 0")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,9 @@ class ShotsConfig:
     min_shot_frames: int = 6  # minimum shot length in frames
     drop_edge_frames: int = 1  # frames dropped at each end of a shot (fuzzy boundaries)
     min_shots: int = 10  # trailers with fewer kept shots are excluded
+    # ... and those with more shots than this (not a trailer, or cuts at every frame): the
+    # frames kept per shot for the appearance CNN would otherwise grow without bound
+    max_clips: int = 2000
     transnet_threshold: float = 0.5
     # hybrid: thresholds on mean absolute RGB differences (0..255) of signal_width-px frames
     signal_width: int = 32
@@ -77,6 +91,7 @@ class ShotsConfig:
 
     def __post_init__(self) -> None:
         _check(self.min_shots >= 1, "shots.min_shots must be >= 1")
+        _check(self.max_clips >= self.min_shots, "shots.max_clips must be >= shots.min_shots")
         _check(self.drop_edge_frames >= 0, "shots.drop_edge_frames must be >= 0")
         _check(self.signal_width >= 8, "shots.signal_width must be >= 8")
         _check(self.gradual_lag >= 2, "shots.gradual_lag must be >= 2")

@@ -166,6 +166,9 @@ def analyse_trailer(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     info = probe(path)
+    if not video.min_fps <= info.fps <= video.max_fps:  # (NaN fails too)
+        raise failed(f"declared frame rate {info.fps:g} fps is outside "
+                     f"[{video.min_fps:g}, {video.max_fps:g}] (video.min_fps/max_fps)")
     if info.duration_s > video.max_duration_s:
         raise excluded(f"duration {info.duration_s:.0f} s > {video.max_duration_s:.0f} s")
     max_frames = math.ceil(video.max_duration_s * info.fps) + 1  # when the header lies
@@ -196,6 +199,12 @@ def analyse_trailer(
             if n_frames > max_frames:
                 raise excluded(f"longer than {video.max_duration_s:.0f} s "
                                f"(> {max_frames} frames at {fps:g} fps)")
+            if time.perf_counter() - t0 > video.decode_timeout_s:
+                raise TimeoutError(f"decoding stopped after {video.decode_timeout_s:g} s "
+                                   f"(video.decode_timeout_s) at frame {n_frames}")
+            if len(detector.boundaries) > shots.max_clips:
+                raise excluded(f"more than {shots.max_clips} shots (shots.max_clips) in the "
+                               f"first {n_frames} frames")
             t = time.perf_counter()
             position = first  # frames before this one were offered to the picker
             for start, end in detector.push(first, chunk):
@@ -320,7 +329,9 @@ def _audio_per_clip(
     if "audio" not in experts.names or not info.has_audio or n_slots == 0:
         return out, counts, False
     try:
-        wave = load_audio(path, video.audio_rate)
+        # no more audio than the video lasts (a long or lying audio track is cut)
+        wave = load_audio(path, video.audio_rate,
+                          max_s=min(info.duration_s, video.max_duration_s) + EXAMPLE_S)
     except TrailerError as err:  # broken audio does not fail a readable video
         log.warning("%s: %s; indexing without audio", path, err.reason)
         return out, counts, False

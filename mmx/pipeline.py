@@ -14,6 +14,7 @@ from before it reads ``work/PENDING`` until it ends, never writes into a snapsho
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, killpoints, lease, policy, schema, storage
+from mmx import archive, changes, collect, killpoints, lease, policy, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
@@ -34,7 +35,12 @@ __all__ = ["RunSummary", "ingest_key", "resolve_paths", "run"]
 
 
 @contextlib.contextmanager
-def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+def _timed(timings: dict[str, float], stage: str,
+           held: lease.Lease | None = None) -> Iterator[None]:
+    """Time a stage; first make sure this run still holds its lease (``held``): a run whose
+    lease was taken over (it stalled past the TTL) stops at the next stage, not at publish."""
+    if held is not None:
+        held.check()
     log.info("stage %s …", stage)
     t0 = time.perf_counter()
     yield
@@ -112,12 +118,19 @@ def _release(held: lease.Lease) -> None:
 def ingest_key(cfg: RunConfig) -> str:
     """Short hash of everything that changes a trailer's features (video, shots, experts):
     cached features are only reused under the same key."""
-    import hashlib
     import json
 
     parts = {k: cfg.to_dict()[k] for k in ("video", "shots", "experts")}
+    # bounds decide whether a file is indexed at all, not its features: changing them (or an
+    # upgrade adding one) must not invalidate the cache
+    for section, key in _BOUNDS:
+        parts[section].pop(key, None)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
+
+
+_BOUNDS = (("video", "max_bytes"), ("video", "min_fps"), ("video", "max_fps"),
+           ("video", "decode_timeout_s"), ("shots", "max_clips"))
 
 
 def _model_genres(model: policy.ModelInfo) -> list[str]:
@@ -174,19 +187,27 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     storage.write_text(pending, name + "\n")
     cache = layout.cache(ingest_key(cfg))
 
-    with _timed(timings, "discover"):
+    with _timed(timings, "discover", held):
         files = archive.list_inputs(cfg.archive, keep=latest.owners)
         if not files:
             raise FileNotFoundError(f"no input files under {cfg.archive}")
         reused = archive.reuse_fingerprints(files, {} if cfg.rehash else latest.known)
+        # larger than video.max_bytes: excluded without reading a byte (a placeholder
+        # fingerprint keyed by location, never anyone's duplicate)
+        oversize = {f.trailer_id: f"{f.size_bytes} bytes > video.max_bytes "
+                                  f"({cfg.video.max_bytes})"
+                    for f in files if f.size_bytes > cfg.video.max_bytes and not f.clash}
+        reused |= {f.uri: "oversize-" + hashlib.sha256(f.uri.encode()).hexdigest()[:16]
+                   for f in files if f.trailer_id in oversize}
         inputs = ingest.fingerprint_inputs(files, cfg, reused).sort_by("trailer_id")
         ids = inputs["trailer_id"].to_pylist()
         fps = inputs["fingerprint"].to_pylist()
-        excluded = {f.trailer_id: f.clash for f in files if f.clash}
+        excluded = {f.trailer_id: f.clash for f in files if f.clash} | oversize
         excluded |= {
             tid: f"duplicate of {original} (same bytes)"
             for tid, original in archive.find_duplicates(
-                (t, fp) for t, fp in zip(ids, fps, strict=True) if t not in excluded
+                ((t, fp) for t, fp in zip(ids, fps, strict=True) if t not in excluded),
+                owners=latest.ok,
             ).items()
         }
         # files that could not be read to hash them: failed this run (transient), not decoded,
@@ -261,7 +282,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     kept = (set() if not incremental or cfg.recompute else
             {t for t in diff["unchanged"] if t not in excluded and t in latest.ok})
 
-    with _timed(timings, "ingest"):
+    with _timed(timings, "ingest", held):
         if todo:
             decoded = ingest.extract_features(inputs.take(todo), cfg, cache, run_id=held.info.token)
             failed_now |= {t: r for t, r in zip(decoded["trailer_id"].to_pylist(),
@@ -273,7 +294,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         # one object per many trailers, not per trailer (and a killed run's rows too)
         features_cache.compact(cache, cfg.resources.store_rows_per_file)
 
-    with _timed(timings, "store"):
+    with _timed(timings, "store", held):
         distinct = inputs.filter(pc.invert(pc.is_in(
             inputs["trailer_id"],
             value_set=pa.array(sorted(set(excluded) | kept | set(failed_now)), pa.string()))))
@@ -304,7 +325,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                          if k in train_metrics}
     else:
         model_dir = layout.model_dir(name)
-        with _timed(timings, "train"):
+        with _timed(timings, "train", held):
             result = ray_trainer.train_model(features_uri, labels, vocab, cfg, model_dir)
         fine, coarse, train_metrics = result.fine, result.coarse, result.metrics
 
@@ -322,21 +343,21 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     reuse = sorted(kept & latest.ok & ok_ids)  # published embedding still valid
     fresh = sorted(ok_ids - set(reuse))
     stale = sorted(latest.ok - set(reuse)) if kept else []  # vectors to take out of the index
-    with _timed(timings, "embed"):
+    with _timed(timings, "embed", held):
         publish.reuse_embeddings(storage.join(latest_uri, "trailers.parquet") if reuse else "",
                                  reuse, cfg.index.n_shards, emb, cfg.resources.store_rows_per_file)
         if fresh:
             embed.embed_trailers(features_uri, fine, coarse if model_genres else None, cfg, emb,
                                  only=fresh if kept else None, append=bool(reuse))
 
-    with _timed(timings, "cluster"):
+    with _timed(timings, "cluster", held):
         previous_sub = (storage.read_table(storage.join(prev.uri, "subgenres.parquet"))
                         if incremental else None)
         sub = index.cluster_trailers(emb, labels, vocab, cfg, layout.assignments(name),
                                      previous=previous_sub)
 
     faiss_uri = storage.join(snap, "faiss")
-    with _timed(timings, "index"):
+    with _timed(timings, "index", held):
         if kept:
             manifest = index.update_index(storage.join(prev.uri, "faiss"), emb, stale, fresh,
                                           cfg, faiss_uri, model_dir)
@@ -349,7 +370,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         n_pairs = publish.write_neighbours(neighbours, storage.join(snap, "neighbours.parquet"))
         log.info("neighbours: %d pairs", n_pairs)
 
-    with _timed(timings, "publish"):
+    with _timed(timings, "publish", held):
         table_meta = _publish_meta(meta, labels, inputs, splits)
         killpoints.reached("publish:trailers")
         publish.write_trailers(table_meta, emb, layout.assignments(name), model_genres,
@@ -388,6 +409,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     if cfg.keep_snapshots > 0:
         storage.prune(cfg.out, cfg.keep_snapshots, grace_s=cfg.snapshot_grace_days * 86400)
     _clean_work(layout, name, trained=not incremental)
+    try:  # what no retained snapshot references any more (mmx.collect)
+        collect.collect(cfg.out, name, ingest_key(cfg), fps)
+    except Exception as err:  # noqa: BLE001 - never fails a published run; the next collects
+        log.warning("garbage collection failed (the next run tries again): %s", err)
 
     bad = meta.filter(pc.not_equal(meta["status"], "ok"))
     reasons = {t: f"{s}: {r}" for t, s, r in zip(bad["trailer_id"].to_pylist(),

@@ -38,6 +38,14 @@ def test_the_previous_owner_keeps_its_id(clashing: Path) -> None:
     assert "'b' is taken by deep/b.mp4" in files["b.mp4"].clash
 
 
+def test_duplicate_bytes_keep_their_published_owner() -> None:
+    rows = [("b_trailer", "fp1"), ("a_copy", "fp1"), ("c", "fp2"), ("d", "fp2")]
+    assert archive.find_duplicates(rows) == {"b_trailer": "a_copy", "d": "c"}
+    # b_trailer was published ok: a copy appearing under a name that sorts first is the duplicate
+    assert archive.find_duplicates(rows, owners={"b_trailer"}) == {"a_copy": "b_trailer",
+                                                                   "d": "c"}
+
+
 def test_fingerprint_is_size_and_sha256(tmp_path: Path) -> None:
     data = b"x" * 5_000_001
     (tmp_path / "v.mp4").write_bytes(data)

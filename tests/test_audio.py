@@ -48,3 +48,7 @@ def test_load_audio(synth_trailer, silent_trailer):
                                               abs=0.15)
     assert 0.2 < np.abs(wave).max() < 1.0  # the 0.3 tone survives AAC and downmixing
     assert load_audio(silent_trailer.path) is None
+    # cut at max_s (the job passes the video's duration): decoding stops there
+    short = load_audio(synth_trailer.path, max_s=1.5)
+    assert short.size == 24000
+    np.testing.assert_array_equal(short, wave[:24000])

@@ -121,6 +121,44 @@ def test_too_few_shots_is_excluded(short_video):
     assert info.value.reason == "excluded: 4 shots < 10"
 
 
+def test_implausible_frame_rate_fails(synth_trailer):
+    video = VideoConfig(width=256, height=144, min_fps=synth_trailer.fps + 1,
+                        max_fps=synth_trailer.fps + 100)
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(synth_trailer.path, video, SHOTS, EXPERTS)
+    assert info.value.status == "failed" and "declared frame rate" in info.value.reason
+
+
+def test_too_many_shots_is_excluded_while_decoding(synth_trailer):
+    n_cuts = len(synth_trailer.cuts)
+    shots = ShotsConfig(min_shots=2, max_clips=n_cuts // 2)
+    with pytest.raises(TrailerError) as info:
+        analyse_trailer(synth_trailer.path, VIDEO, shots, EXPERTS)
+    assert info.value.status == "excluded" and "shots.max_clips" in info.value.reason
+
+
+def test_decode_timeout_is_a_transient_failure(synth_trailer):
+    from mmx.errors import is_transient
+
+    video = VideoConfig(width=256, height=144, chunk_frames=16, decode_timeout_s=1e-6)
+    with pytest.raises(TimeoutError) as info:
+        analyse_trailer(synth_trailer.path, video, SHOTS, EXPERTS)
+    assert is_transient(info.value)  # the machine may have been busy: retried next run
+
+
+def test_bounds_do_not_change_the_cache_key():
+    from mmx.config import build_config
+    from mmx.pipeline import ingest_key
+
+    base = build_config("tiny")
+    bounded = build_config("tiny", overrides={"video": {"max_bytes": 1 << 20, "max_fps": 60.0,
+                                                        "decode_timeout_s": 60.0},
+                                              "shots": {"max_clips": 100}})
+    assert ingest_key(base) == ingest_key(bounded)
+    assert ingest_key(base) != ingest_key(build_config("tiny", overrides={"video": {
+        "width": 320}}))
+
+
 def test_too_long_is_excluded(silent_trailer):
     video = VideoConfig(max_duration_s=5.0)
     with pytest.raises(TrailerError) as info:
