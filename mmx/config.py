@@ -499,7 +499,10 @@ def parse_args_with_overrides(
     Anything else the parser does not know ends the program with argparse's usage error.
     """
     args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if not (a.startswith("--") and "=" in a and "." in a.split("=")[0])]
+    # --section.key=value, or --key=value for a top-level setting (e.g. --lease_ttl_s=60)
+    top = {f.name for f in fields(RunConfig) if f.default is not dataclasses.MISSING}
+    bad = [a for a in extra if not (a.startswith("--") and "=" in a and (
+        "." in a.split("=")[0] or a.split("=")[0].removeprefix("--") in top))]
     if bad:
         parser.error(f"unrecognised arguments: {' '.join(bad)}")
     return args, extra

@@ -88,6 +88,19 @@ def test_lease_wait_flag_sets_the_config(ran) -> None:
     assert exit_.value.code == 2
 
 
+def test_top_level_settings_and_retry_failed_on_the_command_line(ran) -> None:
+    ran.error = LeaseHeld("held", HOLDER)
+    cli.run_job([*ARGV, "--lease_ttl_s=60", "--keep_snapshots=3", "--retry-failed",
+                 "--video.max_bytes=1000"])
+    cfg = ran.configs[-1]
+    assert (cfg.lease_ttl_s, cfg.keep_snapshots, cfg.retry_failed) == (60.0, 3, True)
+    assert cfg.video.max_bytes == 1000
+    for bad in ("--no_such_setting=1", "--video=1"):
+        with pytest.raises(SystemExit) as exit_:
+            cli.run_job([*ARGV, bad])
+        assert exit_.value.code == 2
+
+
 def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit):
         cli.run_job(["--help"])

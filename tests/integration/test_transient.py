@@ -201,12 +201,18 @@ def test_storage_errors_fail_for_one_run_and_are_retried(
     import boto3
 
     arch = small_archive(tmp_path / "arch", n=10, extra=("broken_0000",))
+    # a file larger than video.max_bytes: excluded without being read
+    videos = sorted((arch / "videos").glob("*.mp4"))
+    limit = max(p.stat().st_size for p in videos)
+    (arch / "videos" / "huge.mp4").write_bytes(videos[0].read_bytes() + b"\0" * (limit + 1))
     client = boto3.client("s3")
     for p in sorted(arch.rglob("*")):
         if p.is_file():
             client.upload_file(str(p), BUCKET, f"arch/{p.relative_to(arch).as_posix()}")
     out = tmp_path / "out"
-    base = ["--archive", f"s3://{BUCKET}/arch", "--out", str(out), *ARGS]
+    base = ["--archive", f"s3://{BUCKET}/arch", "--out", str(out), *ARGS,
+            f"--video.max_bytes={limit}"]
+    faulty_s3.fail("videos/huge.mp4", allow=0)  # never read: fingerprinting it would fail
 
     # trailer_0001: hashed fine, then every read fails (during decode); trailer_0002: not even
     # its fingerprint can be read
@@ -216,7 +222,10 @@ def test_storage_errors_fail_for_one_run_and_are_retried(
     assert faulty_s3.failed["videos/trailer_0001.mp4"] and faulty_s3.failed[
         "videos/trailer_0002.mp4"]
     rows = _statuses(out)
-    assert len(rows) == 11  # one row per input file
+    assert len(rows) == 12  # one row per input file
+    huge = rows.pop("huge")
+    assert huge["status"] == "excluded" and "video.max_bytes" in huge["reason"], huge
+    assert faulty_s3.failed["videos/huge.mp4"] == 0
     first, second = rows.pop("trailer_0001"), rows.pop("trailer_0002")
     for row in (first, second):
         assert row["status"] == "failed", row
