@@ -33,9 +33,11 @@ EXIT_CODES = {
     6: "refused to write into a snapshot that is already complete (nothing published)",
     7: "incremental: the labels name genres the model does not know and "
        "train.retrain_on_new_genres is off (nothing written; --retrain, or fix the labels)",
+    8: "published, but more than max_failed_fraction of this run's inputs failed",
 }
 EXIT_LEASE_HELD, EXIT_LEASE_LOST, EXIT_LATEST_MOVED, EXIT_SNAPSHOT_SEALED = 3, 4, 5, 6
 EXIT_UNKNOWN_GENRES = 7
+EXIT_TOO_MANY_FAILED = 8
 
 
 def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
@@ -67,6 +69,11 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         "for every trailer again instead of only the new and changed ones",
     )
     p.add_argument(
+        "--max-failed-fraction", type=float, default=None, metavar="F",
+        help="exit with code 8 (after publishing) when more than this fraction of the inputs "
+        "failed (default 1: never; config key max_failed_fraction)",
+    )
+    p.add_argument(
         "--retry-failed", action="store_true",
         help="decode again the trailers whose cached result is 'failed' (transient failures, "
         "reason 'transient: ...', are retried by every run anyway)",
@@ -93,6 +100,8 @@ def run_job(argv: list[str] | None = None) -> int:
                 overrides[key] = value
         if args.lease_wait is not None:
             overrides["lease_wait_s"] = args.lease_wait
+        if args.max_failed_fraction is not None:
+            overrides["max_failed_fraction"] = args.max_failed_fraction
         cfg = build_config(args.profile, args.config, overrides)
     except (ConfigError, OSError) as err:
         parser.error(str(err))
@@ -121,6 +130,12 @@ def run_job(argv: list[str] | None = None) -> int:
         return _stopped(parser, err, EXIT_UNKNOWN_GENRES)
     print(summary.render())
     print(f"\noutputs: {summary.out} (LATEST → {summary.snapshot})")
+    total = sum(summary.counts.values())
+    failed = summary.counts.get("failed", 0)
+    if total and failed / total > cfg.max_failed_fraction:
+        print(f"{parser.prog}: {failed} of {total} inputs failed, more than "
+              f"max_failed_fraction {cfg.max_failed_fraction:g}", file=sys.stderr)
+        return EXIT_TOO_MANY_FAILED
     return 0
 
 

@@ -293,6 +293,9 @@ class RunConfig:
     # file that crashed its worker): their cached rows are dropped first. Transient failures
     # (storage, memory: reason ``transient: …``) are never cached and need no flag.
     retry_failed: bool = False
+    # The job exits with code 8 (after publishing) when more than this fraction of its inputs
+    # ended ``failed`` (1.0: never), so a scheduler notices a night that read mostly nothing.
+    max_failed_fraction: float = 1.0
     video: VideoConfig = field(default_factory=VideoConfig)
     shots: ShotsConfig = field(default_factory=ShotsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
@@ -304,6 +307,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         _check(self.lease_ttl_s > 0, "lease_ttl_s must be > 0")
         _check(self.lease_wait_s >= 0, "lease_wait_s must be >= 0")
+        _check(0.0 <= self.max_failed_fraction <= 1.0, "max_failed_fraction must be in [0, 1]")
         _check(self.snapshot_grace_days >= 0, "snapshot_grace_days must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,10 +37,14 @@ class RunSummary:
         total = sum(self.counts.values())
         counts = ", ".join(f"{k} {self.counts.get(k, 0)}" for k in schema.STATUSES)
         lines.append(f"trailers: {total} ({counts})")
-        for tid, reason in sorted(self.reasons.items())[:8]:
-            lines.append(f"  {tid}: {reason}")
-        if len(self.reasons) > 8:
-            lines.append(f"  … {len(self.reasons) - 8} more (see the trailers table)")
+        groups = group_reasons(self.reasons)
+        for reason, ids in groups[:8]:
+            example = ids[0] + (f" and {len(ids) - 1} more" if len(ids) > 1 else "")
+            lines.append(f"  {len(ids):>5} × {reason} (e.g. {example})")
+        if len(groups) > 8:
+            rest = sum(len(ids) for _, ids in groups[8:])
+            lines.append(f"  … {rest} more in {len(groups) - 8} other groups (see the trailers "
+                         "table)")
         if n_transient := len(transient_ids(self.reasons)):
             lines.append(f"  {n_transient} of the failures are transient (storage, memory): "
                          "not cached, the next run decodes them again")
@@ -106,6 +111,9 @@ def write_report(
         "timings_s": summary.timings_s,
         "throughput_trailers_per_s": round(len(decoded) / ingest_s, 3) if ingest_s else None,
         "reasons": summary.reasons,
+        # the same, grouped by wording (numbers masked): [{"reason", "count", "ids"}]
+        "reason_groups": [{"reason": r, "count": len(ids), "ids": ids}
+                          for r, ids in group_reasons(summary.reasons)],
         # failed for a transient reason (storage, credentials, memory): not cached, so the next
         # run decodes them again
         "transient_failures": {"count": len(transient := transient_ids(summary.reasons)),
@@ -116,6 +124,19 @@ def write_report(
         "labels": labels,
     }
     storage.write_json(OutputLayout(cfg.out).run_report(name), report)
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def group_reasons(reasons: dict[str, str]) -> list[tuple[str, list[str]]]:
+    """Group ``reasons`` (id → "status: reason") by their wording, numbers masked as ``#``
+    ("excluded: 6 shots < 10" and "excluded: 4 shots < 10" are one group): [(reason, ids)],
+    largest group first, ids sorted."""
+    groups: dict[str, list[str]] = {}
+    for tid, reason in sorted(reasons.items()):
+        groups.setdefault(_NUMBER.sub("#", reason), []).append(tid)
+    return sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
 
 
 def transient_ids(reasons: dict[str, str]) -> list[str]:
