@@ -16,5 +16,8 @@ def setup(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
     )
     logging.getLogger("mmx").setLevel(level)
+    # third-party deprecations are noise for an operator; mmx's own are shown (they are ours
+    # to fix), once per place
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("default", category=DeprecationWarning, module=r"mmx(\.|$)")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
