@@ -33,6 +33,7 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +134,14 @@ def _worker_loop(config: dict[str, Any]) -> None:
         rank=ctx.get_world_rank(),
         world_size=ctx.get_world_size(),
         device=ray.train.torch.get_device(),
+        report=ray.train.report,
     )
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The plain numbers of an epoch's metrics (what ``ray.train.report`` can chart)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool)}
 
 
 def genre_training(n_labelled: int, n_genres: int, cfg: TrainConfig) -> str:
@@ -259,9 +267,14 @@ def _check_compatible(meta: dict[str, Any], model: Any, vocab: list[str], uri: s
 
 # ------------------------------------------------------------------------------ the worker
 def train_phases(
-    config: dict[str, Any], *, rank: int = 0, world_size: int = 1, device: Any = "cpu"
+    config: dict[str, Any], *, rank: int = 0, world_size: int = 1, device: Any = "cpu",
+    report: Callable[[dict[str, Any]], None] | None = None,
 ) -> None:
     """Both training phases on one worker (call it on every worker of a process group).
+
+    ``report`` (every worker calls it, once per epoch, with the same numbers) receives each
+    epoch's scalar metrics with its phase and number: ``ray.train.report`` under Ray Train, so
+    Ray's Train view and the driver see the training's progress.
 
     ``config``: ``cfg`` (RunConfig as a dict), ``features`` (URI of the features store),
     ``labels`` {trailer_id: [genre, …]}, ``vocab`` [genre, …], ``model_dir`` (URI). With
@@ -321,6 +334,8 @@ def train_phases(
     epoch_s: dict[str, list[float]] = {phase: [] for phase in PHASES}
 
     def on_epoch(phase: str, epoch: int, module: Any, optimizer: Any, metrics: dict) -> None:
+        if report is not None:
+            report({"phase": phase, "epoch": epoch, **_scalars(metrics)})
         if rank != 0:
             return
         started = time.perf_counter()

@@ -62,8 +62,19 @@ def job(tmp_path_factory):
     )
     config = {"cfg": cfg.to_dict(), "features": features, "labels": labels, "vocab": VOCAB}
     full = root / "full"
-    ray_trainer.train_phases({**config, "model_dir": str(full)})
+    ray_trainer.train_phases({**config, "model_dir": str(full)}, report=REPORTS.append)
     return root, config, cfg, full
+
+
+REPORTS: list[dict] = []  # what the job fixture's training reported (ray.train.report's place)
+
+
+def test_every_epoch_is_reported_with_its_numbers(job):
+    assert [(r["phase"], r["epoch"]) for r in REPORTS] == [
+        ("coarse", e) for e in range(4)] + [("contrastive", e) for e in range(2)]
+    assert all(isinstance(v, float) for r in REPORTS for k, v in r.items()
+               if k not in ("phase", "epoch"))
+    assert all("seconds" in r for r in REPORTS)
 
 
 class Killed(Exception):
