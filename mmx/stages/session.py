@@ -23,7 +23,7 @@ def connect(cfg: RunConfig) -> bool:
     address = cfg.resources.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("joining Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=_WORKER_LOGS)
     else:
         log.info("starting a local Ray on 127.0.0.1")
         ray.init(
@@ -31,9 +31,14 @@ def connect(cfg: RunConfig) -> bool:
             _node_ip_address="127.0.0.1",
             include_dashboard=False,
             log_to_driver=True,
+            runtime_env=_WORKER_LOGS,
         )
     _quiet_data_context()
     return True
+
+
+# every worker process logs mmx's INFO lines (stage progress, epochs) to the driver's output
+_WORKER_LOGS = {"worker_process_setup_hook": "mmx.logs.setup_worker"}
 
 
 def _quiet_data_context() -> None:

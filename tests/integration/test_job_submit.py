@@ -51,19 +51,25 @@ def test_ray_job_submit(synth_archive: Path, tmp_path: Path) -> None:
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats"],
+         "--num-cpus=2", "--include-dashboard=true", "--disable-usage-stats",
+         # the job agent's default port may be taken by another Ray on this machine
+         f"--dashboard-agent-listen-port={_free_port()}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{dash_port}"
     out = tmp_path / "out"
     try:
         _wait_for_dashboard(url, head)
-        proc = subprocess.run(
-            [RAY, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
-             "python", "jobs/index_archive.py", "--archive", str(synth_archive),
-             "--out", str(out), "--profile", "tiny"],
-            check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
-        )
+        for _ in range(12):  # the head's job agent may start after the dashboard answers
+            proc = subprocess.run(
+                [RAY, "job", "submit", "--address", url, "--working-dir", str(ROOT), "--",
+                 "python", "jobs/index_archive.py", "--archive", str(synth_archive),
+                 "--out", str(out), "--profile", "tiny"],
+                check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=900,
+            )
+            if "No available agent to submit job" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(5)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         assert "succeeded" in proc.stdout
         assert "trailers:" in proc.stdout  # the job's own summary reached the submitter
