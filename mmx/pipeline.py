@@ -250,7 +250,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                      "unknown_genres": unknown}
     # unchanged trailers that did not end ok last time and have no cached row (a transient
     # failure, or --retry-failed): tried again, so the night has something to publish
-    retry = [ids[i] for i in todo if ids[i] in set(diff["unchanged"]) - latest.ok]
+    not_ok_before = set(diff["unchanged"]) - latest.ok
+    retry = [ids[i] for i in todo if ids[i] in not_ok_before]
     if retry:
         log.info("%d unchanged trailers are decoded again (transient failure last time, or "
                  "--retry-failed)", len(retry))

@@ -83,6 +83,17 @@ def makedirs(uri: str) -> None:
     fs.makedirs(path, exist_ok=True)
 
 
+def write_local_atomic(path: str, data: bytes) -> None:
+    """Write the local file ``path`` whole or not at all: a temp file beside it, fsynced, then
+    renamed over it (a kill mid-write leaves the previous file, or none)."""
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write ``data`` atomically: local files go through a temp file and ``os.replace``;
     an object-store PUT is atomic already."""
@@ -91,12 +102,7 @@ def write_bytes(uri: str, data: bytes) -> None:
     if parent:
         fs.makedirs(parent, exist_ok=True)
     if fs.protocol in ("file", ("file", "local")) or "file" in fs.protocol:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_local_atomic(path, data)
     else:
         with fs.open(path, "wb") as fh:
             fh.write(data)

@@ -38,8 +38,6 @@ import hashlib
 import io
 import json
 import math
-import os
-import uuid
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -52,7 +50,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mmx import killpoints
+from mmx import killpoints, storage
 from mmx.index.vectors import as_matrix, l2_normalise, row_blocks
 
 FORMAT = "mmx-faiss-sharded"
@@ -342,12 +340,7 @@ def _write(fs: Any, path: str, data: bytes) -> None:
     (a kill mid-write leaves the previous file, or none); an object-store PUT is atomic."""
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if "file" in protocol or "local" in protocol:
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        storage.write_local_atomic(path, data)
         return
     with fs.open(path, "wb") as f:
         f.write(data)

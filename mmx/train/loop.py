@@ -779,10 +779,7 @@ def checkpoint_complete(path: str) -> bool:
 
 def _checkpoint_files(meta: Mapping[str, Any]) -> dict[str, str]:
     """role → file name (checkpoints from before versioned files used fixed names)."""
-    if "files" in meta:
-        return dict(meta["files"])
-    files = {"model": "model.safetensors"}
-    return files
+    return dict(meta["files"]) if "files" in meta else {"model": "model.safetensors"}
 
 
 def load_checkpoint(path: str) -> Checkpoint:
