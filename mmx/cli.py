@@ -83,6 +83,12 @@ def _job_parser(prog: str = "index_archive.py") -> argparse.ArgumentParser:
         help="when another run holds the output root, wait up to this long for it to end "
         "(default 0: exit at once with code 3; config key lease_wait_s)",
     )
+    p.add_argument(
+        "--dry-run", action="store_true",
+        help="resolve the config, probe the archive and the output root, list the inputs and "
+        "what would be decoded or trained, then exit (nothing written, no Ray started)",
+    )
+    p.add_argument("--json", action="store_true", help="with --dry-run: print the plan as JSON")
     p.add_argument("-v", "--verbose", action="store_true")
     return p
 
@@ -105,6 +111,8 @@ def run_job(argv: list[str] | None = None) -> int:
         cfg = build_config(args.profile, args.config, overrides)
     except (ConfigError, OSError) as err:
         parser.error(str(err))
+    if args.dry_run:
+        return _dry_run(parser, cfg, args.retrain, args.json)
     from mmx import pipeline
     from mmx.archive import LabelsError
     from mmx.lease import LeaseError, LeaseHeld, LeaseLost
@@ -136,6 +144,18 @@ def run_job(argv: list[str] | None = None) -> int:
         print(f"{parser.prog}: {failed} of {total} inputs failed, more than "
               f"max_failed_fraction {cfg.max_failed_fraction:g}", file=sys.stderr)
         return EXIT_TOO_MANY_FAILED
+    return 0
+
+
+def _dry_run(parser: argparse.ArgumentParser, cfg: Any, retrain: bool, as_json: bool) -> int:
+    from mmx import dryrun, pipeline
+    from mmx.archive import LabelsError
+
+    try:
+        found = dryrun.plan(pipeline.resolve_paths(cfg), retrain)
+    except (LabelsError, FileNotFoundError) as err:
+        parser.error(str(err))
+    print(json.dumps(found, indent=2) if as_json else dryrun.render(found))
     return 0
 
 

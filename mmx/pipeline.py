@@ -129,6 +129,12 @@ def ingest_key(cfg: RunConfig) -> str:
 
 
 
+def oversize_reasons(files: list[archive.InputFile], max_bytes: int) -> dict[str, str]:
+    """trailer_id → why, for the files larger than ``video.max_bytes`` (excluded unread)."""
+    return {f.trailer_id: f"{f.size_bytes} bytes > video.max_bytes ({max_bytes})"
+            for f in files if f.size_bytes > max_bytes and not f.clash}
+
+
 _BOUNDS = (("video", "max_bytes"), ("video", "min_fps"), ("video", "max_fps"),
            ("video", "decode_timeout_s"), ("shots", "max_clips"))
 
@@ -194,9 +200,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         reused = archive.reuse_fingerprints(files, {} if cfg.rehash else latest.known)
         # larger than video.max_bytes: excluded without reading a byte (a placeholder
         # fingerprint keyed by location, never anyone's duplicate)
-        oversize = {f.trailer_id: f"{f.size_bytes} bytes > video.max_bytes "
-                                  f"({cfg.video.max_bytes})"
-                    for f in files if f.size_bytes > cfg.video.max_bytes and not f.clash}
+        oversize = oversize_reasons(files, cfg.video.max_bytes)
         reused |= {f.uri: "oversize-" + hashlib.sha256(f.uri.encode()).hexdigest()[:16]
                    for f in files if f.trailer_id in oversize}
         inputs = ingest.fingerprint_inputs(files, cfg, reused).sort_by("trailer_id")

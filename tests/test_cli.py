@@ -108,3 +108,32 @@ def test_help_lists_the_exit_codes(capsys: pytest.CaptureFixture) -> None:
     assert "--lease-wait SECONDS" in text
     for code in cli.EXIT_CODES:
         assert f"{code} = " in text
+
+
+def test_dry_run_lists_the_inputs_and_writes_nothing(tmp_path, capsys) -> None:
+    videos = tmp_path / "arch" / "videos"
+    videos.mkdir(parents=True)
+    for name in ("b.mp4", "a.mp4", "big.mp4"):
+        (videos / name).write_bytes(b"x" * (4096 if name == "big.mp4" else 10))
+    (videos / "sub").mkdir()
+    (videos / "sub" / "a.mov").write_bytes(b"y")  # a second file named a: excluded
+    out = tmp_path / "out"
+    argv = ["--archive", str(tmp_path / "arch"), "--out", str(out), "--video.max_bytes=1000",
+            "--dry-run"]
+    assert cli.run_job(argv) == 0
+    text = capsys.readouterr().out
+    assert "4 input files" in text and "nothing written" in text
+    assert "big: 4096 bytes > video.max_bytes (1000)" in text
+    assert not out.exists()  # not even the output root
+    assert cli.run_job([*argv, "--json"]) == 0
+    plan = __import__("json").loads(capsys.readouterr().out)
+    assert plan["to_hash"] == ["a", "b"] and plan["latest"] is None
+    assert sorted(plan["excluded"]) == ["big", "videos/sub/a.mov"]
+    assert plan["model"]["train"] is True
+
+    (tmp_path / "empty").mkdir()
+    for archive, says in (("none", "does not exist"), ("empty", "no input files under")):
+        with pytest.raises(SystemExit) as stop:  # nothing to index: a clear error, code 2
+            cli.run_job(["--archive", str(tmp_path / archive), "--out", str(out), "--dry-run"])
+        assert stop.value.code == 2
+        assert says in capsys.readouterr().err

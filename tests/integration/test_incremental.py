@@ -27,7 +27,7 @@ def _report(out: Path) -> dict:
 
 
 def test_incremental_decodes_only_new_and_changed(
-    ray_session, small_archive, tmp_path: Path
+    ray_session, small_archive, tmp_path: Path, capsys
 ) -> None:
     arch = small_archive(tmp_path / "arch", n=11)
     out = tmp_path / "out"
@@ -42,6 +42,16 @@ def test_incremental_decodes_only_new_and_changed(
     write_trailer(str(videos / "trailer_0001.mp4"), ("Drama",), seed=999)  # changed content
     # a second file named like a trailer of the archive: excluded, never decoded
     write_trailer(str(videos / "bonus" / "trailer_0004.mp4"), ("Horror",), seed=998)
+    # --dry-run says what the night will do, and writes nothing
+    before = sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    capsys.readouterr()
+    assert run_job([*base, "--mode", "incremental", "--dry-run", "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["to_hash"] == ["night2_0", "night2_1", "night2_2", "trailer_0001"]
+    assert plan["to_decode"] == [] and len(plan["featurised"]) == 11
+    assert list(plan["excluded"]) == ["videos/bonus/trailer_0004.mp4"]
+    assert plan["latest"] == first and plan["inputs"] == 16
+    assert sorted((p, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
     assert run_job([*base, "--mode", "incremental"]) == 0
     report = _report(out)
     assert sorted(report["decoded"]) == ["night2_0", "night2_1", "night2_2", "trailer_0001"]

@@ -34,14 +34,20 @@ ARGS = ["--profile", "tiny", "--train.coarse_epochs=2", "--train.contrastive_epo
 NIGHT = ["--mode", "incremental", "--train.retrain_every_days=30", "--train.retrain_growth=0.5"]
 LATE = ("late_0", "late_1")
 
-# point → extra arguments of the killed night and its rerun (a checkpoint needs a training)
-POINTS = {
-    "publish:scenes": [],  # trailers.parquet written, scenes.parquet not
-    "publish:complete": [],  # _COMPLETE written, LATEST not moved
-    "publish:latest": [],  # LATEST moved, PENDING not cleared, nothing pruned
-    "checkpoint": ["--retrain"],  # a checkpoint's weights written, its meta.json not
-    "shard": [],  # a FAISS shard written, its id map not
+# Each chain is a night killed at its first point, rerun and killed at the next, … then a rerun
+# that publishes. Points are in pipeline order, so every killed run resumes the one before it and
+# still reaches its own point (repeated crashes of one night, and one final rerun per chain
+# instead of one per point: the kills are what cost, each a fresh local Ray).
+CHAINS = {
+    "publish": [
+        "shard",  # a FAISS shard written, its id map not
+        "publish:scenes",  # trailers.parquet written, scenes.parquet not
+        "publish:complete",  # _COMPLETE written, LATEST not moved
+        "publish:latest",  # LATEST moved, PENDING not cleared, nothing pruned
+    ],
+    "checkpoint": ["checkpoint"],  # a checkpoint's weights written, its meta.json not
 }
+EXTRA = {"checkpoint": ["--retrain"]}  # a checkpoint needs a training
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +102,13 @@ def _check_readable(out: Path, n_inputs: int, must_be_ok: set[str]) -> str:
     return snap
 
 
-@pytest.mark.parametrize("point", list(POINTS))
-def test_kill_at_commit_step_then_rerun(baseline: dict, point: str, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    shutil.copytree(baseline["out"], out)
-    before = storage.latest(str(out))
-    n_before = len(_table(before, "trailers.parquet", ["trailer_id"]))
-    night = ["--archive", str(baseline["night"]), "--out", str(out), *ARGS, *NIGHT,
-             *POINTS[point]]
-    short_lease = tmp_path / "short_lease.yaml"
-    short_lease.write_text("lease_ttl_s: 5\n")
-    log = tmp_path / "killed.log"
+def _run_killed(night: list[str], point: str, tmp_path: Path) -> None:
+    """The night as its own process in its own session, killed at ``point`` (asserted)."""
+    log = tmp_path / f"killed-{point.replace(':', '-')}.log"
     with log.open("wb") as fh:
         proc = subprocess.Popen(
             [sys.executable, str(ROOT / "jobs/index_archive.py"), *night,
-             "--config", str(short_lease)],
+             "--config", str(tmp_path / "short_lease.yaml")],
             cwd=ROOT, start_new_session=True, stdout=fh, stderr=subprocess.STDOUT,
             env={**os.environ, ENV: point},
         )
@@ -118,17 +116,30 @@ def test_kill_at_commit_step_then_rerun(baseline: dict, point: str, tmp_path: Pa
             code = proc.wait(timeout=900)
         finally:
             _kill_session(proc.pid)
-    assert code == -signal.SIGKILL, (code, log.read_text()[-3000:])  # killed at the point
+    assert code == -signal.SIGKILL, (point, code, log.read_text()[-3000:])  # killed there
 
-    # right after the kill: LATEST readable, the old snapshot or (killed after LATEST moved)
-    # the new one, whole
-    after_kill = storage.latest(str(out))
-    if point == "publish:latest":
-        assert after_kill != before
-        _check_readable(out, n_before + len(LATE), baseline["ok"] | set(LATE))
-    else:
-        assert after_kill == before
-        _check_readable(out, n_before, baseline["ok"])
+
+@pytest.mark.parametrize("chain", list(CHAINS))
+def test_kill_at_commit_steps_then_rerun(baseline: dict, chain: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(baseline["out"], out)
+    before = storage.latest(str(out))
+    n_before = len(_table(before, "trailers.parquet", ["trailer_id"]))
+    night = ["--archive", str(baseline["night"]), "--out", str(out), *ARGS, *NIGHT,
+             *EXTRA.get(chain, [])]
+    (tmp_path / "short_lease.yaml").write_text("lease_ttl_s: 5\n")
+
+    for point in CHAINS[chain]:
+        _run_killed(night, point, tmp_path)
+        # right after the kill: LATEST readable, the old snapshot or (killed after LATEST
+        # moved) the new one, whole
+        if point == "publish:latest":
+            assert storage.latest(str(out)) != before
+            _check_readable(out, n_before + len(LATE), baseline["ok"] | set(LATE))
+        else:
+            assert storage.latest(str(out)) == before, point
+            _check_readable(out, n_before, baseline["ok"])
+        assert (out / "work" / "PENDING").exists()  # the next run resumes this one
 
     # the rerun waits for the killed run's lease to lapse, resumes and publishes the night
     time.sleep(1)
@@ -136,7 +147,7 @@ def test_kill_at_commit_step_then_rerun(baseline: dict, point: str, tmp_path: Pa
     final = _check_readable(out, n_before + len(LATE), baseline["ok"] | set(LATE))
     assert final != before
     assert not (out / "work" / "PENDING").exists()
-    if point == "checkpoint":  # the model the rerun published is whole
+    if chain == "checkpoint":  # the model the rerun published is whole
         model = json.loads((Path(final) / "model.json").read_text())
         assert model["trained_run"] != json.loads(
             (Path(before) / "model.json").read_text())["trained_run"]
