@@ -258,9 +258,11 @@ class ResourcesConfig:
     # Testing only: decodes of input files whose name matches this fnmatch pattern kill their
     # own worker with SIGSEGV, as a crashing decoder would ("" = off).
     debug_crash_decode: str = ""
+    progress_every_s: float = 30.0  # a progress line (done/total, rate, ETA) of long stages
 
     def __post_init__(self) -> None:
         _check(self.decode_attempts >= 1, "resources.decode_attempts must be >= 1")
+        _check(self.progress_every_s > 0, "resources.progress_every_s must be > 0")
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ from mmx.errors import (
     is_transient_reason,
     transient_reason,
 )
+from mmx.progress import Progress
 from mmx.stages.cache import cached_path
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,13 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str, run_id: str =
         _write_cache, batch_size=None, batch_format="pyarrow", fn_kwargs={"cache": cache},
         num_cpus=0,  # I/O only: with a CPU share it waited for every decode to end
     )
-    parts = ray.get(ds.to_arrow_refs())
+    # results stream back as trailers finish: a progress line with rate and ETA meanwhile
+    progress = Progress("ingest", inputs.num_rows, every_s=cfg.resources.progress_every_s)
+    parts = []
+    for part in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+        parts.append(part)
+        progress.update(part.num_rows)
+    progress.done()
     return pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_STATUS)
 
 
