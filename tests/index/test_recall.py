@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
 import pytest
 
 from mmx.index.recall import measure_recall, nprobe_ladder, recall_at_k
 from mmx.index.shards import ShardedIndex, build_index
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def _vectors(n: int = 3000, d: int = 16, seed: int = 0) -> tuple[list[str], np.ndarray]:
