@@ -230,6 +230,16 @@ class IndexConfig:
     exemplars: int = 5  # trailers listed per sub-genre (nearest the centroid)
     top_concepts: int = 5  # ImageNet concepts listed per sub-genre (0 = skip naming them)
     concept_min_share: float = 0.2  # a listed concept is seen in at least this share of members
+    # a re-clustered sub-genre keeps a previous id when their shared members' Jaccard reaches
+    # this (Hungarian assignment, mmx/index/stable.py); below it the cluster gets a fresh id
+    subgenre_min_jaccard: float = 0.3
+    recall_queries: int = 256  # seeded sample of vectors the index's recall@10 is measured on
+    recall_target: float = 0.95  # metrics.json reports the smallest nprobe reaching this recall
+
+    def __post_init__(self) -> None:
+        _check(0 < self.subgenre_min_jaccard <= 1, "index.subgenre_min_jaccard must be in (0, 1]")
+        _check(self.recall_queries >= 1, "index.recall_queries must be >= 1")
+        _check(0 < self.recall_target <= 1, "index.recall_target must be in (0, 1]")
 
 
 @dataclass(frozen=True)

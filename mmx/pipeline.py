@@ -359,7 +359,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         previous_sub = (storage.read_table(storage.join(prev.uri, "subgenres.parquet"))
                         if incremental else None)
         sub = index.cluster_trailers(emb, labels, vocab, cfg, layout.assignments(name),
-                                     previous=previous_sub)
+                                     previous=previous_sub, before=latest_uri)
 
     faiss_uri = storage.join(snap, "faiss")
     with _timed(timings, "index", held):
@@ -368,6 +368,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                                           cfg, faiss_uri, model_dir)
         else:
             manifest = index.build_index(emb, cfg, faiss_uri, model_dir)
+        index_quality = index.measure_index(faiss_uri, emb, cfg)
+        log.info("index: recall@10 %.3f (%s, nprobe %s; %s reaches %.2f)",
+                 index_quality["recall_at_10"], index_quality["kind"], index_quality["nprobe"],
+                 index_quality["nprobe_for_target"], cfg.index.recall_target)
         neighbours = index.find_neighbours(
             faiss_uri, emb, cfg,
             previous=storage.join(prev.uri, "neighbours.parquet") if kept else None,
@@ -398,6 +402,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         "counts": status_counts,
         "n_vectors": manifest["ntotal"],
         "subgenres": sub.quality,
+        "index": index_quality,
         "mode": "incremental" if incremental else "full",
         "retrain": decision.to_dict(),
         "recomputed": {"embedded": len(fresh), "kept": len(reuse), "removed": len(stale)},

@@ -68,6 +68,7 @@ TRAILERS = pa.schema(
         ("suggested_genres", _str_list),
         ("genre_scores", _f32_list),
         ("subgenre", pa.int32()),
+        ("previous_subgenre", pa.int32()),  # its sub-genre in the previous snapshot (null: none)
         ("embedding", _f32_list),
         ("split", pa.string()),
         ("duration_s", pa.float64()),

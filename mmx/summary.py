@@ -74,6 +74,17 @@ class RunSummary:
             lines.append(f"sub-genres: {sub.get('k')} ({sub.get('rule')})"
                          + (f"; sizes {sizes['min']}–{sizes['max']}, median {sizes['median']:g}"
                             if sizes else ""))
+            st = sub.get("stability") or {}
+            if st.get("n"):
+                lines.append(f"sub-genre ids: {st['kept_share']:.0%} of {st['n']} trailers kept "
+                             f"theirs (ARI {st['ari']:.2f}; {st['matched']} matched, {st['new']} "
+                             f"new, {st['retired']} retired)")
+        idx = self.metrics.get("index") or {}
+        if idx:
+            lines.append(f"index: recall@10 {idx['recall_at_10']:.3f} ({idx['kind']}"
+                         + (f", nprobe {idx['nprobe']}; nprobe {idx['nprobe_for_target']} "
+                            f"reaches {idx['recall_target']}" if idx.get("nprobe") else "")
+                         + ")")
         sil = self.metrics.get("silhouette") or []
         if sil:
             lines.append(f"genre silhouette: coarse {sil[0]:.3f} → fine {sil[-1]:.3f}")

@@ -48,3 +48,19 @@ def test_max_failed_fraction_sets_the_exit_code(
     if code:
         assert "2 of 10 inputs failed" in capsys.readouterr().err
     assert code in cli.EXIT_CODES
+
+
+def test_render_shows_subgenre_stability_and_index_recall() -> None:
+    summary = _summary({"ok": 5})
+    summary.metrics = {
+        "subgenres": {"k": 3, "rule": "r", "stability": {
+            "n": 40, "kept_share": 0.925, "ari": 0.81, "matched": 3, "new": 1, "retired": 0}},
+        "index": {"kind": "ivf", "recall_at_10": 0.9123, "nprobe": 4, "nprobe_for_target": 8,
+                  "recall_target": 0.95},
+    }
+    text = summary.render()
+    assert "sub-genre ids: 92% of 40 trailers kept theirs (ARI 0.81; 3 matched, 1 new, " \
+           "0 retired)" in text
+    assert "index: recall@10 0.912 (ivf, nprobe 4; nprobe 8 reaches 0.95)" in text
+    summary.metrics = {"index": {"kind": "flat", "recall_at_10": 1.0, "nprobe": None}}
+    assert "index: recall@10 1.000 (flat)" in summary.render()

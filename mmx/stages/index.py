@@ -27,13 +27,14 @@ import ray
 
 from mmx import schema, storage
 from mmx.config import RunConfig
-from mmx.index import describe, hierarchy, kmeans, shards
+from mmx.index import describe, hierarchy, kmeans, recall, shards, stable
 from mmx.index.neighbours import neighbours as top_neighbours
 from mmx.stages import dataset
 
 log = logging.getLogger(__name__)
 
-ASSIGNMENTS = pa.schema([("trailer_id", pa.string()), ("subgenre", pa.int32())])
+ASSIGNMENTS = pa.schema([("trailer_id", pa.string()), ("subgenre", pa.int32()),
+                         ("previous_subgenre", pa.int32())])
 
 
 @dataclass
@@ -65,22 +66,28 @@ def matrix(column: pa.ChunkedArray | pa.Array, dim: int = 0) -> np.ndarray:
 
 def cluster_trailers(
     emb: str, labels: dict[str, list[str]], vocab: list[str], cfg: RunConfig, dest: str,
-    previous: pa.Table | None = None,
+    previous: pa.Table | None = None, before: str | None = None,
 ) -> SubGenres:
-    """Sub-genres of the embedded trailers, in a Ray task; each trailer's sub-genre is
-    written to ``dest`` (:data:`ASSIGNMENTS`) and the ``subgenres`` table returned.
+    """Sub-genres of the embedded trailers, in a Ray task; each trailer's sub-genre (and its
+    sub-genre in ``before``) is written to ``dest`` (:data:`ASSIGNMENTS`) and the ``subgenres``
+    table returned.
 
     With ``previous`` (the published ``subgenres`` table of a reused model) trailers are
-    assigned to the nearest published centroid instead of re-clustering, so sub-genre numbers
+    assigned to the nearest published centroid instead of re-clustering, so sub-genre ids
     stay; its ``top_concepts`` are kept (the concepts of unchanged trailers are not read again).
+    Otherwise, with ``before`` (the latest published snapshot, any model) the new clusters take
+    the ids of the sub-genres they continue (:func:`mmx.index.stable.match_ids`: membership
+    overlap of the trailers in both, not centroids, which a retrain moves to another space).
+    With ``before``, ``quality["stability"]`` says how many trailers kept their id.
     """
     task = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_cluster)
-    table, quality = ray.get(task.remote(emb, labels, vocab, cfg, dest, previous))
+    table, quality = ray.get(task.remote(emb, labels, vocab, cfg, dest, previous, before))
     return SubGenres(table, quality)
 
 
 def _cluster(emb: str, labels: dict[str, list[str]], vocab: list[str], cfg: RunConfig,
-             dest: str, previous: pa.Table | None) -> tuple[pa.Table, dict]:
+             dest: str, previous: pa.Table | None, before: str | None = None
+             ) -> tuple[pa.Table, dict]:
     t = read_embeddings(emb, ["trailer_id", "embedding", "concepts"])
     ids = t["trailer_id"].to_pylist()
     if not ids:
@@ -112,13 +119,70 @@ def _cluster(emb: str, labels: dict[str, list[str]], vocab: list[str], cfg: RunC
         concept_counts=counts, concept_names=names, top_concepts=ic.top_concepts,
         concept_min_share=ic.concept_min_share,
     )
-    if previous is not None and previous.num_rows:
+    reused = previous is not None and previous.num_rows > 0
+    if reused:
         table = table.set_column(table.schema.get_field_index("top_concepts"), "top_concepts",
                                  previous["top_concepts"])
+    old = _before_subgenres(before)
+    if reused:  # the published centroids, in their published order: their ids, unchanged
+        named = previous["subgenre"].to_numpy().astype(np.int32)
+        matching = stable.IdMatching(named, np.ones(len(named), bool), np.ones(len(named)), [],
+                                     high_water=max(old.high_water, int(named.max())))
+    else:
+        matching = _match(t["trailer_id"], assign, len(centroids), old, ic.subgenre_min_jaccard)
+    sub_ids = matching.ids[assign]  # (N,) published id of each trailer
+    table = table.set_column(0, "subgenre", pa.array(matching.ids, pa.int32())).sort_by(
+        "subgenre")
+    at = pc.index_in(t["trailer_id"], value_set=old.trailers["trailer_id"])
+    before_ids = old.trailers["subgenre"].take(at)  # null where the trailer is new
+    if old.uri is not None:
+        both = before_ids.is_valid().to_numpy(zero_copy_only=False)
+        quality["stability"] = stable.stability(
+            sub_ids[both], before_ids.drop_null().to_numpy(), matching) | {"before": old.uri}
+    quality["id_high_water"] = matching.high_water
     storage.write_table(
-        pa.table({"trailer_id": t["trailer_id"], "subgenre": pa.array(assign, pa.int32())},
-                 schema=ASSIGNMENTS), dest)
+        pa.table({"trailer_id": t["trailer_id"], "subgenre": pa.array(sub_ids, pa.int32()),
+                  "previous_subgenre": before_ids.cast(pa.int32())}, schema=ASSIGNMENTS), dest)
     return table, quality
+
+
+@dataclass
+class _Before:
+    """The latest published snapshot's sub-genres: ``trailers`` (trailer_id, subgenre) of its
+    clustered trailers, ``ids`` (m,) its sub-genre ids, ``high_water`` the largest id ever
+    used up to it; ``uri`` None when there is no published snapshot."""
+
+    uri: str | None
+    trailers: pa.Table
+    ids: np.ndarray
+    high_water: int
+
+
+def _before_subgenres(before: str | None) -> _Before:
+    """What :func:`_cluster` needs of the snapshot ``before`` (or an empty :class:`_Before`)."""
+    empty = pa.table({"trailer_id": pa.array([], pa.string()),
+                      "subgenre": pa.array([], pa.int32())})
+    if before is None:
+        return _Before(None, empty, np.zeros(0, np.int64), -1)
+    trailers = storage.read_table(storage.join(before, "trailers.parquet"),
+                                  ["trailer_id", "subgenre"])
+    trailers = trailers.filter(trailers["subgenre"].is_valid()).cast(empty.schema)
+    ids = storage.read_table(storage.join(before, "subgenres.parquet"), ["subgenre"])
+    ids = ids["subgenre"].to_numpy().astype(np.int64)
+    metrics_uri = storage.join(before, "metrics.json")
+    recorded = (storage.read_json(metrics_uri).get("subgenres", {}).get("id_high_water", -1)
+                if storage.exists(metrics_uri) else -1)
+    return _Before(before, trailers, ids, max(int(recorded), int(ids.max()) if len(ids) else -1))
+
+
+def _match(trailer_ids: pa.ChunkedArray, assign: np.ndarray, k: int, old: _Before,
+           min_jaccard: float) -> stable.IdMatching:
+    """Ids for the ``k`` new clusters (``assign`` (N,) of ``trailer_ids``) from ``old``."""
+    at = pc.index_in(trailer_ids, value_set=old.trailers["trailer_id"])
+    both = at.is_valid().to_numpy(zero_copy_only=False)  # (N,) clustered in both snapshots
+    old_of = old.trailers["subgenre"].take(at.drop_null()).to_numpy().astype(np.int64)
+    return stable.match_ids(assign[both], old_of, k, old_ids=old.ids, min_jaccard=min_jaccard,
+                            high_water=old.high_water)
 
 
 def _concept_counts(column: pa.ChunkedArray, cfg: RunConfig
@@ -224,6 +288,25 @@ def _update_shard(ppath: str, pfs: object, entry: dict, dim: int, gone: np.ndarr
     all_ids = np.concatenate([id_map["id"].to_numpy(), new_ids])
     all_tids = id_map["trailer_id"].to_pylist() + tids
     return shards.write_shard(path, s, blob, all_ids, all_tids, fs=fs)
+
+
+def measure_index(index_uri: str, emb: str, cfg: RunConfig) -> dict:
+    """recall@10 of the written sharded index vs exact search, at the configured nprobe, and
+    the smallest nprobe reaching ``cfg.index.recall_target`` (:func:`recall.measure_recall`),
+    measured in a Ray task on a seeded sample of ``cfg.index.recall_queries`` trailers."""
+    task = ray.remote(num_cpus=1, max_retries=cfg.resources.max_retries)(_measure)
+    return ray.get(task.remote(index_uri, emb, cfg))
+
+
+def _measure(index_uri: str, emb: str, cfg: RunConfig) -> dict:
+    faiss.omp_set_num_threads(1)
+    fs, path = storage.filesystem(index_uri)
+    loaded = shards.ShardedIndex.load(path, fs=fs, nprobe=cfg.index.nprobe)
+    t = read_embeddings(emb, ["trailer_id", "embedding"])
+    ic = cfg.index
+    return recall.measure_recall(loaded, t["trailer_id"].to_pylist(),
+                                 matrix(t["embedding"], loaded.dim), queries=ic.recall_queries,
+                                 target=ic.recall_target, seed=ic.seed)
 
 
 # --------------------------------------------------------------------------- neighbours

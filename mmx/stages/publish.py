@@ -23,7 +23,7 @@ from mmx.stages.index import ASSIGNMENTS
 # the per-trailer metadata the driver assembles for the trailers table
 META = pa.schema([f for f in schema.TRAILERS if f.name not in
                   ("predicted_genres", "suggested_genres", "genre_scores", "subgenre",
-                   "embedding")])
+                   "previous_subgenre", "embedding")])
 
 
 def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
@@ -72,6 +72,7 @@ def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str]
     sub = storage.read_table(assignments).cast(ASSIGNMENTS)
     where = pc.index_in(batch["trailer_id"], value_set=sub["trailer_id"])
     subgenre = sub["subgenre"].take(where)
+    previous_subgenre = sub["previous_subgenre"].take(where)
     n = batch.num_rows
     scores = batch["genre_scores"]
     if vocab:
@@ -98,6 +99,7 @@ def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str]
         "suggested_genres": _names(suggested, vocab),
         "genre_scores": genre_scores,
         "subgenre": subgenre,
+        "previous_subgenre": previous_subgenre,
         "embedding": batch["embedding"],
     }
     return pa.table({f.name: cols[f.name] for f in out_schema}, schema=out_schema)

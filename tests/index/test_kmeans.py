@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
 
-import faiss
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
 from mmx.index import kmeans as kmeans_mod
 from mmx.index.kmeans import assign, choose_k, cluster, train_sample
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    """Tiny problems: one OpenMP thread avoids spin-wait stalls on a busy 2-core machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def clustered(

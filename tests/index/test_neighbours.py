@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import faiss
 import numpy as np
-import pytest
 
 from mmx import schema
 from mmx.index.neighbours import neighbours
 from mmx.index.shards import ShardedIndex, build_index
-
-
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    """Tiny problems: one OpenMP thread avoids spin-wait stalls on a busy 2-core machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
 
 
 def clustered(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -30,15 +30,6 @@ from mmx.index.shards import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_faiss_thread() -> Iterator[None]:
-    """Tiny problems: one OpenMP thread avoids spin-wait stalls on a busy 2-core machine."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
-
-
 def clustered(n: int, dim: int = 32, n_clusters: int = 20, seed: int = 0) -> np.ndarray:
     """Seeded clustered vectors (n, dim) float32 with unequal norms."""
     rng = np.random.default_rng(seed)

@@ -36,6 +36,7 @@ def test_incremental_night_equals_full_recompute(ray_session, small_archive,
     first = storage.latest(str(out))
     twin = tmp_path / "twin"
     shutil.copytree(out, twin)  # the same snapshot and model (model.json names out's model)
+    _check_retrain_keeps_subgenre_ids(out, tmp_path / "retrained", arch)
 
     videos = arch / "videos"
     for i, genre in enumerate(("Horror", "Comedy")):
@@ -85,6 +86,38 @@ def test_incremental_night_equals_full_recompute(ray_session, small_archive,
         np.testing.assert_allclose([s for *_, s in la], [s for *_, s in lb], atol=1e-5)
         # the same neighbours (order may differ only between equal scores)
         assert sorted(n for _, n, _ in la) == sorted(n for _, n, _ in lb), tid
+
+
+def _check_retrain_keeps_subgenre_ids(out: Path, retrained: Path, arch: Path) -> None:
+    """A retrain on the unchanged archive (a new model, re-clustered) publishes the sub-genre
+    ids of the snapshot before: most trailers keep theirs, the same ids exist; metrics.json
+    carries the stability figure and the index's recall."""
+    shutil.copytree(out, retrained)
+    first = storage.latest(str(retrained))
+    assert run_job(["--archive", str(arch), "--out", str(retrained), *ARGS,
+                    "--mode", "incremental", "--retrain"]) == 0
+    second = storage.latest(str(retrained))
+    assert second != first
+    old = {r["trailer_id"]: r["subgenre"]
+           for r in pq.read_table(Path(first) / "trailers.parquet").to_pylist()}
+    rows = pq.read_table(Path(second) / "trailers.parquet").to_pylist()
+    ok = [r for r in rows if r["subgenre"] is not None]
+    assert len(ok) >= 8
+    assert all(r["previous_subgenre"] == old[r["trailer_id"]] for r in rows)
+    kept = np.mean([r["subgenre"] == r["previous_subgenre"] for r in ok])
+    assert kept >= 0.8, [(r["trailer_id"], r["previous_subgenre"], r["subgenre"]) for r in ok]
+    ids = [pq.read_table(Path(s) / "subgenres.parquet")["subgenre"].to_pylist()
+           for s in (first, second)]
+    assert set(ids[1]) == set(ids[0]) and ids[1] == sorted(ids[1])
+    metrics = json.loads((Path(second) / "metrics.json").read_text())
+    assert metrics["retrain"]["retrain"] is True and metrics["mode"] == "full"
+    stability = metrics["subgenres"]["stability"]
+    assert stability["n"] == len(ok) and stability["kept_share"] == kept
+    assert stability["new"] == stability["retired"] == 0
+    assert metrics["subgenres"]["id_high_water"] == max(ids[0])
+    index = metrics["index"]  # 10 trailers: an exact index
+    assert index["kind"] == "flat" and index["recall_at_10"] == 1.0
+    assert index["n_queries"] == len(ok) and index["shards"] == 2
 
 
 def _same_subgenres(a: list[dict], b: list[dict]) -> bool:

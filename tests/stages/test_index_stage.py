@@ -32,3 +32,66 @@ def test_build_index_with_an_empty_shard(ray_session, tmp_path) -> None:
     loaded = shards.ShardedIndex.load(str(tmp_path / "faiss"))
     _, found = loaded.search(x[:2], 1)
     assert found[:, 0].tolist() == ids[:2]  # each vector finds itself
+
+
+def _embeddings(folder, ids: list[str], x: np.ndarray) -> str:
+    folder.mkdir()
+    n = len(ids)
+    pq.write_table(pa.table({
+        "trailer_id": ids, "shard": pa.array([shards.shard_of(t, 2) for t in ids], pa.int32()),
+        "embedding": pa.array(list(x), pa.list_(pa.float32())),
+        "genre_scores": pa.nulls(n, pa.list_(pa.float32())),
+        "concepts": pa.nulls(n, pa.list_(pa.int16())),
+    }, schema=EMBEDDINGS), folder / "part-0.parquet")
+    return str(folder)
+
+
+def test_reclustering_keeps_the_previous_ids(tmp_path) -> None:
+    """A re-clustering (another embedding space) names its clusters after the previous
+    snapshot's by shared members: ids, previous_subgenre per trailer, stability figure."""
+    cfg = build_config(profile="tiny", overrides={"index": {"n_subgenres": 3}})
+    rng = np.random.default_rng(1)
+    group = np.repeat([0, 1, 2], [12, 8, 5])  # distinct sizes: k-means numbers them by size
+    centres = rng.normal(size=(3, 8)) * 5
+    x = (centres[group] + rng.normal(size=(len(group), 8))).astype(np.float32)
+    ids = [f"t{i:03d}" for i in range(len(group))]
+    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    before = tmp_path / "before"
+    before.mkdir()
+    old_name = np.array([9, 2, 7])  # what the previous snapshot called each group
+    known = ids[:-1]  # the last trailer is new this run
+    pq.write_table(pa.table({"trailer_id": known,
+                             "subgenre": pa.array(old_name[group[:-1]], pa.int32())}),
+                   before / "trailers.parquet")
+    pq.write_table(pa.table({"subgenre": pa.array([2, 7, 9, 11], pa.int32())}),
+                   before / "subgenres.parquet")  # 11: retired since (no member left)
+    (before / "metrics.json").write_text('{"subgenres": {"id_high_water": 14}}')
+
+    table, quality = index._cluster(emb, {}, [], cfg, str(tmp_path / "assign.parquet"), None,
+                                    str(before))
+    assert table["subgenre"].to_pylist() == [2, 7, 9]  # the previous names, sorted
+    got = pq.read_table(tmp_path / "assign.parquet").to_pylist()
+    assert [r["subgenre"] for r in got] == old_name[group].tolist()
+    assert [r["previous_subgenre"] for r in got] == old_name[group[:-1]].tolist() + [None]
+    s = quality["stability"]
+    assert s["kept_share"] == 1.0 and s["n"] == len(known) and s["ari"] == 1.0
+    assert (s["matched"], s["new"], s["retired"], s["retired_ids"]) == (3, 0, 1, [11])
+    assert quality["id_high_water"] == 14
+
+    cfg4 = build_config(profile="tiny", overrides={"index": {"n_subgenres": 4}})
+    table, quality = index._cluster(emb, {}, [], cfg4, str(tmp_path / "assign4.parquet"), None,
+                                    str(before))
+    assert table["subgenre"].to_pylist() == [2, 7, 9, 15]  # one new: above all ever used
+    assert quality["stability"]["new"] == 1 and quality["id_high_water"] == 15
+
+
+def test_measure_index_of_a_flat_index(tmp_path) -> None:
+    cfg = build_config(profile="tiny")
+    ids = [f"t{i:03d}" for i in range(30)]
+    x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    shards.build_index(str(tmp_path / "faiss"), ids, x, n_shards=2, model_version="m",
+                       exact_below=1000, seed=0)
+    got = index._measure(str(tmp_path / "faiss"), emb, cfg)
+    assert got["kind"] == "flat" and got["recall_at_10"] == 1.0 and got["shards"] == 2
+    assert got["n_queries"] == 30 and got["recall_target"] == cfg.index.recall_target
