@@ -39,6 +39,7 @@ THUMBNAILS_FILE = "thumbnails.parquet"
 MAX_MAP_POINTS = 2000  # trailers drawn on each 2-D map (an even sample above this)
 N_NEIGHBOUR_EXAMPLES = 6  # trailers whose neighbour lists are shown
 N_NEIGHBOURS_SHOWN = 5
+STAGES = ("discover", "ingest", "store", "train", "embed", "cluster", "index", "publish")
 SECTIONS = ("genres", "pr-curves", "silhouette", "maps", "subgenres", "neighbours", "shots",
             "status", "timings")
 # 20 distinguishable colours (Tableau 20), one per primary genre
@@ -212,25 +213,30 @@ def load_snapshot(uri: str, *, run_report: str | None = None,
 
 
 # ------------------------------------------------------------------------------ SVG
-_W, _H, _PAD = 360, 240, 38
+_W, _H, _PAD = 400, 260, 40
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _axes(xlabel: str, ylabel: str, x0: float, x1: float, y0: float, y1: float) -> list[str]:
-    """Frame, ticks and labels of a chart whose data box is [x0, x1] × [y0, y1]."""
+def _axes(xlabel: str, ylabel: str, x0: float, x1: float, y0: float, y1: float,
+          xticks: bool = True) -> list[str]:
+    """Frame, ticks and labels of a chart whose data box is [x0, x1] × [y0, y1] (``xticks``
+    False: the caller labels the x axis)."""
     out = [(f'<rect x="{_PAD}" y="10" width="{_W - _PAD - 10}" height="{_H - _PAD - 10}" '
             'fill="#fff" stroke="#999"/>')]
     for i in range(5):
         f = i / 4
         x = _PAD + f * (_W - _PAD - 10)
         y = _H - _PAD - f * (_H - _PAD - 20)
-        out.append(f'<text x="{x:.1f}" y="{_H - _PAD + 14}" class="tick" '
-                   f'text-anchor="middle">{x0 + f * (x1 - x0):.3g}</text>')
+        if xticks:
+            out.append(f'<text x="{x:.1f}" y="{_H - _PAD + 14}" class="tick" '
+                       f'text-anchor="middle">{x0 + f * (x1 - x0):.3g}</text>')
         out.append(f'<text x="{_PAD - 4}" y="{y + 3:.1f}" class="tick" '
                    f'text-anchor="end">{y0 + f * (y1 - y0):.3g}</text>')
+        out.append(f'<line x1="{_PAD}" x2="{_W - 10}" y1="{y:.1f}" y2="{y:.1f}" '
+                   'stroke="#eee"/>')
     out.append(f'<text x="{(_W + _PAD) / 2}" y="{_H - 6}" class="axis" '
                f'text-anchor="middle">{_e(xlabel)}</text>')
     out.append(f'<text x="12" y="{_H / 2}" class="axis" text-anchor="middle" '
@@ -281,11 +287,13 @@ def svg_scatter(xy: np.ndarray, colours: list[str], names: list[str], title: str
 
 
 def svg_bars(labels: list[str], values: list[float], xlabel: str, ylabel: str,
-             title: str = "", colour: str = "#4c78a8") -> str:
-    """A vertical bar chart, one bar per label (labels under the bars when they fit)."""
+             title: str = "", colour: str = "#4c78a8",
+             x_range: tuple[float, float] | None = None) -> str:
+    """A vertical bar chart, one bar per label: the labels under the bars, or numeric ticks
+    over ``x_range`` (a histogram's edges)."""
     n = max(1, len(labels))
     top = max([float(v) for v in values] + [1e-9])
-    parts = _axes(xlabel, ylabel, 0, n, 0, top)
+    parts = _axes(xlabel, ylabel, *(x_range or (0, n)), 0, top, xticks=x_range is not None)
     width = (_W - _PAD - 10) / n
     for i, (label, v) in enumerate(zip(labels, values, strict=True)):
         h = float(v) / top * (_H - _PAD - 20)
@@ -293,6 +301,11 @@ def svg_bars(labels: list[str], values: list[float], xlabel: str, ylabel: str,
         parts.append(f'<rect x="{x + 1:.1f}" y="{_H - _PAD - h:.1f}" width="{max(width - 2, 1):.1f}"'
                      f' height="{h:.1f}" fill="{colour}"><title>{_e(label)}: {v:g}</title>'
                      '</rect>')
+        if x_range is None:
+            parts.append(f'<text x="{x + width / 2:.1f}" y="{_H - _PAD + 14}" class="tick" '
+                         f'text-anchor="middle">{_e(label)}</text>')
+            parts.append(f'<text x="{x + width / 2:.1f}" y="{_H - _PAD - h - 3:.1f}" '
+                         f'class="tick" text-anchor="middle">{v:g}</text>')
     return _svg(parts, title)
 
 
@@ -465,8 +478,9 @@ def section_shots(d: ReportData) -> str:
     hi = float(np.quantile(lengths, 0.99)) or 1.0
     counts, edges = np.histogram(np.clip(lengths, 0, hi), bins=20, range=(0, hi))
     labels = [f"{a:.2f}–{b:.2f} s" for a, b in itertools.pairwise(edges)]
-    chart = svg_bars(labels, counts.tolist(), f"shot length (s, 0–{hi:.1f})", "shots",
-                     f"{sc.num_rows} kept shots, median {np.median(lengths):.2f} s")
+    chart = svg_bars(labels, counts.tolist(), "shot length (s; the longest 1% in the last bin)",
+                     "shots", f"{sc.num_rows} kept shots, median {np.median(lengths):.2f} s",
+                     x_range=(0.0, hi))
     return chart
 
 
@@ -490,7 +504,7 @@ def section_timings(d: ReportData) -> str:
     timings = d.metrics.get("timings_s") or d.run_report.get("timings_s") or {}
     if not timings:
         return '<p class="note">No stage timings recorded.</p>'
-    names = list(timings)
+    names = sorted(timings, key=lambda k: (STAGES.index(k) if k in STAGES else len(STAGES), k))
     values = [float(timings[k]) for k in names]
     chart = svg_bars(names, values, "stage", "seconds",
                      f"total {sum(values):.1f} s", colour="#f58518")
@@ -523,8 +537,9 @@ margin:16px 0;box-shadow:0 1px 2px rgba(0,0,0,.08)}h2{font-size:17px;border-bott
 #eee;padding-bottom:6px}.note{color:#555}table{border-collapse:collapse;margin:8px 0}
 td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 table.num td+td{text-align:right;font-variant-numeric:tabular-nums}
-.grid{display:flex;flex-wrap:wrap;gap:8px}figure{margin:0}figure.chart figcaption{
-font-size:12px;text-align:center;color:#333}.tick{font-size:9px;fill:#666}
+.grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figure.chart{display:inline-block;
+vertical-align:top;margin-right:16px}figure.chart figcaption{font-size:12px;text-align:center;
+color:#333}.tick{font-size:9px;fill:#666}
 .axis{font-size:10px;fill:#333}.legend{margin-top:6px}.key{margin-right:12px;font-size:12px;
 white-space:nowrap}.key i{display:inline-block;width:10px;height:10px;border-radius:5px;
 margin-right:4px}.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;
