@@ -188,7 +188,8 @@ def load_snapshot(uri: str, *, run_report: str | None = None,
     rows = rows[sample_rows(len(rows), MAX_MAP_POINTS)]
     fine = None
     if len(rows):
-        emb = table("trailers.parquet", ["trailer_id", "embedding"]).take(pa.array(rows))
+        emb = _read_rows(storage.join(uri, "trailers.parquet"), ["trailer_id", "embedding"],
+                         trailers["trailer_id"].take(pa.array(rows)))
         emb = emb.filter(pc.is_valid(emb["embedding"]))
         fine = (emb["trailer_id"].to_pylist(), _f32_matrix(emb["embedding"], emb.num_rows))
     thumbs: dict[str, bytes | None] = {}
@@ -210,6 +211,17 @@ def load_snapshot(uri: str, *, run_report: str | None = None,
                         "drawn when the job writes the report at publish time"),
         run_report=report,
     )
+
+
+def _read_rows(uri: str, columns: list[str], ids: pa.ChunkedArray | pa.Array) -> pa.Table:
+    """The rows of the Parquet ``uri`` whose trailer_id is in ``ids`` (streamed with the filter:
+    only those rows' vectors are held, whatever the table's size)."""
+    import pyarrow.dataset as pads
+
+    fs, path = storage.filesystem(uri)
+    data = pads.dataset(path, filesystem=fs, format="parquet")
+    return data.to_table(columns=columns,
+                         filter=pc.is_in(pc.field("trailer_id"), value_set=ids))
 
 
 # ------------------------------------------------------------------------------ SVG
