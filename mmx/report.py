@@ -288,7 +288,12 @@ def svg_scatter(xy: np.ndarray, colours: list[str], names: list[str], title: str
     """A scatter plot of ``xy (N, 2)``; each point's tooltip is its name."""
     if len(xy) == 0:
         return _svg(_axes("PC 1", "PC 2", 0, 1, 0, 1), title)
-    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    # the box holds the central 96% (widened a little): a few outliers would squash the rest;
+    # points beyond it sit on its edge
+    lo, hi = np.percentile(xy, 2, axis=0), np.percentile(xy, 98, axis=0)
+    pad = np.maximum((hi - lo) * 0.08, 1e-9)
+    lo, hi = lo - pad, hi + pad
+    xy = np.clip(xy, lo, hi)
     box = (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
     parts = _axes("PC 1", "PC 2", *box)
     px, py = _to_px(xy[:, 0], xy[:, 1], box)
@@ -389,7 +394,7 @@ def section_pr_curves(d: ReportData) -> str:
     if not charts:
         return '<p class="note">No test trailer with genre scores and a positive label.</p>'
     return ('<p class="note">Test split; grey: the positive rate (a random ranking).</p>'
-            '<div class="grid">' + "".join(charts) + "</div>")
+            '<div class="grid small">' + "".join(charts) + "</div>")
 
 
 def section_silhouette(d: ReportData) -> str:
@@ -424,12 +429,16 @@ def section_maps(d: ReportData) -> str:
         ids, x = data
         colours = [colour.get(primary.get(t, ""), "#999") for t in ids]
         names = [f"{t} ({primary.get(t, 'unlabelled')})" for t in ids]
-        charts.append(svg_scatter(pca_2d(x), colours, names, f"{label}: {len(ids)} trailers"))
+        unit = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)  # cosine space
+        charts.append(svg_scatter(pca_2d(unit), colours, names,
+                                  f"{label}: {len(ids)} trailers"))
     legend = "".join(f'<span class="key"><i style="background:{colour[g]}"></i>{_e(g)}</span>'
                      for g in order) + '<span class="key"><i style="background:#999"></i>' \
                      'unlabelled</span>'
     return ("".join(f'<p class="note">{_e(n)}</p>' for n in notes)
-            + '<p class="note">PCA to two dimensions, coloured by primary (first) genre.</p>'
+            + '<p class="note">PCA of the unit-normalised vectors to two dimensions, coloured by '
+            'primary (first) genre; the few points beyond the 2nd–98th percentiles sit on the '
+            'frame.</p>'
             + f'<div class="grid">{"".join(charts)}</div><div class="legend">{legend}</div>')
 
 
@@ -551,7 +560,8 @@ td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
 table.num td+td{text-align:right;font-variant-numeric:tabular-nums}
 .grid{display:flex;flex-wrap:wrap;gap:12px}figure{margin:0}figure.chart{display:inline-block;
 vertical-align:top;margin-right:16px}figure.chart figcaption{font-size:12px;text-align:center;
-color:#333}.tick{font-size:9px;fill:#666}
+color:#333}.grid.small svg{width:280px;height:auto}.grid.small figure.chart{margin-right:0}
+.tick{font-size:9px;fill:#666}
 .axis{font-size:10px;fill:#333}.legend{margin-top:6px}.key{margin-right:12px;font-size:12px;
 white-space:nowrap}.key i{display:inline-block;width:10px;height:10px;border-radius:5px;
 margin-right:4px}.cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;

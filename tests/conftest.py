@@ -349,7 +349,7 @@ def browser_check():
                                   text=True, timeout=180)
             assert dump.returncode == 0, dump.stderr[-2000:]
             shot = subprocess.run([*common, f"--screenshot={screenshot}",
-                                   "--window-size=1280,4000", url], check=False,
+                                   "--window-size=1280,5200", url], check=False,
                                   capture_output=True,
                                   text=True, timeout=180)
         finally:
