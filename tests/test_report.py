@@ -230,3 +230,17 @@ def test_report_in_headless_chromium(tmp_path: Path, browser_check) -> None:
         str(snap), coarse=(["t000", "t004", "t008"], np.eye(3, 8, dtype=np.float32)))
     attrs = browser_check(snap / report.REPORT_FILE, "report-unit.png")
     assert int(attrs["images"]) > 0
+
+
+def test_snapshot_without_a_genre_model(tmp_path: Path) -> None:
+    snap = make_snapshot(tmp_path)
+    storage.write_json(str(snap / "genres.json"), [])
+    storage.write_json(str(snap / "metrics.json"), {
+        "genre_model": {"trained": False, "reason": "only 3 labelled trailers"},
+        "silhouette": [], "timings_s": {"ingest": 1.0}})
+    sections = _sections(report.render_snapshot(str(snap)))
+    assert list(sections) == list(report.SECTIONS)
+    assert "No genre model in this snapshot: only 3 labelled trailers" in sections["genres"]
+    assert "No test trailer with genre scores" in sections["pr-curves"]
+    assert "No silhouette recorded" in sections["silhouette"]
+    assert sections["maps"].count("<svg") == 1
