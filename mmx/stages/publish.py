@@ -229,10 +229,10 @@ def coarse_sample(emb: str, k: int) -> tuple[list[str], np.ndarray] | None:
             return None
         rows = data.to_table(columns=["trailer_id", "coarse_embedding"], filter=pc.is_in(
             pc.field("trailer_id"), value_set=ids.take(pa.array(sample_rows(len(ids), k)))))
-    except (OSError, pa.ArrowException) as err:
+        n = rows.num_rows
+        flat = pc.list_flatten(rows["coarse_embedding"].combine_chunks()).to_numpy(
+            zero_copy_only=False)
+        return rows["trailer_id"].to_pylist(), flat.astype(np.float32).reshape(n, -1)
+    except Exception as err:  # noqa: BLE001 - the report's map, never a reason to fail a run
         log.warning("no coarse embeddings for the report: %s", err)
         return None
-    n = rows.num_rows
-    flat = pc.list_flatten(rows["coarse_embedding"].combine_chunks()).to_numpy(
-        zero_copy_only=False)
-    return rows["trailer_id"].to_pylist(), flat.astype(np.float32).reshape(n, -1)
