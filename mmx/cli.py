@@ -7,6 +7,7 @@
     mmx sql "SELECT …"                     DuckDB over the snapshot tables
     mmx subgenres                          the sub-genre clusters
     mmx ablate [--features T] [--out DIR]  expert ablation table (paper Table 2) of a run
+    mmx report [--snapshot N] [--html F]   the snapshot's HTML report (one self-contained page)
 
 Exit codes of ``mmx run`` (and ``jobs/index_archive.py``): see :data:`EXIT_CODES`.
 """
@@ -189,6 +190,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _report(out: str, snapshot: str | None, html_file: str) -> int:
+    """``mmx report``: render the snapshot (with its run's report JSON when still there)."""
+    from mmx import report, storage
+    from mmx.layout import OutputLayout
+
+    try:
+        uri = report.resolve_snapshot(out or None, snapshot)
+        root = uri.rstrip("/").rsplit("/", 2)[0]  # <out>/snapshots/<name>
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        page = report.render_snapshot(uri, run_report=OutputLayout(root).run_report(name))
+    except report.ReportError as err:
+        print(f"mmx: {err}", file=sys.stderr)
+        return 2
+    storage.write_text(html_file, page)
+    print(f"wrote {html_file} ({len(page) // 1024} KiB) for snapshot {uri}")
+    return 0
+
+
 def _similar_video(snap: Any, path: str, k: int, as_json: bool) -> int:
     """Embed ``path`` with the snapshot's ingest + model and print its nearest trailers."""
     from mmx.query import query_of
@@ -246,8 +265,15 @@ def main(argv: list[str] | None = None) -> int:
         q.add_argument("--out", default="", help="output root (default .mmx/out)")
         q.add_argument("--snapshot", default=None, help="snapshot name (default LATEST)")
         q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    r = sub.add_parser("report", help="write a snapshot's HTML report (self-contained page)")
+    r.add_argument("--out", default="", help="output root (default .mmx/out)")
+    r.add_argument("--snapshot", default=None, help="snapshot name (default LATEST)")
+    r.add_argument("--html", default="report.html", help="file to write (default report.html)")
     args = p.parse_args(argv)
     logs.setup()
+
+    if args.cmd == "report":
+        return _report(args.out, args.snapshot, args.html)
 
     if args.cmd == "synth":
         from mmx.synth import generate_archive, generate_subgenre_archive

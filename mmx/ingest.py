@@ -12,7 +12,8 @@ cheap CPU experts while it is in memory, then is dropped:
 * a few candidate frames of the shot still open are held (at most
   ``experts.appearance_candidates``, thinned 2:1 when full); when the detector reports the cut
   that closes the shot, ``experts.appearance_frames`` frames near evenly spaced positions of its
-  clip are kept and the rest dropped.
+  clip are kept and the rest dropped (one frame per clip even without the appearance
+  expert: the trailer's thumbnail, :func:`thumbnail`, is the middle one of its longest clip).
 
 So memory is one chunk plus one open shot's candidates plus small per-frame rows, whatever the
 trailer's length; only the few frames per clip the appearance CNN needs leave this function
@@ -44,6 +45,8 @@ from mmx.video.sampling import evenly_spaced, mean_in_ranges, nearest, rows_in_r
 log = logging.getLogger(__name__)
 
 TRUNCATION_SLACK = 0.02  # fewer decoded frames than the header's exact count minus this: failed
+THUMBNAIL_WIDTH = 160  # px; the report draws thumbnails at half that
+THUMBNAIL_QUALITY = 80  # JPEG quality (a 160×90 thumbnail is a few kB)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class TrailerFeatures:
     audio_frames: np.ndarray  # (C,) int32 number of real audio frames per clip (0 = none)
     has_audio: bool
     frames: np.ndarray  # (C, F, h, w, 3) uint8 RGB frames for the appearance CNN
+    thumbnail: bytes | None = None  # small JPEG (:func:`thumbnail`)
     timings_s: dict[str, float] = field(default_factory=dict)  # seconds per step
 
     @property
@@ -178,7 +182,8 @@ def analyse_trailer(
     motion = MotionExpert(experts) if "motion" in names else None
     scene_stride = max(1, experts.scene_stride)
     motion_stride = max(1, experts.motion_stride)
-    n_pick = experts.appearance_frames if "appearance" in names else 0
+    n_cnn = experts.appearance_frames if "appearance" in names else 0
+    n_pick = max(1, n_cnn)  # one frame per clip at least: the thumbnail's candidates
 
     detector = ShotDetector(shots, fps)
     picker = _FramePicker(n_pick, experts.appearance_candidates, shots.drop_edge_frames)
@@ -279,6 +284,8 @@ def analyse_trailer(
         picked = picker.picked.get(int(start))
         if picked is not None:
             frames[c] = picked
+    thumb = thumbnail(frames, clips)
+    frames = frames[:, :n_cnn]  # (C, F, h, w, 3): no frames travel without the CNN
     timings["total"] = time.perf_counter() - t0
     return TrailerFeatures(
         info=info,
@@ -289,8 +296,28 @@ def analyse_trailer(
         audio_frames=audio_frames,
         has_audio=has_audio,
         frames=frames,
+        thumbnail=thumb,
         timings_s=timings,
     )
+
+
+def thumbnail(frames: np.ndarray, clips: np.ndarray, width: int = THUMBNAIL_WIDTH) -> bytes | None:
+    """A small JPEG of a trailer: the middle sampled frame of its longest clip, at most
+    ``width`` px wide. ``frames (C, F, h, w, 3)`` uint8 RGB, ``clips (C, 2)`` [start, end).
+    None when there is no frame (or it cannot be encoded)."""
+    import cv2
+
+    if frames.ndim != 5 or frames.shape[0] == 0 or frames.shape[1] == 0:
+        return None
+    c = int(np.argmax(clips[:, 1] - clips[:, 0]))
+    frame = frames[c, frames.shape[1] // 2]  # (h, w, 3) RGB
+    h, w = frame.shape[:2]
+    if w > width:
+        frame = cv2.resize(frame, (width, max(1, round(h * width / w))),
+                           interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(frame[:, :, ::-1]),
+                           [cv2.IMWRITE_JPEG_QUALITY, THUMBNAIL_QUALITY])
+    return buf.tobytes() if ok else None
 
 
 def _motion_per_clip(

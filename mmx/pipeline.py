@@ -23,7 +23,7 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, collect, killpoints, lease, policy, schema, storage
+from mmx import archive, changes, collect, killpoints, lease, policy, report, schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig
 from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
@@ -388,6 +388,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         publish.write_scenes(features_uri, storage.join(snap, "scenes.parquet"),
                              previous=storage.join(prev.uri, "scenes.parquet") if kept else None,
                              keep=reuse)
+        publish.write_thumbnails(
+            features_uri, storage.join(snap, report.THUMBNAILS_FILE),
+            previous=storage.join(prev.uri, report.THUMBNAILS_FILE) if kept else None,
+            keep=reuse)
         storage.write_table(sub.table, storage.join(snap, "subgenres.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), model_genres)
         storage.write_json(storage.join(snap, changes.LABELS_FILE), archive.labels_record(labels))
@@ -410,6 +414,11 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     }
     killpoints.reached("publish:metrics")
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
+    # the HTML report, before _COMPLETE; a failure to render is logged, never fails the run
+    report.write_snapshot_report(
+        snap, coarse=publish.coarse_sample(emb, report.MAX_MAP_POINTS),
+        coarse_missing="this run computed no coarse embedding (no genre model, or every "
+                       "embedding was reused from the previous snapshot)")
     storage.assert_writable(snap)  # sealed meanwhile by someone else: never publish over it
     held.check()  # a run whose lease was taken over must not publish
     storage.publish(cfg.out, name, expected=latest_uri)

@@ -54,6 +54,8 @@ FEATURES = pa.schema(
         ("audio", _f32_list),  # (C × A × 128): A audio frames per clip, zero padded
         ("audio_frames", pa.list_(pa.int32())),  # (C,) real audio frames per clip
         ("decode_s", pa.float64()),  # seconds spent decoding + CPU experts
+        # a small JPEG of the trailer (mmx.ingest.thumbnail); null in rows cached before it
+        ("thumbnail", pa.binary()),
     ]
 )
 
@@ -106,6 +108,15 @@ NEIGHBOURS = pa.schema(
         ("rank", pa.int32()),
         ("neighbour_id", pa.string()),
         ("score", pa.float32()),
+    ]
+)
+
+# One row per trailer with a thumbnail (``thumbnails.parquet``, drawn by ``mmx report``); a
+# trailer featurised before thumbnails existed has a null ``jpeg``.
+THUMBNAILS = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("jpeg", pa.binary()),  # ≤ 160 px wide JPEG of a frame of its longest kept shot
     ]
 )
 

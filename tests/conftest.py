@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import fractions
 import logging
+import os
+import re
+import shutil
 import socket
+import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -309,3 +314,61 @@ def s3_ray(s3_endpoint: str, ray_session):
                  include_dashboard=False, log_to_driver=False, configure_logging=False)
         assert ray.get(endpoint.remote()) == s3_endpoint
     return ray
+
+
+# --------------------------------------------------------------------------- headless Chromium
+ARTIFACTS = Path(__file__).resolve().parents[1] / ".mmx" / "test-artifacts"
+REPORT_SECTION = re.compile(r'<section id="([^"]+)">(.*?)</section>', re.DOTALL)
+
+
+@pytest.fixture(scope="session")
+def browser_check():
+    """``browser_check(page, png_name) -> body data attributes``: open the HTML report
+    ``page`` in headless Chromium, screenshot it to ``.mmx/test-artifacts/<png_name>``, and
+    check that every section has content, no image is broken and neither the page nor the
+    console reported an error. Skips without chromium (fails when MMX_REQUIRE_CHROMIUM=1)."""
+    from mmx.report import SECTIONS
+
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        if os.environ.get("MMX_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("chromium is not installed (MMX_REQUIRE_CHROMIUM=1): "
+                        "apt-get install -y chromium")
+        pytest.skip("chromium is not installed (set MMX_REQUIRE_CHROMIUM=1 to fail instead)")
+
+    def check(page: Path, png_name: str) -> dict[str, str]:
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        screenshot = ARTIFACTS / png_name
+        profile = tempfile.mkdtemp(prefix="mmx-chromium-")
+        common = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                  "--disable-dev-shm-usage", "--no-first-run", "--enable-logging=stderr",
+                  "--v=0", "--virtual-time-budget=5000", f"--user-data-dir={profile}"]
+        url = Path(page).resolve().as_uri()
+        try:
+            dump = subprocess.run([*common, "--dump-dom", url], check=False, capture_output=True,
+                                  text=True, timeout=180)
+            assert dump.returncode == 0, dump.stderr[-2000:]
+            shot = subprocess.run([*common, f"--screenshot={screenshot}",
+                                   "--window-size=1280,5200", url], check=False,
+                                  capture_output=True,
+                                  text=True, timeout=180)
+        finally:
+            shutil.rmtree(profile, ignore_errors=True)
+        assert shot.returncode == 0 and screenshot.stat().st_size > 10_000, shot.stderr[-2000:]
+        print(f"report screenshot: {screenshot}")
+        dom = dump.stdout
+        body = re.search(r"<body([^>]*)>", dom).group(1)
+        attrs = dict(re.findall(r'data-([a-z]+)="([^"]*)"', body))
+        assert attrs.get("loaded") == "1", f"the page's load handler did not run: {body}"
+        assert attrs["broken"] == "0", f"{attrs['broken']} broken images"
+        assert attrs["errors"] == "0", "script errors on the page"
+        console = [ln for ln in (dump.stderr + shot.stderr).splitlines()
+                   if "CONSOLE" in ln and re.search(r"error|uncaught", ln, re.IGNORECASE)]
+        assert not console, console
+        sections = dict(REPORT_SECTION.findall(dom))
+        assert list(sections) == list(SECTIONS)
+        for key, inner in sections.items():
+            assert re.search(r"<(svg|table|img|div|p)\b", inner), f"section {key} is empty"
+        return attrs
+
+    return check

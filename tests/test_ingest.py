@@ -98,6 +98,17 @@ def test_experts_can_be_switched_off(silent_trailer):
     cfg = ExpertsConfig(names=("scene",))
     out = analyse_trailer(silent_trailer.path, VIDEO, SHOTS, cfg)
     assert set(out.features) == {"scene"} and out.frames.shape[1] == 0
+    assert out.thumbnail is not None  # a thumbnail without the appearance CNN too
+
+
+def test_thumbnail_is_a_frame_of_the_longest_clip(result):
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(result.thumbnail, np.uint8), cv2.IMREAD_COLOR)  # BGR
+    assert img.shape == (90, 160, 3)
+    c = int(np.argmax(result.clips[:, 1] - result.clips[:, 0]))
+    small = cv2.resize(result.frames[c, 1], (160, 90), interpolation=cv2.INTER_AREA)
+    assert np.abs(img[..., ::-1].astype(int) - small.astype(int)).mean() < 6  # JPEG noise
 
 
 @pytest.mark.parametrize("name", ["empty", "random", "truncated", "text", "audio_only"])

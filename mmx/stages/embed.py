@@ -28,6 +28,9 @@ EMBEDDINGS = pa.schema(
         ("trailer_id", pa.string()),
         ("shard", pa.int32()),  # index shard (mmx.index.shards.shard_of)
         ("embedding", pa.list_(pa.float32())),
+        # the coarse (genre) model's bottleneck: the report's coarse map only; null without a
+        # genre model or for a trailer whose published embedding was reused
+        ("coarse_embedding", pa.list_(pa.float32())),
         ("genre_scores", pa.list_(pa.float32())),
         ("concepts", pa.list_(pa.int16())),  # ImageNet class of each clip; null: not known
     ]
@@ -67,6 +70,8 @@ class EmbedActor:
                 "trailer_id": batch["trailer_id"],
                 "shard": shard_column(batch["trailer_id"], self.n_shards),
                 "embedding": lists(pred.embeddings),
+                "coarse_embedding": (lists(pred.coarse_embeddings) if self.coarse is not None
+                                     else pa.nulls(batch.num_rows, pa.list_(pa.float32()))),
                 "genre_scores": lists(pred.scores),
                 "concepts": self._concepts(batch),
             },

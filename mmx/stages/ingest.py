@@ -340,6 +340,7 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str, run_id: str) -> di
         decode_s=time.perf_counter() - t0,
         frames=np.ascontiguousarray(tf.frames, dtype=np.uint8).tobytes(),
         frames_shape=list(tf.frames.shape),
+        thumbnail=tf.thumbnail,
     )
     return out
 

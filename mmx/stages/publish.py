@@ -4,10 +4,14 @@
 from the embeddings folder joined with the small per-trailer metadata the driver holds (status,
 labels, split, version …) and each trailer's sub-genre; the other rows come from that metadata
 alone. ``scenes.parquet`` comes from the features store, ``neighbours.parquet`` from the
-neighbours dataset. Each table is streamed in trailer order into one Parquet file.
+neighbours dataset, ``thumbnails.parquet`` (the report's pictures) from the features store too.
+Each table is streamed in trailer order into one Parquet file.
 """
 
 from __future__ import annotations
+
+import logging
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +23,8 @@ from mmx import schema, storage
 from mmx.stages import dataset
 from mmx.stages.embed import EMBEDDINGS, shard_column
 from mmx.stages.index import ASSIGNMENTS
+
+log = logging.getLogger(__name__)
 
 # the per-trailer metadata the driver assembles for the trailers table
 META = pa.schema([f for f in schema.TRAILERS if f.name not in
@@ -116,17 +122,43 @@ def write_scenes(store: str | None, uri: str, previous: str | None = None,
                  keep: list[str] | None = None) -> int:
     """``scenes.parquet``: one row per kept shot of every ok trailer of the features ``store``,
     plus the published shots (``previous`` scenes table) of the unchanged trailers ``keep``."""
+    return _write_ok_rows(store, ["trailer_id", "n_clips", "clip_start", "clip_end", "fps"],
+                          scenes_rows, uri, schema.SCENES, ["trailer_id", "clip_idx"],
+                          previous, keep)
+
+
+def write_thumbnails(store: str | None, uri: str, previous: str | None = None,
+                     keep: list[str] | None = None) -> int:
+    """``thumbnails.parquet``: the thumbnail of every ok trailer of the features ``store`` (null
+    for rows cached before thumbnails were taken), plus the published ones (``previous``
+    thumbnails table, when that snapshot has one) of the unchanged trailers ``keep``."""
+    if previous is not None and not storage.exists(previous):
+        previous = None  # a snapshot from before thumbnails: placeholders in the report
+    return _write_ok_rows(store, ["trailer_id", "thumbnail"], _thumbnail_rows, uri,
+                          schema.THUMBNAILS, ["trailer_id"], previous, keep)
+
+
+def _thumbnail_rows(ok: pa.Table) -> pa.Table:
+    return pa.table({"trailer_id": ok["trailer_id"], "jpeg": ok["thumbnail"]},
+                    schema=schema.THUMBNAILS)
+
+
+def _write_ok_rows(store: str | None, columns: list[str], rows: Any, uri: str,
+                   out_schema: pa.Schema, sort: list[str], previous: str | None,
+                   keep: list[str] | None) -> int:
+    """One snapshot table from the ok rows of the features ``store`` (``columns`` mapped by
+    ``rows``, a table → table function run in Ray tasks) plus the rows of the unchanged
+    trailers ``keep`` from the ``previous`` snapshot's table, sorted by ``sort``."""
     parts = []
     if store is not None and dataset.has_parts(store):
-        ds = dataset.read(store, columns=["trailer_id", "n_clips", "clip_start", "clip_end",
-                                          "fps"], where=col("status") == "ok")
-        parts.append(ds.map_batches(scenes_rows, batch_format="pyarrow", num_cpus=0.5))
+        ds = dataset.read(store, columns=columns, where=col("status") == "ok")
+        parts.append(ds.map_batches(rows, batch_format="pyarrow", num_cpus=0.5))
     if previous is not None and keep:
         parts.append(dataset.read(previous, where=col("trailer_id").is_in(list(keep))))
     if not parts:
-        return dataset.write_file(None, uri, schema.SCENES)
+        return dataset.write_file(None, uri, out_schema)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return dataset.write_file(ds, uri, schema.SCENES, sort=["trailer_id", "clip_idx"])
+    return dataset.write_file(ds, uri, out_schema, sort=sort)
 
 
 def scenes_rows(ok: pa.Table) -> pa.Table:
@@ -174,6 +206,35 @@ def _as_embeddings(batch: pa.Table, n_shards: int) -> pa.Table:
         "trailer_id": batch["trailer_id"],
         "shard": shard_column(batch["trailer_id"], n_shards),
         "embedding": batch["embedding"],
+        "coarse_embedding": pa.nulls(batch.num_rows, pa.list_(pa.float32())),
         "genre_scores": batch["genre_scores"],
         "concepts": pa.nulls(batch.num_rows, EMBEDDINGS.field("concepts").type),
     }, schema=EMBEDDINGS)
+
+
+def coarse_sample(emb: str, k: int) -> tuple[list[str], np.ndarray] | None:
+    """At most ``k`` evenly spaced trailers' coarse embeddings ``(ids, (N, D) float32)`` from
+    the run's embeddings folder ``emb`` (for the report's coarse map); None when it holds none.
+    Reads only the sampled rows' vectors into the driver."""
+    import pyarrow.dataset as pads
+
+    from mmx.report import sample_rows
+
+    try:
+        fs, path = dataset.arrow_fs(emb)
+        data = pads.dataset(path, filesystem=fs, format="parquet")
+        if "coarse_embedding" not in data.schema.names:
+            return None
+        valid = pc.field("coarse_embedding").is_valid()
+        ids = data.to_table(columns=["trailer_id"], filter=valid)["trailer_id"]
+        if len(ids) == 0:
+            return None
+        rows = data.to_table(columns=["trailer_id", "coarse_embedding"], filter=pc.is_in(
+            pc.field("trailer_id"), value_set=ids.take(pa.array(sample_rows(len(ids), k)))))
+        n = rows.num_rows
+        flat = pc.list_flatten(rows["coarse_embedding"].combine_chunks()).to_numpy(
+            zero_copy_only=False)
+        return rows["trailer_id"].to_pylist(), flat.astype(np.float32).reshape(n, -1)
+    except Exception as err:  # noqa: BLE001 - the report's map, never a reason to fail a run
+        log.warning("no coarse embeddings for the report: %s", err)
+        return None

@@ -47,6 +47,8 @@ def _rename(batch: pa.Table, names: pa.Table) -> pa.Table:
         batch, at = batch.filter(keep), at.filter(keep)
     batch = batch.set_column(0, "trailer_id", names["trailer_id"].take(at))
     batch = batch.set_column(1, "uri", names["uri"].take(at))
+    if "thumbnail" not in batch.column_names:  # a row cached before thumbnails were taken
+        batch = batch.append_column("thumbnail", pa.nulls(batch.num_rows, pa.binary()))
     return batch.select(schema.FEATURES.names).cast(schema.FEATURES)
 
 

@@ -70,6 +70,15 @@ def test_incremental_decodes_only_new_and_changed(
     assert rows["trailer_0004"]["status"] == "ok"
     assert all(r["source_version"].startswith("mtime:") for r in rows.values())
     assert Path(first, "trailers.parquet").exists()  # the previous snapshot stays readable
+    # thumbnails: every ok trailer has one; the unchanged ones' carried over byte for byte
+    thumbs = {t: pq.read_table(Path(s) / "thumbnails.parquet").to_pydict() for t, s in
+              (("first", first), ("second", second))}
+    now = dict(zip(thumbs["second"]["trailer_id"], thumbs["second"]["jpeg"], strict=True))
+    before = dict(zip(thumbs["first"]["trailer_id"], thumbs["first"]["jpeg"], strict=True))
+    assert sorted(now) == sorted(t for t, r in rows.items() if r["status"] == "ok")
+    assert all(now.values())
+    assert all(now[t] == before[t] for t in before if t != "trailer_0001")
+    assert now["trailer_0001"] != before["trailer_0001"]  # its content changed
 
     assert run_job([*base, "--mode", "incremental"]) == 0  # same night again
     again = _report(out)

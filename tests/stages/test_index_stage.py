@@ -22,6 +22,7 @@ def test_build_index_with_an_empty_shard(ray_session, tmp_path) -> None:
     pq.write_table(pa.table({
         "trailer_id": ids, "shard": pa.array([1] * len(ids), pa.int32()),
         "embedding": pa.array(list(x), pa.list_(pa.float32())),
+        "coarse_embedding": pa.nulls(len(ids), pa.list_(pa.float32())),
         "genre_scores": pa.nulls(len(ids), pa.list_(pa.float32())),
         "concepts": pa.nulls(len(ids), pa.list_(pa.int16())),
     }, schema=EMBEDDINGS), emb / "part-0.parquet")
