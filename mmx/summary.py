@@ -82,8 +82,10 @@ class RunSummary:
         idx = self.metrics.get("index") or {}
         if idx:
             lines.append(f"index: recall@10 {idx['recall_at_10']:.3f} ({idx['kind']}"
-                         + (f", nprobe {idx['nprobe']}; nprobe {idx['nprobe_for_target']} "
-                            f"reaches {idx['recall_target']}" if idx.get("nprobe") else "")
+                         + (f", nprobe {idx['nprobe']}; "
+                            + (f"nprobe {idx['nprobe_for_target']}" if idx["nprobe_for_target"]
+                               else "no nprobe") + f" reaches {idx['recall_target']}"
+                            if idx.get("nprobe") else "")
                          + ")")
         sil = self.metrics.get("silhouette") or []
         if sil:
