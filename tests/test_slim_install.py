@@ -1,6 +1,6 @@
 """The analyst's install: ``mmx sql``, ``mmx similar`` and ``mmx subgenres`` need neither torch
 nor Ray. In this venv: their import paths and a query leave torch and Ray unimported. In a
-fresh virtualenv (``slow``: pip-installs ``.[query]``, ~1 min with a warm pip cache): torch is
+fresh virtualenv (``slow``: pip-installs ``.[query]``, 83 s here with a warm pip cache): torch is
 absent, the commands answer on the session's published snapshot as they do here, and the
 commands that need the job say so."""
 
