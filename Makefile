@@ -1,5 +1,6 @@
 # One command each: `make demo` runs the job on the embedded demo archive, `make test` runs
-# the tests. Both create (or reuse) the virtualenv in .venv and install mmx into it.
+# the tests. Both create (or reuse) the virtualenv in .venv and install mmx into it with the
+# `job` extra (torch, Ray, decoders); an analyst who only queries needs `pip install ".[query]"`.
 VENV   ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 PY     := $(VENV)/bin/python
@@ -9,7 +10,7 @@ STAMP  := $(VENV)/.mmx-installed
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[job,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

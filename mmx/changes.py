@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from mmx import policy, storage
+from mmx import policy, schema, storage
 
 LABELS_FILE = "labels.json"  # a snapshot's labels digest and genre vocabulary
 
@@ -104,15 +104,12 @@ def previous(uri: str, files: LatestFiles) -> Previous:
     """The latest published snapshot ``uri`` as an incremental run needs it."""
     sub = storage.read_table(storage.join(uri, "subgenres.parquet"), ["centroid"])
     model = storage.read_json(storage.join(uri, "model.json"))
-    centroids = sub["centroid"].combine_chunks()
-    dim = len(centroids[0]) if len(centroids) else 0
-    values = centroids.flatten().to_numpy(zero_copy_only=False) if len(centroids) else []
     return Previous(
         name=uri.rstrip("/").rsplit("/", 1)[-1],
         uri=uri,
         files=files,
         model=policy.ModelInfo.from_dict(model),
-        centroids=np.asarray(values, dtype=np.float32).reshape(len(centroids), dim),
+        centroids=schema.matrix(sub["centroid"]),  # (k, D): float32[D] or list<float32>
     )
 
 

@@ -10,6 +10,10 @@
     mmx report [--snapshot N] [--html F]   the snapshot's HTML report (one self-contained page)
 
 Exit codes of ``mmx run`` (and ``jobs/index_archive.py``): see :data:`EXIT_CODES`.
+
+``sql``, ``similar`` and ``subgenres`` need only the query install (``pip install mmx[query]``:
+no torch, no Ray; this module imports neither at the top); ``run``, ``ablate``, ``synth`` and
+``similar-video`` need the ``job`` extra and say so (exit 2) when it is missing.
 """
 
 from __future__ import annotations
@@ -223,8 +227,25 @@ def _similar_video(snap: Any, path: str, k: int, as_json: bool) -> int:
     return 0
 
 
+# what the slim install (`pip install mmx[query]`: sql, similar, subgenres) lacks for the others
+JOB_MODULES = ("torch", "ray", "av")
+JOB_COMMANDS = ("run", "ablate", "synth", "similar-video")
+
+
+def missing_job_install() -> str | None:
+    """None when the `job` extra is installed, else the name of a module it would bring."""
+    import importlib.util
+
+    return next((m for m in JOB_MODULES if importlib.util.find_spec(m) is None), None)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in JOB_COMMANDS and (missing := missing_job_install()):
+        print(f"mmx {argv[0]}: needs the full install, pip install 'mmx[job]' (torch, Ray, "
+              f"the decoders); this one is the query install (no module {missing!r}). "
+              "sql, similar and subgenres work without it.", file=sys.stderr)
+        return 2
     if argv and argv[0] == "run":
         return run_job(argv[1:])
     if argv and argv[0] == "ablate":

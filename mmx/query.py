@@ -6,8 +6,13 @@ in the archive; ``similar_to_video`` runs the real ingest core (decode once, sho
 the appearance CNN) and the snapshot's own model on a video that is NOT in the archive, in this
 process (no Ray), and searches the snapshot's sharded FAISS index.
 
-Works on local folders and s3:// alike: tables are read through fsspec/pyarrow and handed to
-DuckDB as Arrow tables, so no DuckDB extension has to be downloaded.
+Nothing is read whole unless asked for. ``table`` reads only the columns and row groups a
+query needs (pyarrow projection and filter pushdown); ``sql`` gives DuckDB views over the
+snapshot's Parquet files, so DuckDB itself skips the columns and row groups a query does not
+touch. Works on local folders and s3:// alike: on an object store DuckDB reads through mmx's
+own fsspec filesystem (``register_filesystem``), so no DuckDB extension has to be downloaded.
+Importing this module (and running ``sql``, ``similar``, ``subgenres``) needs neither torch
+nor Ray: the slim ``pip install mmx[query]``; ``similar-video`` needs the full install.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from mmx import schema, storage
 from mmx.config import DEFAULT_WORKDIR, RunConfig, config_from_dict
@@ -79,7 +85,6 @@ class Snapshot:
     """One complete snapshot under ``<out>/snapshots/<name>/``."""
 
     uri: str
-    _tables: dict[str, pa.Table] = field(default_factory=dict, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)  # index, models, CNN
 
     @classmethod
@@ -100,13 +105,32 @@ class Snapshot:
     def name(self) -> str:
         return self.uri.rstrip("/").rsplit("/", 1)[-1]
 
-    def table(self, name: str) -> pa.Table:
-        """One of the snapshot's tables (trailers, scenes, subgenres, neighbours)."""
+    def table(
+        self, name: str, columns: list[str] | None = None, filters: Any = None
+    ) -> pa.Table:
+        """One of the snapshot's tables (trailers, scenes, subgenres, neighbours).
+
+        ``columns``: read only these; ``filters``: a pyarrow expression (e.g.
+        ``pc.field("trailer_id").isin(ids)``) or DNF list, applied while reading so row groups
+        whose statistics rule them out are skipped. Vector columns are ``float32[D]``
+        (``list<float32>`` in snapshots published before issue 14; :func:`mmx.schema.matrix`
+        reads both).
+        """
+        fs, path = storage.filesystem(self._file(name))
+        try:
+            return pq.read_table(path, filesystem=fs, columns=columns, filters=filters)
+        except (pa.ArrowInvalid, KeyError, TypeError) as err:
+            raise SnapshotError(f"{name}: {err}") from err
+
+    def table_schema(self, name: str) -> pa.Schema:
+        """The Arrow schema of one of the snapshot's tables (read from its footer only)."""
+        fs, path = storage.filesystem(self._file(name))
+        return pq.read_schema(path, filesystem=fs)
+
+    def _file(self, name: str) -> str:
         if name not in schema.TABLES:
             raise SnapshotError(f"unknown table {name!r}; tables: {sorted(schema.TABLES)}")
-        if name not in self._tables:
-            self._tables[name] = storage.read_table(storage.join(self.uri, f"{name}.parquet"))
-        return self._tables[name]
+        return storage.join(self.uri, f"{name}.parquet")
 
     def genres(self) -> list[str]:
         return list(storage.read_json(storage.join(self.uri, "genres.json")))
@@ -136,11 +160,15 @@ class Snapshot:
         return storage.join(OutputLayout(self.out).model_dir(self.name), phase)
 
     def sql(self, query: str) -> pa.Table:
-        """Run DuckDB SQL with the tables available by name (``FROM trailers``…)."""
+        """Run DuckDB SQL with the tables available by name (``FROM trailers``…).
+
+        Each table is a view over its Parquet file, so DuckDB reads only the columns and row
+        groups the query needs; vector columns are ``FLOAT[D]`` (``array_cosine_similarity``).
+        """
         import duckdb
 
-        # the query sees the snapshot's tables and, on a local output root, the files under it
-        # (README recipe 6 reads every snapshot); nothing else: no other file, no network, no
+        # the query sees the snapshot's tables and the files under its output root (README
+        # recipe 6 reads every snapshot); nothing else: no other file, no network, no
         # extension installs, and the query cannot turn any of that back on
         con = duckdb.connect(config={
             "autoinstall_known_extensions": False,
@@ -149,11 +177,17 @@ class Snapshot:
         try:
             fs, root = storage.filesystem(self.out)
             if "file" in fs.protocol:
-                path = str(Path(root).resolve()).replace("'", "''")
-                con.execute(f"SET allowed_directories = ['{path}/']")
+                allowed = str(Path(root).resolve())
+                views = {n: str(Path(storage.filesystem(self._file(n))[1]).resolve())
+                         for n in schema.TABLES}
+            else:  # DuckDB reads the object store through mmx's fsspec filesystem
+                con.register_filesystem(_scan_filesystem(fs))
+                allowed = self.out.rstrip("/")
+                views = {n: self._file(n) for n in schema.TABLES}
+            con.execute(f"SET allowed_directories = [{_sql_str(allowed + '/')}]")
             con.execute("SET enable_external_access = false")
-            for name in schema.TABLES:
-                con.register(name, self.table(name))
+            for name, path in views.items():
+                con.execute(f"CREATE VIEW {name} AS {_scan(path, self.table_schema(name))}")
             con.execute("SET lock_configuration = true")
             rel = con.sql(query)
             return rel.to_arrow_table() if rel is not None else pa.table({})
@@ -165,17 +199,19 @@ class Snapshot:
     def similar(self, trailer_id: str, k: int = 10) -> pa.Table:
         """The ``k`` trailers nearest ``trailer_id`` by cosine similarity of embeddings.
 
-        Columns: rank int32 (1 = nearest), trailer_id, score float32 (cosine), genres.
+        Reads the one row of ``trailer_id`` (its embedding only) and the index, then the
+        genres of the ``k`` results. Columns: rank int32 (1 = nearest), trailer_id, score
+        float32 (cosine), genres.
         """
-        trailers = self.table("trailers")
-        row = trailers.filter(pc.equal(trailers["trailer_id"], trailer_id))
+        row = self.table("trailers", columns=["trailer_id", "status", "reason", "embedding"],
+                         filters=pc.field("trailer_id") == trailer_id)
         if row.num_rows == 0:
             raise SnapshotError(f"unknown trailer {trailer_id!r}")
-        if row["embedding"][0].as_py() is None:
+        if row["embedding"].null_count:
             status = row["status"][0].as_py()
             reason = row["reason"][0].as_py()
             raise SnapshotError(f"{trailer_id} has no embedding ({status}: {reason})")
-        query = np.asarray(row["embedding"][0].as_py(), dtype=np.float32)
+        query = schema.matrix(row["embedding"].slice(0, 1))[0]  # (D,)
         return self.similar_to_embedding(query, k, exclude=trailer_id)
 
     def similar_to_embedding(
@@ -188,7 +224,8 @@ class Snapshot:
         scores, ids = self.search(query, k + (1 if exclude else 0))
         keep = [(i, s) for i, s in zip(ids[0], scores[0], strict=True) if i and i != exclude]
         keep = keep[:k]
-        trailers = self.table("trailers")
+        trailers = self.table("trailers", columns=["trailer_id", "genres"],
+                              filters=pc.field("trailer_id").isin([i for i, _ in keep]))
         genres = dict(
             zip(trailers["trailer_id"].to_pylist(), trailers["genres"].to_pylist(), strict=True)
         )
@@ -280,10 +317,9 @@ class Snapshot:
 
     def subgenres(self, centroids: bool = False) -> pa.Table:
         """The sub-genre clusters; the ``centroid`` vectors only when asked (they are long)."""
-        table = self.table("subgenres")
-        if not centroids and "centroid" in table.column_names:
-            table = table.drop_columns(["centroid"])
-        return table
+        names = self.table_schema("subgenres").names
+        return self.table("subgenres", None if centroids else [n for n in names
+                                                                 if n != "centroid"])
 
     # ------------------------------------------------------------------ models (cached)
 
@@ -314,6 +350,25 @@ class Snapshot:
         flat = frames.reshape(c * f, *frames.shape[2:])  # (C·F, h, w, 3)
         emb = np.concatenate([expert(flat[i : i + batch]) for i in range(0, len(flat), batch)])
         return emb.reshape(c, f, -1).mean(axis=1).astype(np.float32)  # (C, F, dim) → (C, dim)
+
+
+def _scan(path: str, table: pa.Schema) -> str:
+    """DuckDB ``SELECT`` over one Parquet file, its ``float32[D]`` columns typed ``FLOAT[D]``
+    (DuckDB reads a Parquet fixed-size list back as a variable ``FLOAT[]``)."""
+    casts = [f"CAST({f.name} AS FLOAT[{f.type.list_size}]) AS {f.name}" for f in table
+             if pa.types.is_fixed_size_list(f.type)]
+    replace = f" REPLACE ({', '.join(casts)})" if casts else ""
+    return f"SELECT *{replace} FROM read_parquet({_sql_str(path)})"
+
+
+def _sql_str(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scan_filesystem(fs: Any) -> Any:
+    """A copy of the object-store filesystem ``fs`` for DuckDB: no read-ahead cache, so a
+    query that needs one column chunk fetches that chunk, not megabytes around it."""
+    return type(fs)(**{**fs.storage_options, "default_cache_type": "none"})
 
 
 def query_of(table: pa.Table) -> dict[str, Any]:

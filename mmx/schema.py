@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 STATUSES = ("ok", "excluded", "failed")
 SPLITS = ("train", "val", "test", "unlabelled", "unseen")
@@ -68,10 +70,10 @@ TRAILERS = pa.schema(
         ("genres", _str_list),
         ("predicted_genres", _str_list),
         ("suggested_genres", _str_list),
-        ("genre_scores", _f32_list),
+        ("genre_scores", _f32_list),  # published as float32[G] (see published())
         ("subgenre", pa.int32()),
         ("previous_subgenre", pa.int32()),  # its sub-genre in the previous snapshot (null: none)
-        ("embedding", _f32_list),
+        ("embedding", _f32_list),  # published as float32[D] (see published())
         ("split", pa.string()),
         ("duration_s", pa.float64()),
         ("fingerprint", pa.string()),
@@ -98,7 +100,7 @@ SUBGENRES = pa.schema(
         ("top_genres", _str_list),  # most over-represented genres (lift vs the archive)
         ("top_concepts", _str_list),  # most over-represented ImageNet concepts of its clips
         ("exemplars", _str_list),  # trailers nearest the centroid first
-        ("centroid", _f32_list),  # unit-norm centre in the embedding space
+        ("centroid", _f32_list),  # unit-norm centre in the embedding space; float32[D]
     ]
 )
 
@@ -154,3 +156,58 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     if missing:
         raise ValueError(f"table lacks columns {missing} of its schema")
     return table.select(schema.names).cast(schema)
+
+
+# The vector columns of the published tables: fixed_size_list<float32, n> once n is known
+# (DuckDB FLOAT[n], polars Array, Arrow tensor views). Snapshots published before carry
+# list<float32>; every reader goes through matrix(), which takes both.
+VECTOR_COLUMNS = {"embedding", "genre_scores", "centroid"}
+
+
+def vector_type(n: int) -> pa.DataType:
+    """``fixed_size_list<float32, n>``, the published type of an n-float vector column."""
+    return pa.list_(pa.float32(), n)
+
+
+def published(schema: pa.Schema, **sizes: int) -> pa.Schema:
+    """``schema`` with its vector columns named in ``sizes`` as ``float32[n]``.
+
+    ``published(TRAILERS, embedding=D, genre_scores=G)``; a size of 0 (unknown: no trailer
+    embedded, no genre model) keeps ``list<float32>``. Metadata is kept.
+    """
+    unknown = set(sizes) - (VECTOR_COLUMNS & set(schema.names))
+    if unknown:
+        raise ValueError(f"not a vector column of this schema: {sorted(unknown)}")
+    for name, n in sizes.items():
+        if n < 0:
+            raise ValueError(f"{name}: vector size must be >= 0, got {n}")
+        if n:
+            i = schema.get_field_index(name)
+            schema = schema.set(i, schema.field(i).with_type(vector_type(n)))
+    return schema
+
+
+def vectors(values: np.ndarray) -> pa.FixedSizeListArray:
+    """(N, n) float32 matrix → ``float32[n]`` column (one zero-copy Arrow array)."""
+    m = np.ascontiguousarray(values, dtype=np.float32)
+    if m.ndim != 2:
+        raise ValueError(f"vectors: expected an (N, n) matrix, got shape {m.shape}")
+    return pa.FixedSizeListArray.from_arrays(pa.array(m.reshape(-1)), m.shape[1])
+
+
+def matrix(column: pa.ChunkedArray | pa.Array, dim: int = 0) -> np.ndarray:
+    """A vector column of equal-length, non-null rows → (N, D) float32 (no Python lists).
+
+    Takes ``float32[D]`` (published since issue 14) and ``list<float32>`` (the run's own
+    folders and older snapshots) alike; an empty column gives (0, ``dim``).
+    """
+    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(col)
+    if n == 0:
+        return np.zeros((0, dim), np.float32)
+    if col.null_count:
+        raise ValueError(f"matrix: {col.null_count} of {n} vectors are null")
+    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    if flat.size % n:
+        raise ValueError(f"matrix: {flat.size} floats do not make {n} equal-length vectors")
+    return flat.reshape(n, -1)

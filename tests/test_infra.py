@@ -28,7 +28,8 @@ CLUSTER_YAML = ROOT / "ray_cluster.yaml"
 DOCKERFILE = INFRA / "Dockerfile"
 
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-DEPENDENCIES: list[str] = PROJECT["dependencies"]
+# the image runs the job: the base (query) install plus the `job` extra
+DEPENDENCIES: list[str] = PROJECT["dependencies"] + PROJECT["optional-dependencies"]["job"]
 
 
 def _pin(name: str) -> str:

@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -291,3 +292,19 @@ def test_sql_reads_the_snapshot_and_nothing_else(run: Path, tmp_path: Path) -> N
         with pytest.raises(SnapshotError):
             snap.sql(query)
     assert not (tmp_path / "copy.parquet").exists()
+
+
+def test_published_vectors_have_a_fixed_size(run: Path) -> None:
+    """trailers.embedding / subgenres.centroid are float32[D], genre_scores float32[G]; the
+    FAISS index has the same D; mmx sql sees FLOAT[D]."""
+    snap = Snapshot.open(str(run))
+    trailers, subgenres = snap.table_schema("trailers"), snap.table_schema("subgenres")
+    emb, centroid = trailers.field("embedding").type, subgenres.field("centroid").type
+    assert pa.types.is_fixed_size_list(emb) and emb.value_type == pa.float32()
+    assert centroid == emb and emb.list_size == snap.index().manifest["dim"]
+    assert trailers.field("genre_scores").type == pa.list_(pa.float32(), len(snap.genres()))
+    kind = snap.sql("SELECT DISTINCT typeof(embedding) AS t FROM trailers "
+                    "WHERE embedding IS NOT NULL")["t"].to_pylist()
+    assert kind == [f"FLOAT[{emb.list_size}]"]
+    failed = snap.table("trailers", ["embedding"], pc.field("status") != "ok")
+    assert failed.num_rows and failed["embedding"].null_count == failed.num_rows

@@ -149,7 +149,7 @@ def describe_clusters(
             "top_genres": pa.array(top_genres, type=pa.list_(pa.string())),
             "top_concepts": pa.array(concepts, type=pa.list_(pa.string())),
             "exemplars": pa.array(exemplar_ids, type=pa.list_(pa.string())),
-            "centroid": pa.array(list(c), type=pa.list_(pa.float32())),
+            "centroid": schema.vectors(c),  # (k, D) → float32[D]
         },
-        schema=schema.SUBGENRES,
+        schema=schema.published(schema.SUBGENRES, centroid=c.shape[1]),
     )

@@ -54,14 +54,8 @@ def read_embeddings(emb: str, columns: list[str] | None = None) -> pa.Table:
 
 
 def matrix(column: pa.ChunkedArray | pa.Array, dim: int = 0) -> np.ndarray:
-    """list<float32> column of equal-length rows → (N, D) float32 (no Python lists); an
-    empty column gives (0, ``dim``)."""
-    col = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(col)
-    if n == 0:
-        return np.zeros((0, dim), np.float32)
-    flat = pc.list_flatten(col).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
-    return flat.reshape(n, -1)
+    """Vector column (list<float32> or float32[D]) → (N, D) float32: :func:`schema.matrix`."""
+    return schema.matrix(column, dim)
 
 
 def cluster_trailers(

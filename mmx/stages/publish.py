@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 from ray.data.expressions import col
 
@@ -36,8 +37,11 @@ def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
                    threshold: float, uri: str) -> int:
     """``trailers.parquet`` at ``uri`` from ``meta`` (:data:`META`, one row per input) and the
     ok trailers' embeddings and sub-genres; ``vocab`` is the genre model's (empty: no model,
-    genre columns stay empty)."""
-    out_schema = schema.with_vocab(schema.TRAILERS, vocab)
+    genre columns stay empty). ``embedding`` and ``genre_scores`` are published as
+    ``float32[D]`` and ``float32[G]`` (:func:`schema.published`); rows without them hold
+    nulls."""
+    dims = {"embedding": _embedding_dim(emb), "genre_scores": len(vocab)}
+    out_schema = schema.with_vocab(schema.published(schema.TRAILERS, **dims), vocab)
     meta = meta.select(META.names).cast(META)
     ok = meta.filter(pc.equal(meta["status"], "ok"))
     rest = meta.filter(pc.not_equal(meta["status"], "ok"))
@@ -52,6 +56,20 @@ def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
             ds = ds.union(ray.data.from_arrow(rest))
         return dataset.write_file(ds, uri, out_schema, sort=["trailer_id"])
     return dataset.write_file(None, uri, out_schema, extra=rest.sort_by("trailer_id"))
+
+
+def _embedding_dim(emb: str) -> int:
+    """D of the embeddings folder ``emb``: the length of its first vector (0: no parts)."""
+    files = storage.list_files(emb, ".parquet") if dataset.has_parts(emb) else []
+    for uri in files:
+        fs, path = storage.filesystem(uri)
+        with fs.open(path, "rb") as fh:
+            pf = pq.ParquetFile(fh)
+            for i in range(pf.num_row_groups):
+                first = pf.read_row_group(i, columns=["embedding"])["embedding"].drop_null()
+                if len(first):
+                    return len(first[0])
+    return 0
 
 
 def _with_nulls(meta: pa.Table, out_schema: pa.Schema) -> pa.Table:
@@ -95,10 +113,10 @@ def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str]
         labelled[row[known], col[known].astype(np.int64)] = True
         has_labels = lengths > 0
         suggested = predicted & ~labelled & has_labels[:, None]
-        genre_scores = scores
+        genre_scores = scores.cast(out_schema.field("genre_scores").type)
     else:
         predicted = suggested = np.zeros((n, 0), dtype=bool)
-        genre_scores = pa.nulls(n, pa.list_(pa.float32()))
+        genre_scores = pa.nulls(n, out_schema.field("genre_scores").type)
     cols = {f.name: rows[f.name] for f in META}
     cols |= {
         "predicted_genres": _names(predicted, vocab),
@@ -106,7 +124,7 @@ def _ok_rows(batch: pa.Table, meta: pa.Table, assignments: str, vocab: list[str]
         "genre_scores": genre_scores,
         "subgenre": subgenre,
         "previous_subgenre": previous_subgenre,
-        "embedding": batch["embedding"],
+        "embedding": batch["embedding"].cast(out_schema.field("embedding").type),
     }
     return pa.table({f.name: cols[f.name] for f in out_schema}, schema=out_schema)
 
@@ -202,12 +220,14 @@ def reuse_embeddings(previous_trailers: str, ids: list[str], n_shards: int, dest
 
 
 def _as_embeddings(batch: pa.Table, n_shards: int) -> pa.Table:
+    """Published trailers rows (float32[D] vectors, or list<float32> in snapshots published
+    before issue 14) as rows of the run's embeddings folder (list<float32>)."""
     return pa.table({
         "trailer_id": batch["trailer_id"],
         "shard": shard_column(batch["trailer_id"], n_shards),
-        "embedding": batch["embedding"],
+        "embedding": batch["embedding"].cast(EMBEDDINGS.field("embedding").type),
         "coarse_embedding": pa.nulls(batch.num_rows, pa.list_(pa.float32())),
-        "genre_scores": batch["genre_scores"],
+        "genre_scores": batch["genre_scores"].cast(EMBEDDINGS.field("genre_scores").type),
         "concepts": pa.nulls(batch.num_rows, EMBEDDINGS.field("concepts").type),
     }, schema=EMBEDDINGS)
 

@@ -45,7 +45,9 @@ def test_describe_clusters_lift_support_and_exemplars() -> None:
     table = describe_clusters(
         labels, genres, VOCAB, tids, vectors, centroids, top=3, exemplars=2, min_support=2
     )
-    assert table.schema.equals(schema.SUBGENRES)
+    # the centroid is published as a fixed-size float32[D] vector (DuckDB FLOAT[D])
+    assert table.schema.equals(schema.published(schema.SUBGENRES, centroid=4))
+    assert table.schema.field("centroid").type == pa.list_(pa.float32(), 4)
     rows = table.to_pylist()
     assert [r["subgenre"] for r in rows] == [0, 1, 2]
     assert [r["size"] for r in rows] == [4, 6, 0]

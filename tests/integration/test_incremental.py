@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmx import storage
@@ -62,6 +63,8 @@ def test_incremental_decodes_only_new_and_changed(
     assert second != first
     trailers = pq.read_table(Path(second) / "trailers.parquet")
     assert trailers.num_rows == 16  # 12 + 3 new + the clash; the changed one replaces its row
+    # built from the previous snapshot's float32[D] tables: still fixed-size vectors
+    assert pa.types.is_fixed_size_list(trailers.schema.field("embedding").type)
     rows = {r["trailer_id"]: r for r in trailers.to_pylist()}
     clash = rows["videos/bonus/trailer_0004.mp4"]
     assert clash["status"] == "excluded"
