@@ -398,11 +398,13 @@ def section_pr_curves(d: ReportData) -> str:
 
 
 def section_silhouette(d: ReportData) -> str:
-    sil = [v for v in (d.metrics.get("silhouette") or []) if v is not None]
-    if not sil:
+    y = np.asarray([np.nan if v is None else v for v in d.metrics.get("silhouette") or []],
+                   dtype=np.float64)
+    x = np.nonzero(np.isfinite(y))[0]  # epochs with a value (nan: too few labelled trailers)
+    if len(x) == 0:
         return '<p class="note">No silhouette recorded (no genre labels to score it).</p>'
-    y = np.asarray(sil, dtype=np.float64)
-    chart = svg_lines([("silhouette", np.arange(len(y), dtype=float), y, PALETTE[3])],
+    y = y[x]
+    chart = svg_lines([("silhouette", x.astype(float), y, PALETTE[3])],
                       "contrastive epoch (0 = coarse model)", "silhouette (cosine)",
                       title="genre silhouette of the embedding")
     return ('<p class="note">It should fall while fine-tuning breaks the rigid genre clusters '

@@ -237,7 +237,7 @@ def test_snapshot_without_a_genre_model(tmp_path: Path) -> None:
     storage.write_json(str(snap / "genres.json"), [])
     storage.write_json(str(snap / "metrics.json"), {
         "genre_model": {"trained": False, "reason": "only 3 labelled trailers"},
-        "silhouette": [], "timings_s": {"ingest": 1.0}})
+        "silhouette": [float("nan"), None], "timings_s": {"ingest": 1.0}})
     sections = _sections(report.render_snapshot(str(snap)))
     assert list(sections) == list(report.SECTIONS)
     assert "No genre model in this snapshot: only 3 labelled trailers" in sections["genres"]
