@@ -101,6 +101,7 @@ def make_snapshot(out: Path, n: int = 30, name: str = "20260101T000000Z-abcdef")
         "predicted_genres": [[]] * n, "suggested_genres": [[]] * n,
         "genre_scores": pa.array([list(r) if k else None for r, k in zip(scores, ok)], f32),
         "subgenre": pa.array([i % 3 if k else None for i, k in enumerate(ok)], pa.int32()),
+        "previous_subgenre": pa.nulls(len(ok), pa.int32()),
         "embedding": pa.array([list(r) if k else None for r, k in zip(emb, ok)], f32),
         "split": split, "duration_s": [30.0] * n, "fingerprint": ids, "uri": ids,
         "source_version": ids,

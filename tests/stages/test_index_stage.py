@@ -41,6 +41,7 @@ def _embeddings(folder, ids: list[str], x: np.ndarray) -> str:
     pq.write_table(pa.table({
         "trailer_id": ids, "shard": pa.array([shards.shard_of(t, 2) for t in ids], pa.int32()),
         "embedding": pa.array(list(x), pa.list_(pa.float32())),
+        "coarse_embedding": pa.nulls(n, pa.list_(pa.float32())),
         "genre_scores": pa.nulls(n, pa.list_(pa.float32())),
         "concepts": pa.nulls(n, pa.list_(pa.int16())),
     }, schema=EMBEDDINGS), folder / "part-0.parquet")

@@ -37,10 +37,12 @@ def published(ray_session, tmp_path) -> tuple[pa.Table, np.ndarray]:
     pq.write_table(pa.table({
         "trailer_id": OK, "shard": pa.array([0] * len(OK), pa.int32()),
         "embedding": pa.array(list(x), pa.list_(pa.float32())),
+        "coarse_embedding": pa.nulls(len(x), pa.list_(pa.float32())),
         "genre_scores": pa.array(list(scores), pa.list_(pa.float32())),
         "concepts": pa.nulls(len(OK), pa.list_(pa.int16())),
     }, schema=EMBEDDINGS), emb / "part-0.parquet")
-    pq.write_table(pa.table({"trailer_id": OK, "subgenre": pa.array([0, 1, 0], pa.int32())},
+    pq.write_table(pa.table({"trailer_id": OK, "subgenre": pa.array([0, 1, 0], pa.int32()),
+                             "previous_subgenre": pa.nulls(len(OK), pa.int32())},
                             schema=ASSIGNMENTS), tmp_path / "assignments.parquet")
     out = tmp_path / "trailers.parquet"
     n = publish.write_trailers(_meta(), str(emb), str(tmp_path / "assignments.parquet"), VOCAB,
