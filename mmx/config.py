@@ -235,10 +235,12 @@ class IndexConfig:
     subgenre_min_jaccard: float = 0.3
     recall_queries: int = 256  # seeded sample of vectors the index's recall@10 is measured on
     recall_target: float = 0.95  # metrics.json reports the smallest nprobe reaching this recall
+    recall_batch: int = 16384  # vectors per step of the exact search it is measured against
 
     def __post_init__(self) -> None:
         _check(0 < self.subgenre_min_jaccard <= 1, "index.subgenre_min_jaccard must be in (0, 1]")
         _check(self.recall_queries >= 1, "index.recall_queries must be >= 1")
+        _check(self.recall_batch >= 1, "index.recall_batch must be >= 1")
         _check(0 < self.recall_target <= 1, "index.recall_target must be in (0, 1]")
 
 

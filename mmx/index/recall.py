@@ -10,7 +10,7 @@ by construction; it is reported as such without searching.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import faiss
 import numpy as np
@@ -35,26 +35,70 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(per_row / want))
 
 
+def is_ivf(index: ShardedIndex) -> bool:
+    """Whether every shard of ``index`` is an IVF index (else it is exact: flat)."""
+    ivfs = [faiss.try_extract_index_ivf(s) for s in index.shards]
+    return bool(ivfs) and all(v is not None for v in ivfs)
+
+
+def exact_top_k(queries: np.ndarray, parts: Iterable[tuple[Sequence[str], npt.ArrayLike]],
+                k: int, dim: int) -> np.ndarray:
+    """The exact top-``k`` global ids (Q, k) int64 (-1 = fewer than k vectors) of L2-normalised
+    ``queries`` (Q, D) by inner product over all ``parts`` (trailer ids, (B, D) vectors),
+    merged part by part: memory is one part, not the archive."""
+    q = len(queries)
+    best_s = np.full((q, k), -np.inf, np.float32)
+    best_i = np.full((q, k), -1, np.int64)
+    for ids, vectors in parts:
+        if len(ids) == 0:
+            continue
+        x = l2_normalise(vectors, name="vectors", dim=dim, copy=True)  # (B, D)
+        scores = queries @ x.T  # (Q, B)
+        gids = stable_ids([str(t) for t in ids])  # (B,)
+        all_s = np.concatenate([best_s, scores], axis=1)  # (Q, k + B)
+        all_i = np.concatenate([best_i, np.broadcast_to(gids, scores.shape)], axis=1)
+        top = np.argpartition(-all_s, k - 1, axis=1)[:, :k]  # (Q, k) the k best, unordered
+        best_s = np.take_along_axis(all_s, top, axis=1)
+        best_i = np.take_along_axis(all_i, top, axis=1)
+    return np.where(np.isfinite(best_s), best_i, -1)
+
+
 def measure_recall(index: ShardedIndex, trailer_ids: Sequence[str], vectors: npt.ArrayLike, *,
                    queries: int, target: float, seed: int, k: int = 10) -> dict:
-    """recall@``k`` of ``index`` vs exact search over the indexed ``vectors`` (N, D) float32
-    (row i = ``trailer_ids[i]``), on ``queries`` of them drawn with ``seed``.
+    """:func:`measure_recall_parts` over vectors held in memory: (N, D) float32 ``vectors``,
+    row i = ``trailer_ids[i]``; ``queries`` of them drawn with ``seed``."""
+    x = np.asarray(vectors, np.float32)
+    if len(x) != len(trailer_ids):
+        raise ValueError(f"{len(trailer_ids)} trailer_ids for {len(x)} vectors")
+    rows = sample_rows(len(x), queries, seed)
+    return measure_recall_parts(index, x[rows], [(list(trailer_ids), x)], len(x),
+                                target=target, k=k)
+
+
+def sample_rows(n: int, queries: int, seed: int) -> np.ndarray:
+    """The sorted rows (Q,) of ``n`` used as queries: ``min(queries, n)`` drawn with ``seed``."""
+    if queries < 1:
+        raise ValueError(f"recall queries must be >= 1, got {queries}")
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(int(queries), n),
+                                                      replace=False))
+
+
+def measure_recall_parts(index: ShardedIndex, query_vectors: npt.ArrayLike,
+                         parts: Iterable[tuple[Sequence[str], npt.ArrayLike]], n: int, *,
+                         target: float, k: int = 10) -> dict:
+    """recall@``k`` of ``index`` vs exact search over all ``n`` indexed vectors, given as
+    ``parts`` (trailer ids, (B, D) float32) read one at a time, for (Q, D) ``query_vectors``
+    (some of those vectors).
 
     Returns ``{kind, shards, n_queries, k, recall_at_10 (recall_at_k), nprobe, recall_target,
     nprobe_for_target, ladder}``; ``ladder`` maps each nprobe tried to its recall, and
     ``nprobe_for_target`` is the smallest reaching ``target`` (None if none does). For a flat
-    index recall is 1.0 and nprobe None.
+    index recall is 1.0 and nprobe None, and ``parts`` is not read.
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"recall target must be in (0, 1], got {target}")
-    if queries < 1:
-        raise ValueError(f"recall queries must be >= 1, got {queries}")
-    x = l2_normalise(vectors, name="vectors", dim=index.dim, copy=True)  # (N, D)
-    if len(x) != len(trailer_ids):
-        raise ValueError(f"{len(trailer_ids)} trailer_ids for {len(x)} vectors")
-    ivfs = [faiss.try_extract_index_ivf(s) for s in index.shards]
-    ivf = bool(ivfs) and all(v is not None for v in ivfs)
-    n_q = min(int(queries), len(x))
+    ivf = is_ivf(index)
+    n_q = len(query_vectors)
     out = {"kind": "ivf" if ivf else "flat", "shards": len(index.shards), "n_queries": n_q,
            "k": k, "recall_target": float(target)}
     if not ivf or n_q == 0:
@@ -62,20 +106,15 @@ def measure_recall(index: ShardedIndex, trailer_ids: Sequence[str], vectors: npt
                       "nprobe_for_target": None, "ladder": {},
                       "note": "exact (flat) index: recall is 1.0 by construction"
                       if not ivf else "no vectors"}
-    rows = np.sort(np.random.default_rng(seed).choice(len(x), size=n_q, replace=False))
-    q = x[rows]  # (Q, D)
-    exact = faiss.IndexFlatIP(x.shape[1])
-    exact.add(x)
-    kk = min(k, len(x))
-    _, pos = exact.search(q, kk)  # (Q, kk) row positions
-    gids = stable_ids([str(t) for t in trailer_ids])  # (N,) the index's global ids
-    truth = np.where(pos >= 0, gids[np.maximum(pos, 0)], -1)  # (Q, kk)
+    q = l2_normalise(query_vectors, name="queries", dim=index.dim, copy=True)  # (Q, D)
+    kk = min(k, n)
+    truth = exact_top_k(q, parts, kk, index.dim)  # (Q, kk) global ids
 
     def recall(nprobe: int) -> float:
         _, found = index.search_ids(q, kk, nprobe=nprobe)
         return recall_at_k(found, truth)
 
-    nlist = int(ivfs[0].nlist)
+    nlist = int(faiss.try_extract_index_ivf(index.shards[0]).nlist)
     ladder = {}
     for p in nprobe_ladder(nlist):
         ladder[p] = recall(p)

@@ -22,6 +22,7 @@ import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import ray
 
@@ -296,11 +297,24 @@ def _measure(index_uri: str, emb: str, cfg: RunConfig) -> dict:
     faiss.omp_set_num_threads(1)
     fs, path = storage.filesystem(index_uri)
     loaded = shards.ShardedIndex.load(path, fs=fs, nprobe=cfg.index.nprobe)
-    t = read_embeddings(emb, ["trailer_id", "embedding"])
     ic = cfg.index
-    return recall.measure_recall(loaded, t["trailer_id"].to_pylist(),
-                                 matrix(t["embedding"], loaded.dim), queries=ic.recall_queries,
-                                 target=ic.recall_target, seed=ic.seed)
+    ids = read_embeddings(emb, ["trailer_id"])["trailer_id"]  # sorted
+    rows = recall.sample_rows(len(ids), ic.recall_queries, ic.seed)
+    if not recall.is_ivf(loaded):  # exact: nothing to measure, no vector read
+        return recall.measure_recall_parts(loaded, np.zeros((len(rows), loaded.dim), np.float32),
+                                           [], len(ids), target=ic.recall_target)
+    # the queries' rows, then every vector one batch at a time (never the whole archive)
+    afs, apath = dataset.arrow_fs(emb)
+    data = pads.dataset(apath, filesystem=afs, format="parquet")
+    wanted = ids.take(pa.array(rows))
+    picked = data.to_table(columns=["trailer_id", "embedding"],
+                           filter=pc.is_in(pc.field("trailer_id"), value_set=wanted))
+    picked = picked.sort_by("trailer_id")
+    parts = ((b["trailer_id"].to_pylist(), matrix(b["embedding"], loaded.dim))
+             for b in data.to_batches(columns=["trailer_id", "embedding"],
+                                      batch_size=ic.recall_batch))
+    return recall.measure_recall_parts(loaded, matrix(picked["embedding"], loaded.dim), parts,
+                                       len(ids), target=ic.recall_target)
 
 
 # --------------------------------------------------------------------------- neighbours

@@ -63,3 +63,23 @@ def test_bad_settings_are_refused(tmp_path: Path) -> None:
         measure_recall(index, tids, x, queries=0, target=0.9, seed=0)
     with pytest.raises(ValueError, match="trailer_ids"):
         measure_recall(index, tids[:-1], x, queries=10, target=0.9, seed=0)
+
+
+def test_exact_top_k_over_parts_equals_one_exact_search() -> None:
+    import faiss
+
+    from mmx.index.recall import exact_top_k
+    from mmx.index.shards import stable_ids
+    from mmx.index.vectors import l2_normalise
+
+    tids, x = _vectors(n=500)
+    xn = l2_normalise(x, name="x", dim=x.shape[1], copy=True)
+    q = xn[[3, 100, 499]]
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(xn)
+    _, pos = flat.search(q, 10)
+    want = stable_ids(tids)[pos]  # (3, 10)
+    parts = [(tids[i:i + 128], x[i:i + 128]) for i in range(0, 500, 128)]  # 4 parts, one short
+    got = exact_top_k(q, iter(parts), 10, x.shape[1])
+    assert [set(r) for r in got.tolist()] == [set(r) for r in want.tolist()]
+    assert (exact_top_k(q, iter(parts[:1]), 200, x.shape[1]) == -1).sum() == 3 * 72  # 128 < 200

@@ -97,3 +97,23 @@ def test_measure_index_of_a_flat_index(tmp_path) -> None:
     got = index._measure(str(tmp_path / "faiss"), emb, cfg)
     assert got["kind"] == "flat" and got["recall_at_10"] == 1.0 and got["shards"] == 2
     assert got["n_queries"] == 30 and got["recall_target"] == cfg.index.recall_target
+
+
+def test_measure_index_of_an_ivf_index_reads_the_vectors_in_parts(tmp_path) -> None:
+    from dataclasses import replace
+
+    from mmx.index.recall import measure_recall
+
+    cfg = build_config(profile="tiny")
+    cfg = replace(cfg, index=replace(cfg.index, recall_batch=97, recall_queries=64, nprobe=1))
+    ids = [f"t{i:04d}" for i in range(1500)]
+    x = np.random.default_rng(1).normal(size=(1500, 8)).astype(np.float32)
+    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    shards.build_index(str(tmp_path / "faiss"), ids, x, n_shards=2, model_version="m",
+                       exact_below=100, seed=0, nlist=16, encoding="flat")
+    got = index._measure(str(tmp_path / "faiss"), emb, cfg)  # 16 steps of 97 vectors
+    assert got["kind"] == "ivf" and got["n_queries"] == 64 and got["nprobe"] == 1
+    loaded = shards.ShardedIndex.load(str(tmp_path / "faiss"), nprobe=1)
+    whole = measure_recall(loaded, ids, x, queries=64, target=cfg.index.recall_target,
+                           seed=cfg.index.seed)  # the same, all vectors in memory
+    assert got == whole and got["recall_at_10"] < 1.0
