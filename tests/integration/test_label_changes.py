@@ -87,7 +87,9 @@ def test_label_edits_publish_and_new_genres_retrain(
     assert row["suggested_genres"] == [g for g in row["predicted_genres"] if g not in new]
     for t, r in before.items():  # the other rows as published (sub-genres are re-assigned)
         if t != tid:
-            assert {**after[t], "subgenre": None} == {**r, "subgenre": None}
+            moved = {"subgenre": None, "previous_subgenre": None}
+            assert {**after[t], **moved} == {**r, **moved}
+        assert after[t]["previous_subgenre"] == r["subgenre"]  # where it was before
     assert _model_genres(second)[0] == vocab
     assert json.loads(Path(second, "model.json").read_text()) == \
         json.loads(Path(first, "model.json").read_text())
