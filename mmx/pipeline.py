@@ -376,7 +376,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
             faiss_uri, emb, cfg,
             previous=storage.join(prev.uri, "neighbours.parquet") if kept else None,
             fresh=fresh, stale=stale)
-        n_pairs = publish.write_neighbours(neighbours, storage.join(snap, "neighbours.parquet"))
+        n_pairs = publish.write_neighbours(neighbours, storage.join(snap, "neighbours.parquet"),
+                                           emb)
         log.info("neighbours: %d pairs", n_pairs)
 
     with _timed(timings, "publish", held):

@@ -62,10 +62,33 @@ def write(ds: ray.data.Dataset, uri: str, rows_per_file: int, append: bool = Fal
                      compression="zstd")
 
 
+# Bytes of input per partition of a sort. Ray Data's default (its hash-shuffle parallelism,
+# 200) takes over whenever the input's block count is unknown (every Parquet read): 400+ tasks
+# for a table of 11 rows, ~30 s each on a laptop. Sized from the data instead.
+SORT_PARTITION_BYTES = 256 * 2**20
+MAX_SORT_PARTITIONS = 200
+
+
+def sort_partitions(sources: Sequence[str]) -> int:
+    """Partitions for sorting a dataset read from the Parquet ``sources`` (files or folders):
+    one per :data:`SORT_PARTITION_BYTES` of their size on storage, 1 to
+    :data:`MAX_SORT_PARTITIONS`."""
+    total = 0
+    for uri in sources:
+        fs, path = storage.filesystem(uri)
+        if fs.exists(path):
+            total += int(fs.du(path, total=True)) if fs.isdir(path) else int(fs.size(path))
+    return max(1, min(MAX_SORT_PARTITIONS, -(-total // SORT_PARTITION_BYTES)))
+
+
 def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
-               extra: pa.Table | None = None, sort: Sequence[str] = ()) -> int:
+               extra: pa.Table | None = None, sort: Sequence[str] = (),
+               sources: Sequence[str] = ()) -> int:
     """Stream ``ds`` (sorted by ``sort`` when given) and then ``extra`` into ONE Parquet file
     ``uri`` of ``schema``; returns its row count.
+
+    ``sources``: the Parquet files/folders ``ds`` reads (or ones at least as big), which size
+    the sort (:func:`sort_partitions`).
 
     The file appears whole or not at all: a local file is written under a temporary name and
     renamed; an object-store upload that fails is discarded, never completed.
@@ -81,6 +104,8 @@ def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
         with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
             if ds is not None:
                 if sort:
+                    # the plan reads the dataset's context when it runs (iter_batches below)
+                    ds.context.default_hash_shuffle_parallelism = sort_partitions(sources)
                     ds = ds.sort(list(sort))
                 for batch in ds.iter_batches(batch_format="pyarrow", batch_size=8192):
                     if batch.num_rows:

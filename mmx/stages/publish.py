@@ -54,7 +54,7 @@ def write_trailers(meta: pa.Table, emb: str, assignments: str, vocab: list[str],
         )
         if rest.num_rows:
             ds = ds.union(ray.data.from_arrow(rest))
-        return dataset.write_file(ds, uri, out_schema, sort=["trailer_id"])
+        return dataset.write_file(ds, uri, out_schema, sort=["trailer_id"], sources=[emb])
     return dataset.write_file(None, uri, out_schema, extra=rest.sort_by("trailer_id"))
 
 
@@ -176,7 +176,8 @@ def _write_ok_rows(store: str | None, columns: list[str], rows: Any, uri: str,
     if not parts:
         return dataset.write_file(None, uri, out_schema)
     ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
-    return dataset.write_file(ds, uri, out_schema, sort=sort)
+    sources = [u for u in (store, previous) if u is not None]
+    return dataset.write_file(ds, uri, out_schema, sort=sort, sources=sources)
 
 
 def scenes_rows(ok: pa.Table) -> pa.Table:
@@ -201,9 +202,11 @@ def scenes_rows(ok: pa.Table) -> pa.Table:
     )
 
 
-def write_neighbours(ds: ray.data.Dataset, uri: str) -> int:
-    """``neighbours.parquet`` from the neighbours dataset, by trailer then rank."""
-    return dataset.write_file(ds, uri, schema.NEIGHBOURS, sort=["trailer_id", "rank"])
+def write_neighbours(ds: ray.data.Dataset, uri: str, emb: str) -> int:
+    """``neighbours.parquet`` from the neighbours dataset of the embeddings ``emb`` (which
+    sizes the sort: k pairs per trailer are smaller than its vector), by trailer then rank."""
+    return dataset.write_file(ds, uri, schema.NEIGHBOURS, sort=["trailer_id", "rank"],
+                              sources=[emb])
 
 
 def reuse_embeddings(previous_trailers: str, ids: list[str], n_shards: int, dest: str,
