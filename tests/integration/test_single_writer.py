@@ -96,40 +96,37 @@ def test_one_writer_at_a_time(
 
     # With --lease-wait it waits, and runs once the holder has released the lease. PENDING
     # names the complete snapshot `first`: the run starts a new snapshot and leaves `first` be.
+    # While it runs, another run publishes (LATEST moves): this run publishes nothing and exits
+    # 5; LATEST stays where the other run put it. (One run for both: each costs minutes.)
     sealed = _files(layout.snapshot(first))
-    release = threading.Timer(2.0, holder.release)
-    release.start()
-    try:
-        t0 = time.monotonic()
-        assert run_job([*base, "--mode", "incremental", "--lease-wait", "120"]) == 0
-    finally:
-        release.join()
-    assert time.monotonic() - t0 >= 2.0
-    second = storage.latest_name(out)
-    assert second != first and storage.snapshot_complete(out, second)
-    assert _files(layout.snapshot(first)) == sealed  # never written again
-    assert lease.read(out) is None
-
-    # LATEST moves while a run is going (another run published): the run publishes nothing
-    # and exits 5; LATEST stays where the other run put it.
-    write_trailer(str(videos / "night_1.mp4"), ("Comedy",), seed=902)
+    other = "20260101T000000Z-other0"
     from mmx.stages import publish as publish_stage
 
     write_trailers = publish_stage.write_trailers
 
     def another_run_publishes(*args, **kwargs):
-        storage.publish(out, first, expected=second)  # LATEST → first, another complete one
+        storage.write_json(storage.join(layout.snapshot(other), "metrics.json"), {})
+        storage.publish(out, other, expected=first)  # LATEST → other, a complete snapshot
         return write_trailers(*args, **kwargs)
 
     monkeypatch.setattr(publish_stage, "write_trailers", another_run_publishes)
+    release = threading.Timer(2.0, holder.release)
+    release.start()
     capsys.readouterr()
-    assert run_job([*base, "--mode", "incremental"]) == EXIT_LATEST_MOVED
+    try:
+        t0 = time.monotonic()
+        code = run_job([*base, "--mode", "incremental", "--lease-wait", "120"])
+    finally:
+        release.join()
+    assert time.monotonic() - t0 >= 2.0  # it waited for the holder
+    assert code == EXIT_LATEST_MOVED
     (line,) = _stopped_lines(capsys.readouterr().err)
-    assert f"names {first}, not {second} as when this run started" in line
-    assert storage.latest_name(out) == first
-    third = storage.read_text(layout.pending).strip()
-    assert third not in (first, second)
-    assert storage.exists(storage.join(layout.snapshot(third), "metrics.json"))  # written...
-    assert not storage.snapshot_complete(out, third)  # ... but not sealed, not published
-    assert _files(layout.snapshot(second)) and storage.snapshot_complete(out, second)
+    assert f"names {other}, not {first} as when this run started" in line
+    assert storage.latest_name(out) == other
+    second = storage.read_text(layout.pending).strip()
+    assert second not in (first, other)  # a new snapshot, not the sealed one PENDING named
+    assert storage.exists(storage.join(layout.snapshot(second), "metrics.json"))  # written...
+    assert not storage.snapshot_complete(out, second)  # ... but not sealed, not published
+    assert _files(layout.snapshot(first)) == sealed  # never written again
+    assert storage.snapshot_complete(out, first)
     assert lease.read(out) is None

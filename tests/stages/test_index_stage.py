@@ -10,24 +10,15 @@ import pyarrow.parquet as pq
 from mmx.config import build_config
 from mmx.index import shards
 from mmx.stages import index
-from mmx.stages.embed import EMBEDDINGS
 
 
-def test_build_index_with_an_empty_shard(ray_session, tmp_path) -> None:
+def test_build_index_with_an_empty_shard(ray_session, tmp_path, write_embeddings) -> None:
     cfg = build_config(profile="tiny")  # 2 shards
     ids = [t for t in (f"t{i:03d}" for i in range(200)) if shards.shard_of(t, 2) == 1][:6]
     x = np.random.default_rng(0).normal(size=(len(ids), 8)).astype(np.float32)
-    emb = tmp_path / "embeddings"
-    emb.mkdir()
-    pq.write_table(pa.table({
-        "trailer_id": ids, "shard": pa.array([1] * len(ids), pa.int32()),
-        "embedding": pa.array(list(x), pa.list_(pa.float32())),
-        "coarse_embedding": pa.nulls(len(ids), pa.list_(pa.float32())),
-        "genre_scores": pa.nulls(len(ids), pa.list_(pa.float32())),
-        "concepts": pa.nulls(len(ids), pa.list_(pa.int16())),
-    }, schema=EMBEDDINGS), emb / "part-0.parquet")
+    emb = write_embeddings(tmp_path / "embeddings", ids, x)
 
-    manifest = index.build_index(str(emb), cfg, str(tmp_path / "faiss"), "m1")
+    manifest = index.build_index(emb, cfg, str(tmp_path / "faiss"), "m1")
     assert manifest["ntotal"] == len(ids)
     assert sorted(s["count"] for s in manifest["shards"]) == [0, len(ids)]
     loaded = shards.ShardedIndex.load(str(tmp_path / "faiss"))
@@ -35,20 +26,7 @@ def test_build_index_with_an_empty_shard(ray_session, tmp_path) -> None:
     assert found[:, 0].tolist() == ids[:2]  # each vector finds itself
 
 
-def _embeddings(folder, ids: list[str], x: np.ndarray) -> str:
-    folder.mkdir()
-    n = len(ids)
-    pq.write_table(pa.table({
-        "trailer_id": ids, "shard": pa.array([shards.shard_of(t, 2) for t in ids], pa.int32()),
-        "embedding": pa.array(list(x), pa.list_(pa.float32())),
-        "coarse_embedding": pa.nulls(n, pa.list_(pa.float32())),
-        "genre_scores": pa.nulls(n, pa.list_(pa.float32())),
-        "concepts": pa.nulls(n, pa.list_(pa.int16())),
-    }, schema=EMBEDDINGS), folder / "part-0.parquet")
-    return str(folder)
-
-
-def test_reclustering_keeps_the_previous_ids(tmp_path) -> None:
+def test_reclustering_keeps_the_previous_ids(tmp_path, write_embeddings) -> None:
     """A re-clustering (another embedding space) names its clusters after the previous
     snapshot's by shared members: ids, previous_subgenre per trailer, stability figure."""
     cfg = build_config(profile="tiny", overrides={"index": {"n_subgenres": 3}})
@@ -57,7 +35,7 @@ def test_reclustering_keeps_the_previous_ids(tmp_path) -> None:
     centres = rng.normal(size=(3, 8)) * 5
     x = (centres[group] + rng.normal(size=(len(group), 8))).astype(np.float32)
     ids = [f"t{i:03d}" for i in range(len(group))]
-    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    emb = write_embeddings(tmp_path / "embeddings", ids, x)
     before = tmp_path / "before"
     before.mkdir()
     old_name = np.array([9, 2, 7])  # what the previous snapshot called each group
@@ -87,11 +65,11 @@ def test_reclustering_keeps_the_previous_ids(tmp_path) -> None:
     assert quality["stability"]["new"] == 1 and quality["id_high_water"] == 15
 
 
-def test_measure_index_of_a_flat_index(tmp_path) -> None:
+def test_measure_index_of_a_flat_index(tmp_path, write_embeddings) -> None:
     cfg = build_config(profile="tiny")
     ids = [f"t{i:03d}" for i in range(30)]
     x = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
-    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    emb = write_embeddings(tmp_path / "embeddings", ids, x)
     shards.build_index(str(tmp_path / "faiss"), ids, x, n_shards=2, model_version="m",
                        exact_below=1000, seed=0)
     got = index._measure(str(tmp_path / "faiss"), emb, cfg)
@@ -99,7 +77,9 @@ def test_measure_index_of_a_flat_index(tmp_path) -> None:
     assert got["n_queries"] == 30 and got["recall_target"] == cfg.index.recall_target
 
 
-def test_measure_index_of_an_ivf_index_reads_the_vectors_in_parts(tmp_path) -> None:
+def test_measure_index_of_an_ivf_index_reads_the_vectors_in_parts(
+    tmp_path, write_embeddings,
+) -> None:
     from dataclasses import replace
 
     from mmx.index.recall import measure_recall
@@ -108,7 +88,7 @@ def test_measure_index_of_an_ivf_index_reads_the_vectors_in_parts(tmp_path) -> N
     cfg = replace(cfg, index=replace(cfg.index, recall_batch=97, recall_queries=64, nprobe=1))
     ids = [f"t{i:04d}" for i in range(1500)]
     x = np.random.default_rng(1).normal(size=(1500, 8)).astype(np.float32)
-    emb = _embeddings(tmp_path / "embeddings", ids, x)
+    emb = write_embeddings(tmp_path / "embeddings", ids, x)
     shards.build_index(str(tmp_path / "faiss"), ids, x, n_shards=2, model_version="m",
                        exact_below=100, seed=0, nlist=16, encoding="flat")
     got = index._measure(str(tmp_path / "faiss"), emb, cfg)  # 16 steps of 97 vectors

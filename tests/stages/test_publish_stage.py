@@ -28,24 +28,16 @@ def _meta() -> pa.Table:
 
 
 @pytest.fixture()
-def published(ray_session, tmp_path) -> tuple[pa.Table, np.ndarray]:
+def published(ray_session, tmp_path, write_embeddings) -> tuple[pa.Table, np.ndarray]:
     """A trailers table written by the publish stage from a real embeddings folder."""
     x = np.random.default_rng(0).normal(size=(len(OK), D)).astype(np.float32)
     scores = np.random.default_rng(1).uniform(size=(len(OK), len(VOCAB))).astype(np.float32)
-    emb = tmp_path / "embeddings"
-    emb.mkdir()
-    pq.write_table(pa.table({
-        "trailer_id": OK, "shard": pa.array([0] * len(OK), pa.int32()),
-        "embedding": pa.array(list(x), pa.list_(pa.float32())),
-        "coarse_embedding": pa.nulls(len(x), pa.list_(pa.float32())),
-        "genre_scores": pa.array(list(scores), pa.list_(pa.float32())),
-        "concepts": pa.nulls(len(OK), pa.list_(pa.int16())),
-    }, schema=EMBEDDINGS), emb / "part-0.parquet")
+    emb = write_embeddings(tmp_path / "embeddings", OK, x, scores)
     pq.write_table(pa.table({"trailer_id": OK, "subgenre": pa.array([0, 1, 0], pa.int32()),
                              "previous_subgenre": pa.nulls(len(OK), pa.int32())},
                             schema=ASSIGNMENTS), tmp_path / "assignments.parquet")
     out = tmp_path / "trailers.parquet"
-    n = publish.write_trailers(_meta(), str(emb), str(tmp_path / "assignments.parquet"), VOCAB,
+    n = publish.write_trailers(_meta(), emb, str(tmp_path / "assignments.parquet"), VOCAB,
                                0.5, str(out))
     assert n == len(OK) + 1
     return pq.read_table(out), x
