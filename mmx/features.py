@@ -38,6 +38,33 @@ def clip_experts(table: pa.Table | pa.Schema) -> tuple[str, ...]:
     return expert_columns(table if isinstance(table, pa.Schema) else table.schema, PER_CLIP)
 
 
+def with_title_expert(
+    table: pa.Table, name: str, trailer_ids: list[str], vectors: np.ndarray,
+    present: np.ndarray | None = None,
+) -> pa.Table:
+    """``table`` (features rows) with the per-title expert ``name``'s column set: the row of
+    ``trailer_ids[i]`` gets ``vectors[i]`` (``(N, D)`` float32) when ``present[i]`` (default:
+    all), null otherwise, as does a row whose trailer is not listed (its title lacks the input).
+    The column is ``list<float32>`` of ``D`` floats (:func:`mmx.schema.features_schema`)."""
+    if expert_class(name).kind != "title":
+        raise ValueError(f"expert {name!r} is not a per-title expert")
+    vectors = np.ascontiguousarray(vectors, np.float32)
+    if vectors.ndim != 2 or len(vectors) != len(trailer_ids):
+        raise ValueError(f"{name}: expected ({len(trailer_ids)}, D) vectors, got {vectors.shape}")
+    present = np.ones(len(trailer_ids), bool) if present is None else np.asarray(present, bool)
+    at = pc.index_in(table["trailer_id"], value_set=pa.array(trailer_ids, pa.string()))
+    rows = at.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)  # (R,) -1: absent
+    keep = rows >= 0
+    keep[keep] &= present[rows[keep]]
+    d = vectors.shape[1]
+    flat = vectors[np.where(keep, rows, 0)].reshape(-1)  # (R·D,)
+    offsets = pa.array(np.arange(len(rows) + 1, dtype=np.int32) * d)
+    column = pa.ListArray.from_arrays(offsets, pa.array(flat), mask=pa.array(~keep))
+    if name in table.column_names:
+        return table.set_column(table.schema.get_field_index(name), name, column)
+    return table.append_column(pa.field(name, pa.list_(pa.float32())), column)
+
+
 def _split_rows(column: pa.ChunkedArray, n_rows: int) -> list[np.ndarray]:
     """list<float32> column → one flat float32 array per row (views into one buffer)."""
     flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.float32, copy=False)

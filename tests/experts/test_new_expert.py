@@ -19,13 +19,14 @@ import torch
 from mmx import ablate, schema, storage
 from mmx.config import build_config
 from mmx.experts.registry import Expert, plan, register_expert
-from mmx.features import clip_experts, pooled
+from mmx.features import clip_experts, pooled, to_arrays, with_title_expert
 from mmx.ingest import analyse_trailer
 from mmx.model.network import MMXNetwork
 from mmx.pipeline import ingest_key
 from mmx.stages import ingest as ingest_stage
 from mmx.synth import write_trailer
 from mmx.train import loop
+from mmx.train.data import trailer_set_from_table
 
 GENRES = ["Action", "Comedy"]
 
@@ -64,6 +65,19 @@ class TinyPoolExpert(Expert):
         return np.asarray(batch, np.float32).mean(axis=(1, 2)) / 255.0  # (N, h, w, 3) → (N, 3)
 
 
+@register_expert
+class TinyTitleExpert(Expert):
+    """A per-title expert over a plot: a 4-d bag of letters (enough to carry a signal)."""
+
+    name = "tinytitle"
+    dim = 4
+    kind = "title"
+    needs = ("plot",)
+
+    def __call__(self, batch: list[str]) -> np.ndarray:
+        return np.asarray([[text.count(c) for c in "aeio"] for text in batch], np.float32)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     before = torch.get_num_threads()
@@ -76,7 +90,8 @@ def _cfg(names, tmp):
     return build_config("tiny", None, {
         "experts": {"names": list(names)},
         "train": {"coarse_epochs": 2, "patience": 2},
-        "video": {"width": 128, "height": 72},
+        "video": {"width": 96, "height": 54},
+        "shots": {"min_shots": 4},
         "out": str(tmp),
     })
 
@@ -86,12 +101,12 @@ def decoded(tmp_path_factory):
     """Six small synthetic trailers (two genres) through the decode stage's row builder and
     the pool actor, as a features table written to a store; plus their labels and config."""
     tmp = tmp_path_factory.mktemp("newexpert")
-    cfg = _cfg(["scene", "audio", "framemean", "tinypool"], tmp)
+    cfg = _cfg(["audio", "framemean", "tinypool"], tmp)
     rows, labels = [], {}
     for i in range(6):
         genre = GENRES[i % 2]
         path = tmp / f"t{i}.mp4"
-        write_trailer(path, [genre], seed=100 + i, n_shots=11, width=160, height=90)
+        write_trailer(path, [genre], seed=100 + i, n_shots=6, width=96, height=54)
         tid = f"t{i}"
         labels[tid] = [genre]
         row = {"trailer_id": tid, "uri": str(path), "size_bytes": path.stat().st_size,
@@ -145,7 +160,7 @@ def test_a_new_expert_runs_through_decode_training_and_ablation(decoded) -> None
 
     # training: the model has a branch for it, the batch a column of the availability mask
     data = ablate.load_trailers(store, labels)
-    assert list(data.expert_dims) == ["scene", "framemean", "tinypool"]
+    assert list(data.expert_dims) == ["framemean", "tinypool"]
     assert data.expert_dims["framemean"] == 8
     model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model)
     batch = data.batch(np.arange(len(data)))
@@ -165,3 +180,46 @@ def test_a_new_expert_runs_through_decode_training_and_ablation(decoded) -> None
     assert math.isfinite(by_name["framemean"]["au_prc_weighted"])
     assert "framemean" in by_name["gated (all)"]["experts"]
     assert "| framemean |" in ablate.to_markdown(result)
+
+
+def test_a_title_expert_is_broadcast_to_every_clip_and_masked_when_missing(decoded) -> None:
+    cfg, table, _, labels = decoded
+    cfg = dataclasses.replace(cfg, experts=dataclasses.replace(
+        cfg.experts, names=(*cfg.experts.names, "tinytitle")))
+    run = plan(cfg.experts.names)
+    assert run.title == ("tinytitle",) and "tinytitle" not in run.shot
+    # a per-title expert is not computed from the video: adding one keeps the cached features
+    assert ingest_key(cfg) == ingest_key(_cfg(["audio", "framemean", "tinypool"], cfg.out))
+
+    ids = table["trailer_id"].to_pylist()
+    plots = {t: ("a heist in a casino" if labels[t] == ["Action"] else "a wedding, a loo")
+             for t in ids}
+    known = ids[:4]  # the last two titles have no plot: their expert is missing
+    vectors = TinyTitleExpert()([plots[t] for t in known])  # (4, 4)
+    with_title = with_title_expert(table, "tinytitle", known, vectors)
+    assert with_title["tinytitle"].null_count == 2
+
+    rows = to_arrays(with_title)
+    first = rows[0]["features"]["tinytitle"]  # (C, 4): the title's vector on every clip
+    assert first.shape == (len(rows[0]["features"]["framemean"]), 4)
+    np.testing.assert_array_equal(first, np.broadcast_to(vectors[0], first.shape))
+    assert "tinytitle" not in rows[5]["features"]
+
+    data = trailer_set_from_table(with_title, labels, GENRES)
+    assert data.expert_dims["tinytitle"] == 4
+    batch = data.batch(np.arange(len(data)))
+    e = list(data.expert_dims).index("tinytitle")
+    mask = batch["expert_mask"][..., e]  # (B, C)
+    assert mask[:4].sum() == batch["clip_mask"][:4].sum() and not mask[4:].any()
+    model = MMXNetwork(data.expert_dims, data.audio_dim, len(GENRES), cfg.model).eval()
+    with torch.no_grad():
+        out = model(batch)
+    assert torch.isfinite(out["logits"]).all()
+
+    # and the ablation has a row for it
+    tcfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train,
+                                                                split_fractions=(0.5, 0.2, 0.3)))
+    assert "tinytitle" in ablate.available_experts(data)
+    result = ablate.run_ablation(data, tcfg, rows=[ablate.Variant("tinytitle", ("tinytitle",),
+                                                                  True)])
+    assert result["variant"].to_pylist() == ["label frequency", "tinytitle"]
