@@ -216,8 +216,9 @@ class TrailerSet:
     ) -> TrailerSet:
         """Placeholders only (ids, labels, primary genres; no features, no expert dims): what
         splits and ownership are planned on before any features are read. Labels as in
-        :func:`trailer_set_from_table`. ``audio_dim`` defaults to the width of the registered
-        ``audio`` expert (the built-in features table's audio column)."""
+        :func:`trailer_set_from_table`. ``audio_dim`` defaults (None) to the width of the
+        built-in features table's audio expert (:func:`store_audio_dim` reads a store's); 0: no
+        audio expert."""
         if audio_dim is None:
             audio_dim = audio_dim_of(schema.FEATURES)
         index = {g: i for i, g in enumerate(genres)}
@@ -376,6 +377,12 @@ def store_experts(store: str) -> tuple[str, ...]:
     (:func:`mmx.features.clip_experts` of its schema)."""
     fs, path = storage.filesystem(store)
     return clip_experts(pads.dataset(path, filesystem=fs, format="parquet").schema)
+
+
+def store_audio_dim(store: str) -> int:
+    """Width of one audio frame of the features store's audio expert (0: it has none)."""
+    fs, path = storage.filesystem(store)
+    return audio_dim_of(pads.dataset(path, filesystem=fs, format="parquet").schema) or 0
 
 
 def read_features(

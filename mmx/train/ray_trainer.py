@@ -287,7 +287,13 @@ def train_phases(
 
     from mmx.model import MMXNetwork
     from mmx.train import loop
-    from mmx.train.data import TrailerSet, plan_owners, read_ok_ids, store_experts
+    from mmx.train.data import (
+        TrailerSet,
+        plan_owners,
+        read_ok_ids,
+        store_audio_dim,
+        store_experts,
+    )
     from mmx.train.metrics import label_frequency_baseline, split_metrics
 
     worker_start = time.time()
@@ -308,7 +314,7 @@ def train_phases(
     if no_genre_head:  # too few labels: a self-supervised model without a genre head
         log.info("no genre head: %s", no_genre_head)
         vocab, labels = [], {}
-    plan = TrailerSet.from_metadata(ids, labels, vocab)
+    plan = TrailerSet.from_metadata(ids, labels, vocab, audio_dim=store_audio_dim(store))
     splits = plan.assign_splits(cfg.train.split_fractions)  # ids and labels only: same everywhere
     owner = plan_owners(plan, world_size)
     data = plan.load_features(store, owner, rank)

@@ -18,7 +18,7 @@ import torch
 
 from mmx import ablate, schema, storage
 from mmx.config import build_config
-from mmx.experts.registry import Expert, plan, register_expert
+from mmx.experts.registry import EXPERTS, Expert, plan, register_expert
 from mmx.features import clip_experts, pooled, to_arrays, with_title_expert
 from mmx.ingest import analyse_trailer
 from mmx.model.network import MMXNetwork
@@ -223,3 +223,23 @@ def test_a_title_expert_is_broadcast_to_every_clip_and_masked_when_missing(decod
     result = ablate.run_ablation(data, tcfg, rows=[ablate.Variant("tinytitle", ("tinytitle",),
                                                                   True)])
     assert result["variant"].to_pylist() == ["label frequency", "tinytitle"]
+
+
+def test_a_declaration_is_checked_when_registered() -> None:
+    def declare(**attrs):
+        return register_expert(type("Bad", (Expert,), {"name": "bad", "dim": 2, **attrs}))
+
+    with pytest.raises(ValueError, match="kind must be one of"):
+        declare(kind="video")
+    with pytest.raises(ValueError, match="only image and title experts run in a pool"):
+        declare(kind="frames", runs="pool")
+    with pytest.raises(ValueError, match="is a column of the features table"):
+        declare(name="fps")
+    with pytest.raises(ValueError, match="already registered"):
+        declare(name="scene", kind="frames")
+    declare(name="audio2", kind="audio")
+    try:
+        with pytest.raises(ValueError, match="2 audio experts"):
+            plan(["audio", "audio2"])
+    finally:
+        EXPERTS.pop("audio2")
