@@ -122,6 +122,20 @@ THUMBNAILS = pa.schema(
     ]
 )
 
+# The archive's metadata sidecar as mmx.metadata normalises it (``<archive>/metadata.csv`` or
+# ``.parquet``): one row per title, sorted by trailer_id; a null cell is a missing field (masked
+# downstream).
+METADATA = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("title", pa.string()),
+        ("plot", pa.string()),
+        ("year", pa.int32()),
+        ("runtime_min", pa.float32()),
+        ("poster", pa.string()),  # path relative to the archive, POSIX-style, normalised
+    ]
+)
+
 TABLES = {
     "trailers": TRAILERS,
     "scenes": SCENES,
