@@ -361,6 +361,60 @@ def changed_titles(
     return sorted(t for t in ids if before.get(t) != now.get(t))
 
 
+SNAPSHOT_FILE = "title_metadata.parquet"  # a snapshot's per-title metadata fingerprints
+
+
+def write_fingerprints(snapshot_uri: str, prints: Mapping[str, str]) -> None:
+    """Record in a snapshot the per-title fingerprints its embeddings were made with
+    (:data:`SNAPSHOT_FILE`, :data:`mmx.schema.METADATA_FINGERPRINTS`, sorted by id)."""
+    ids = sorted(prints)
+    table = pa.table({"trailer_id": ids, "fingerprint": [prints[t] for t in ids]},
+                     schema=schema.METADATA_FINGERPRINTS)
+    storage.write_table(table, storage.join(snapshot_uri, SNAPSHOT_FILE))
+
+
+def read_fingerprints(snapshot_uri: str | None) -> dict[str, str]:
+    """The per-title fingerprints a snapshot recorded (``{}``: no snapshot, or one published
+    without metadata: every title that has metadata now counts as changed, once)."""
+    if snapshot_uri is None:
+        return {}
+    uri = storage.join(snapshot_uri, SNAPSHOT_FILE)
+    if not storage.exists(uri):
+        return {}
+    table = storage.read_table(uri)
+    return dict(zip(table["trailer_id"].to_pylist(), table["fingerprint"].to_pylist(),
+                    strict=True))
+
+
+def record(meta: MetadataTable | None, prints: Mapping[str, str]) -> dict[str, object]:
+    """What a run reports of the sidecar it read: the file, the digest, how many titles it
+    describes and how many have each field (JSON-safe; ``{"sidecar": None}`` without one)."""
+    if meta is None:
+        return {"sidecar": None}
+    t = meta.table
+    return {"sidecar": meta.uri, "digest": digest(prints), "n_titles": t.num_rows,
+            "ignored_ids": len(meta.ignored),
+            **{f"with_{f}": t.num_rows - t[f].null_count for f in FIELDS}}
+
+
+# ------------------------------------------------------------------------------ inputs
+def plots(meta: MetadataTable | None, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The plot of each of ``ids`` ("" where there is none) and mask bool (N,) of those that
+    have one: the text expert's input."""
+    if meta is None:
+        return [""] * len(ids), np.zeros(len(ids), bool)
+    col = meta.select(ids)["plot"]
+    return [p or "" for p in col.to_pylist()], col.is_valid().to_numpy(zero_copy_only=False)
+
+
+def posters(meta: MetadataTable | None, ids: Sequence[str]) -> list[str | None]:
+    """The poster path (relative to the archive) of each of ``ids``, None where there is none:
+    read each with :func:`read_poster` (a missing file masks that poster)."""
+    if meta is None:
+        return [None] * len(ids)
+    return meta.select(ids)["poster"].to_pylist()
+
+
 # ------------------------------------------------------------------------------ features
 def numeric_features(
     meta: MetadataTable | None, ids: Sequence[str]

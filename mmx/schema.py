@@ -136,6 +136,16 @@ METADATA = pa.schema(
     ]
 )
 
+# Per-title digests of the metadata a snapshot's embeddings were made with
+# (``title_metadata.parquet`` in the snapshot; mmx.metadata.fingerprints): an incremental run
+# re-embeds the titles whose digest changed.
+METADATA_FINGERPRINTS = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("fingerprint", pa.string()),  # SHA-256 hex of the title's expert fields
+    ]
+)
+
 TABLES = {
     "trailers": TRAILERS,
     "scenes": SCENES,

@@ -21,9 +21,14 @@ from mmx.metadata import (
     digest,
     fingerprints,
     numeric_features,
+    plots,
     poster_versions,
+    posters,
+    read_fingerprints,
     read_metadata,
     read_poster,
+    record,
+    write_fingerprints,
 )
 
 CSV = """trailer_id,title,plot,year,runtime_min,poster,country
@@ -206,3 +211,27 @@ def test_s3_archive(s3_endpoint: str, arch: Path) -> None:
                        f"trailer_id,poster\na,{root}/posters/a.jpg\nb,s3://{S3_BUCKET}/x.jpg\n")
     with pytest.raises(MetadataError, match="line 3: poster .* is outside the archive"):
         read_metadata(root)
+
+
+def test_expert_inputs_and_record(arch: Path) -> None:
+    meta = read_metadata(str(arch))
+    texts, mask = plots(meta, ["b", "a", "zz"])
+    assert texts == ["", "A pilot, a storm.", ""] and mask.tolist() == [False, True, False]
+    assert posters(meta, ["c", "b", "zz"]) == ["posters/c.png", None, None]
+    assert plots(None, ["a"])[1].tolist() == [False] and posters(None, ["a"]) == [None]
+    prints = fingerprints(meta)
+    assert record(meta, prints) == {
+        "sidecar": str(arch / "metadata.csv"), "digest": digest(prints), "n_titles": 3,
+        "ignored_ids": 0, "with_title": 2, "with_plot": 2, "with_year": 2,
+        "with_runtime_min": 2, "with_poster": 2}
+    assert record(None, {}) == {"sidecar": None}
+
+
+def test_snapshot_fingerprints_round_trip(arch: Path, tmp_path: Path) -> None:
+    snap = str(tmp_path / "snap")
+    assert read_fingerprints(None) == {} and read_fingerprints(snap) == {}
+    prints = fingerprints(read_metadata(str(arch)))
+    write_fingerprints(snap, prints)
+    assert read_fingerprints(snap) == prints
+    # a snapshot from before metadata: every title with metadata now is re-embedded once
+    assert changed_titles(["a", "b", "c", "d"], {}, prints) == ["a", "b", "c"]
