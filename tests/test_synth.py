@@ -261,3 +261,29 @@ def test_plots_carry_genre_signal_but_no_giveaway() -> None:
     assert len(titled) > 70
     assert ap > prior + 0.1, (ap, prior)
     assert ap < 0.85, ap
+
+
+def test_posters_follow_the_style_with_noise() -> None:
+    """A poster's nearest poster (colour histogram) often shares its content style, well above
+    chance, but far from always (off-genre colours, no setting shown, noise)."""
+    plan = synth.plan_subgenre_archive(120, seed=0)
+    looks = synth.genre_looks(plan.vocab)
+    cues = synth_metadata.MetadataCues(absent=0, no_poster=0)
+    feats, styles = [], []
+    for tid, r in plan.rows.items():
+        spec = synth_metadata.TitleSpec(tid, tuple(r["true_genres"]),
+                                        plan.contents[r["subgenre"]])
+        row, img = synth_metadata.draw_title(spec, plan.vocab, 0, cues, looks)
+        assert row is not None and img is not None and img.shape == (240, 160, 3)
+        hsv = cv2.cvtColor(cv2.resize(img, (40, 60)), cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 3, 3], [0, 180, 0, 256, 0, 256])
+        feats.append(np.sqrt(hist.ravel() / hist.sum()))
+        styles.append(r["style"])
+    x = np.array(feats)  # (N, 72) Hellinger-embedded histograms
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -1)
+    style = np.array(styles)
+    same = (style[sim.argmax(1)] == style).mean()
+    chance = np.mean([(style == s).sum() - 1 for s in style]) / (len(style) - 1)
+    assert same > chance + 0.15 and same < 0.8, (same, chance)
