@@ -69,6 +69,8 @@ def test_archive_labels_and_idempotence(tmp_path: Path) -> None:
     again = generate_archive(str(tmp_path), n=3, seed=1)
     assert [t.trailer_id for t in again] == [t.trailer_id for t in trailers]
     assert (tmp_path / "videos" / "trailer_0000.mp4").stat().st_mtime_ns == mtime
+    # the demo archive takes a sidecar too (genres only: it has no sub-genres)
+    assert synth.write_metadata(tmp_path) == len(read_metadata(str(tmp_path)))
 
 
 def test_default_output_is_pinned() -> None:
@@ -160,6 +162,16 @@ def test_subgenre_archive(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "truth.json").stat().st_mtime_ns == mtime
     assert not (tmp_path / "a" / "metadata.csv").exists()  # opt-in
 
+    # plan_subgenre_archive draws the same truth without rendering a frame
+    plan = synth.plan_subgenre_archive(**{k: v for k, v in kwargs.items()
+                                          if k not in ("width", "height")})
+    keys = ("subgenre", "true_genres", "style")
+    assert {t: {k: r[k] for k in keys} for t, r in truth["trailers"].items()} == {
+        t: {k: r[k] for k in keys} for t, r in plan.rows.items()}
+    specs = synth.metadata_specs(truth)  # the styles re-drawn from the recorded parameters
+    assert [s.content for s in specs] == [plan.contents[int(r["subgenre"])]
+                                          for r in plan.rows.values()]
+
     # The metadata sidecar, on the existing archive: truth and labels untouched, valid for
     # mmx.metadata, no poster taken for a trailer, the same with metadata=True from scratch.
     before = {n: (tmp_path / "a" / n).read_bytes() for n in ("labels.csv", "truth.json")}
@@ -193,21 +205,6 @@ def _plan_titles(n: int, seed: int) -> tuple[synth.SubgenrePlan, list[Any]]:
     rows = [synth_metadata.draw_title(s, plan.vocab, seed, synth_metadata.MetadataCues())[0]
             for s in specs]
     return plan, rows
-
-
-def test_plan_is_what_the_archive_draws(tmp_path: Path) -> None:
-    """plan_subgenre_archive gives the truth generate_subgenre_archive writes (no video)."""
-    kwargs: dict[str, Any] = {"n": 4, "seed": 5, "n_combos": 2, "styles_per_combo": 1,
-                              "n_styles": 2}
-    plan = synth.plan_subgenre_archive(**kwargs)
-    generate_subgenre_archive(tmp_path, width=64, height=36, extras=False, **kwargs)
-    truth = json.loads((tmp_path / "truth.json").read_text())
-    assert {t: {k: r[k] for k in ("subgenre", "true_genres", "style")}
-            for t, r in truth["trailers"].items()} == {
-        t: {k: r[k] for k in ("subgenre", "true_genres", "style")} for t, r in plan.rows.items()}
-    specs = synth.metadata_specs(truth)  # the styles re-drawn from the recorded parameters
-    assert [s.content for s in specs] == [plan.contents[r["subgenre"]]
-                                          for r in plan.rows.values()]
 
 
 def test_synthetic_metadata_is_noisy_and_partial() -> None:
