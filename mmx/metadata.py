@@ -29,7 +29,7 @@ import math
 import os
 import posixpath
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pyarrow as pa
@@ -89,6 +89,19 @@ class MetadataTable:
         rows = self.select([trailer_id]).to_pylist()
         return rows[0] if rows[0]["has_metadata"] else None
 
+    def restrict(self, ids: Iterable[str]) -> MetadataTable:
+        """The sidecar without the rows naming none of ``ids`` (the archive's trailers): they
+        are dropped with a warning and listed in ``ignored`` (a sidecar may describe titles
+        whose trailer is not there yet)."""
+        known = pa.array(sorted(set(ids)), pa.string())
+        keep = pc.is_in(self.table["trailer_id"], value_set=known)
+        dropped = tuple(self.table.filter(pc.invert(keep))["trailer_id"].to_pylist())
+        if dropped:
+            shown = ", ".join(dropped[:5]) + (", …" if len(dropped) > 5 else "")
+            log.warning("metadata file %s: %d trailer_id(s) not in the archive, ignored: %s",
+                        self.uri, len(dropped), shown)
+        return replace(self, table=self.table.filter(keep), ignored=self.ignored + dropped)
+
     def select(self, ids: Sequence[str]) -> pa.Table:
         """The rows of ``ids`` in that order (:data:`mmx.schema.METADATA` plus a bool
         ``has_metadata``); a title the sidecar lacks is a row of nulls with ``has_metadata``
@@ -114,7 +127,8 @@ def read_metadata(archive_uri: str, ids: Iterable[str] | None = None) -> Metadat
     """The archive's validated sidecar, or None when it has none.
 
     ``ids`` (the archive's trailer ids, when known): rows naming another id are dropped with a
-    warning (a sidecar may describe titles whose trailer is not there yet). Raises
+    warning (:meth:`MetadataTable.restrict`; read it at start-up, restrict it once the
+    archive is listed). Raises
     :class:`MetadataError` for what cannot be read unambiguously (see the module docstring).
     """
     uri = sidecar_uri(archive_uri)
@@ -126,17 +140,8 @@ def read_metadata(archive_uri: str, ids: Iterable[str] | None = None) -> Metadat
         raise MetadataError(f"metadata file {uri}: cannot read it ({err})") from None
     rows = _parquet_rows(uri, data) if uri.endswith(".parquet") else _csv_rows(uri, data)
     table = _normalise(uri, archive_uri, rows)
-    ignored: tuple[str, ...] = ()
-    if ids is not None:
-        known = pa.array(sorted(set(ids)), pa.string())
-        keep = pc.is_in(table["trailer_id"], value_set=known)
-        ignored = tuple(table.filter(pc.invert(keep))["trailer_id"].to_pylist())
-        if ignored:
-            shown = ", ".join(ignored[:5]) + (", …" if len(ignored) > 5 else "")
-            log.warning("metadata file %s: %d trailer_id(s) not in the archive, ignored: %s",
-                        uri, len(ignored), shown)
-        table = table.filter(keep)
-    return MetadataTable(uri=uri, archive=archive_uri, table=table, ignored=ignored)
+    meta = MetadataTable(uri=uri, archive=archive_uri, table=table)
+    return meta if ids is None else meta.restrict(ids)
 
 
 # ------------------------------------------------------------------------------ reading

@@ -130,6 +130,8 @@ def test_unknown_ids_are_warned_and_ignored(arch: Path, caplog: pytest.LogCaptur
         meta = read_metadata(str(arch), ids=["a", "c", "d"])
     assert meta is not None and meta.ids == ["a", "c"] and meta.ignored == ("b",)
     assert "1 trailer_id(s) not in the archive, ignored: b" in caplog.text
+    later = read_metadata(str(arch)).restrict(["a", "c", "d"])  # read first, listed after
+    assert later.table.equals(meta.table) and later.ignored == ("b",)
 
 
 def test_an_edited_plot_changes_that_title_only(arch: Path) -> None:
