@@ -29,8 +29,10 @@ import pyarrow.parquet as pq
 from mmx import storage
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts")
-# Files that live beside the videos but are not inputs.
+# Files that live beside the videos but are not inputs: labels, the metadata sidecar
+# (mmx.metadata) and its poster images.
 SIDECAR_EXTENSIONS = (".csv", ".json", ".parquet", ".yaml", ".yml", ".md", ".txt")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ def trailer_id_of(uri: str) -> str:
 
 
 def list_inputs(archive: str, keep: Mapping[str, str] | None = None) -> list[InputFile]:
-    """Every non-hidden, non-sidecar file under ``archive`` (videos and would-be videos).
+    """Every non-hidden, non-sidecar file under ``archive`` (videos and would-be videos);
+    labels, ``metadata.csv``/``.parquet`` and images (posters) are not inputs.
 
     Files with a video extension and anything unknown are inputs: an unknown file that is
     not a video ends ``failed`` with a reason rather than vanishing silently. ``keep`` maps a
@@ -64,7 +67,7 @@ def list_inputs(archive: str, keep: Mapping[str, str] | None = None) -> list[Inp
     files = []
     for uri, size, version in storage.iter_archive(archive, extensions=("",)):
         base = posixpath.basename(uri)
-        if base.startswith(".") or base.lower().endswith(SIDECAR_EXTENSIONS):
+        if base.startswith(".") or base.lower().endswith(SIDECAR_EXTENSIONS + IMAGE_EXTENSIONS):
             continue
         files.append(InputFile(trailer_id_of(uri), uri, size, version))
     by_id: dict[str, list[InputFile]] = {}

@@ -268,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--styles-per-combo", type=int, default=None,
                    help="with --subgenres: content styles per genre combination")
     s.add_argument("--workers", type=int, default=1, help="encoding processes")
+    s.add_argument("--metadata", action="store_true",
+                   help="also write the metadata sidecar: metadata.csv (titles, plots, years, "
+                   "runtimes) and posters/*.jpg, correlated with the genres but noisy")
     for name, helptext in (
         ("similar", "nearest trailers to one in the archive"),
         ("similar-video", "nearest trailers to a video file that is not in the archive"),
@@ -303,9 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             sizes = {"n_combos": args.combos, "styles_per_combo": args.styles_per_combo}
             trailers = generate_subgenre_archive(
                 args.out, n=args.n, seed=args.seed, workers=args.workers,
-                **{k: v for k, v in sizes.items() if v is not None})
+                metadata=args.metadata, **{k: v for k, v in sizes.items() if v is not None})
         else:
-            trailers = generate_archive(args.out, n=args.n, seed=args.seed)
+            trailers = generate_archive(args.out, n=args.n, seed=args.seed,
+                                        metadata=args.metadata)
         print(f"wrote {len(trailers)} trailers to {args.out}")
         return 0
 

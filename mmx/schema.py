@@ -149,6 +149,30 @@ THUMBNAILS = pa.schema(
     ]
 )
 
+# The archive's metadata sidecar as mmx.metadata normalises it (``<archive>/metadata.csv`` or
+# ``.parquet``): one row per title, sorted by trailer_id; a null cell is a missing field (masked
+# downstream).
+METADATA = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("title", pa.string()),
+        ("plot", pa.string()),
+        ("year", pa.int32()),
+        ("runtime_min", pa.float32()),
+        ("poster", pa.string()),  # path relative to the archive, POSIX-style, normalised
+    ]
+)
+
+# Per-title digests of the metadata a snapshot's embeddings were made with
+# (``title_metadata.parquet`` in the snapshot; mmx.metadata.fingerprints): an incremental run
+# re-embeds the titles whose digest changed.
+METADATA_FINGERPRINTS = pa.schema(
+    [
+        ("trailer_id", pa.string()),
+        ("fingerprint", pa.string()),  # SHA-256 hex of the title's expert fields
+    ]
+)
+
 TABLES = {
     "trailers": TRAILERS,
     "scenes": SCENES,

@@ -39,6 +39,7 @@ from __future__ import annotations
 import colorsys
 import csv
 import dataclasses
+import io
 import json
 import logging
 import math
@@ -48,12 +49,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
 import numpy as np
 
-from mmx import synth_styles
+from mmx import synth_metadata, synth_styles
 from mmx.synth_styles import ContentStyle
 
 logger = logging.getLogger("mmx.synth")
@@ -1520,6 +1522,7 @@ def generate_archive(
     height: int = 180,
     fps: float = 24,
     extras: bool = True,
+    metadata: bool = False,
 ) -> list[SynthTrailer]:
     """Generate (or reuse) a synthetic trailer archive in ``out_dir``.
 
@@ -1531,7 +1534,8 @@ def generate_archive(
 
     Trailer ``i`` depends only on ``(seed, i)``, so a smaller ``n`` gives a prefix of a larger
     archive. If ``truth.json`` exists with the same parameters and all files are present, the
-    archive is parsed and returned without regenerating anything.
+    archive is parsed and returned without regenerating anything. With ``metadata``, also the
+    metadata sidecar (:func:`write_metadata`; everything else is the same without it).
 
     Returns:
         The normal trailers followed by the extras that are real videos (teaser, no-audio,
@@ -1550,6 +1554,8 @@ def generate_archive(
     }
     if _archive_is_current(root, params):
         logger.info("synthetic archive in %s is up to date; reusing it", root)
+        if metadata:
+            write_metadata(root)
         return load_archive(root)
 
     t0 = time.perf_counter()
@@ -1630,6 +1636,8 @@ def generate_archive(
         len(truth_extras),
         time.perf_counter() - t0,
     )
+    if metadata:
+        write_metadata(root)
     return trailers + extra_trailers
 
 
@@ -1741,6 +1749,7 @@ def generate_subgenre_archive(
     height: int = 180,
     fps: float = 24,
     workers: int = 1,
+    metadata: bool = False,
 ) -> list[SynthTrailer]:
     """Generate (or reuse) an archive whose trailers belong to hidden fine-grained sub-genres.
 
@@ -1768,7 +1777,10 @@ def generate_subgenre_archive(
     (per trailer: ``subgenre``, ``true_genres``, ``style``; the sub-genres with their genres,
     style, variant, lean and size; the styles), which the job never reads. With ``extras``:
     ``teaser_0000`` (5 shots: excluded) and ``broken_0000`` (corrupt: failed). ``workers``
-    processes encode in parallel; the output depends only on the other arguments.
+    processes encode in parallel; the output depends only on the other arguments. With
+    ``metadata``, also the metadata sidecar (:func:`write_metadata`; the videos, labels and
+    truth are the same with or without it, and ``metadata=False`` leaves a sidecar written
+    before in place).
     """
     root = Path(out_dir)
     params: dict[str, object] = {
@@ -1788,32 +1800,21 @@ def generate_subgenre_archive(
     }
     if _archive_is_current(root, params):
         logger.info("synthetic archive in %s is up to date; reusing it", root)
+        if metadata:
+            write_metadata(root)
         return load_archive(root)
-    if styles_per_combo > n_styles:
-        raise ValueError("styles_per_combo must be <= n_styles")
-    vocab, prior = _vocabulary(n_genres)
+    plan = plan_subgenre_archive(
+        n, seed=seed, n_genres=n_genres, n_combos=n_combos, styles_per_combo=styles_per_combo,
+        n_styles=n_styles, min_subgenre=min_subgenre, size_shape=size_shape, lean=lean,
+        style_variation=style_variation, unlabelled_share=unlabelled_share,
+        label_noise=label_noise)
+    vocab, styles, combos, subgenres = plan.vocab, plan.styles, plan.combos, plan.subgenres
+    sizes, leans, contents, truth_rows = plan.sizes, plan.leans, plan.contents, plan.rows
     t0 = time.perf_counter()
     videos = root / "videos"
     videos.mkdir(parents=True, exist_ok=True)
     if (root / "truth.json").exists():
         (root / "truth.json").unlink()
-    rng = np.random.default_rng([int(seed), 0x5B])
-    styles = synth_styles.make_styles(seed, n_styles)
-    combos = _sample_combos(rng, n_combos, vocab, prior)
-    subgenres = [
-        (combo, int(s))
-        for combo in combos
-        for s in rng.choice(n_styles, size=styles_per_combo, replace=False)
-    ]
-    sizes = _subgenre_sizes(rng, n, len(subgenres), min_subgenre, size_shape)
-    assignment = rng.permutation(np.repeat(np.arange(len(subgenres)), sizes))  # (n,)
-    leans = [  # each sub-genre's usual genre mix and pace (shot-length multiplier)
-        (tuple(float(w) for w in rng.dirichlet(np.full(len(combo), lean))),
-         float(np.exp(rng.normal(0, 0.2))))
-        if lean > 0 else None
-        for combo, _ in subgenres
-    ]
-    contents = [synth_styles.vary_style(styles[s], rng, style_variation) for _, s in subgenres]
     logger.info("generating %d synthetic trailers of %d hidden sub-genres in %s (seed=%d)",
                 n, len(subgenres), root, seed)
 
@@ -1821,19 +1822,12 @@ def generate_subgenre_archive(
                 content_share=content_share, genre_audio=genre_audio, shot_audio=shot_audio,
                 voice=voice, ambience=ambience, nuisance=nuisance)
     common = {"width": width, "height": height, "fps": fps, "cues": cues}
-    tasks, truth_rows = [], {}
-    for i in range(n):
-        trng = np.random.default_rng(_child_seed(seed, 4, i))
-        sub = int(assignment[i])
-        combo, style = subgenres[sub]
-        observed = () if trng.random() < unlabelled_share else _observed_genres(
-            trng, combo, label_noise, vocab)
-        tid = f"trailer_{i:04d}"
-        tasks.append((str(videos / f"{tid}.mp4"), combo,
+    tasks = []
+    for i, (tid, row) in enumerate(truth_rows.items()):
+        sub = int(row["subgenre"])  # type: ignore[call-overload]
+        tasks.append((str(videos / f"{tid}.mp4"), subgenres[sub][0],
                       {**common, "seed": _child_seed(seed, 5, i), "content": contents[sub],
                        "lean": leans[sub]}))
-        truth_rows[tid] = {"subgenre": sub, "true_genres": list(combo), "style": style,
-                           "labels": list(observed)}
     trailers = _run_tasks(tasks, workers, n)
     labels: list[tuple[str, tuple[str, ...]]] = []
     records: dict[str, dict[str, object]] = {}
@@ -1889,7 +1883,151 @@ def generate_subgenre_archive(
     os.replace(tmp, root / "truth.json")
     logger.info("synthetic archive ready: %d trailers + %d extras in %.1fs", n,
                 len(truth_extras), time.perf_counter() - t0)
+    if metadata:
+        write_metadata(root)
     return trailers
+
+
+@dataclass(frozen=True)
+class SubgenrePlan:
+    """What :func:`generate_subgenre_archive` draws before it renders a frame: the genre
+    vocabulary, the content styles, the sub-genres (genre combination, style index) with their
+    sizes, leans and style variants, and per trailer (``trailer_0000`` …, in order) its
+    ``subgenre``, ``true_genres``, ``style`` and observed ``labels``."""
+
+    vocab: tuple[str, ...]
+    styles: list[ContentStyle]
+    combos: list[tuple[str, ...]]
+    subgenres: list[tuple[tuple[str, ...], int]]
+    sizes: np.ndarray  # (n_subgenres,) trailers per sub-genre
+    leans: list[tuple[tuple[float, ...], float] | None]
+    contents: list[ContentStyle]  # each sub-genre's variant of its style
+    rows: dict[str, dict[str, object]]
+
+
+def plan_subgenre_archive(
+    n: int = 240,
+    *,
+    seed: int = 0,
+    n_genres: int = 20,
+    n_combos: int = 20,
+    styles_per_combo: int = 3,
+    n_styles: int = 20,
+    min_subgenre: int = 2,
+    size_shape: float = 0.7,
+    lean: float = 2.0,
+    style_variation: float = 0.5,
+    unlabelled_share: float = 0.1,
+    label_noise: float = 0.25,
+) -> SubgenrePlan:
+    """The draws of :func:`generate_subgenre_archive` (same arguments, same defaults) without
+    rendering video: its truth, in milliseconds (metadata and tests need no frames)."""
+    if styles_per_combo > n_styles:
+        raise ValueError("styles_per_combo must be <= n_styles")
+    vocab, prior = _vocabulary(n_genres)
+    rng = np.random.default_rng([int(seed), 0x5B])
+    styles = synth_styles.make_styles(seed, n_styles)
+    combos = _sample_combos(rng, n_combos, vocab, prior)
+    subgenres = [
+        (combo, int(s))
+        for combo in combos
+        for s in rng.choice(n_styles, size=styles_per_combo, replace=False)
+    ]
+    sizes = _subgenre_sizes(rng, n, len(subgenres), min_subgenre, size_shape)
+    assignment = rng.permutation(np.repeat(np.arange(len(subgenres)), sizes))  # (n,)
+    leans = [  # each sub-genre's usual genre mix and pace (shot-length multiplier)
+        (tuple(float(w) for w in rng.dirichlet(np.full(len(combo), lean))),
+         float(np.exp(rng.normal(0, 0.2))))
+        if lean > 0 else None
+        for combo, _ in subgenres
+    ]
+    contents = [synth_styles.vary_style(styles[s], rng, style_variation) for _, s in subgenres]
+    rows: dict[str, dict[str, object]] = {}
+    for i in range(n):
+        trng = np.random.default_rng(_child_seed(seed, 4, i))
+        sub = int(assignment[i])
+        combo, style = subgenres[sub]
+        observed = () if trng.random() < unlabelled_share else _observed_genres(
+            trng, combo, label_noise, vocab)
+        rows[f"trailer_{i:04d}"] = {"subgenre": sub, "true_genres": list(combo),
+                                    "style": style, "labels": list(observed)}
+    return SubgenrePlan(vocab=vocab, styles=styles, combos=combos, subgenres=subgenres,
+                        sizes=sizes, leans=leans, contents=contents, rows=rows)
+
+
+_PLAN_PARAMS = ("n", "seed", "n_genres", "n_combos", "styles_per_combo", "n_styles",
+                "min_subgenre", "size_shape", "lean", "style_variation", "unlabelled_share",
+                "label_noise")
+
+
+def metadata_specs(truth: dict[str, Any]) -> list[synth_metadata.TitleSpec]:
+    """What each trailer of a synthetic archive's ``truth.json`` draws its metadata from: its
+    true genres and, in a sub-genre archive, its sub-genre's content style (re-drawn from the
+    recorded parameters: the truth file keeps only a summary of it)."""
+    params = truth["params"]
+    contents: list[ContentStyle] = []
+    if params.get("kind") == "subgenres":
+        contents = plan_subgenre_archive(**{k: params[k] for k in _PLAN_PARAMS}).contents
+    specs = []
+    for tid, rec in sorted(truth["trailers"].items()):
+        genres = tuple(rec.get("true_genres") or rec["genres"])
+        content = contents[rec["subgenre"]] if contents else None
+        specs.append(synth_metadata.TitleSpec(tid, genres, content))
+    return specs
+
+
+def genre_looks(vocab: Sequence[str]) -> dict[str, tuple[float, float, float]]:
+    """genre → (hue, saturation, value): the main colour of its trailers' shots (posters)."""
+    looks = {}
+    for g in vocab:
+        p = _PROFILES[g]
+        looks[g] = (float(p.hues[0]), float(np.mean(p.sat)), float(np.mean(p.val)))
+    return looks
+
+
+def write_metadata(
+    out_dir: str | os.PathLike[str],
+    *,
+    seed: int | None = None,
+    cues: synth_metadata.MetadataCues | None = None,
+) -> int:
+    """Write the metadata sidecar of an existing synthetic archive (from its ``truth.json``,
+    no video read): ``metadata.csv`` and ``posters/<trailer_id>.jpg`` (:mod:`mmx.synth_metadata`:
+    plots, posters, years, runtimes correlated with the true genres and hidden sub-genre, noisy,
+    some fields and titles missing). Deterministic per ``seed`` (default: the archive's); files
+    whose bytes would not change are left alone. Returns the number of titles in the sidecar.
+    The truth files are not touched."""
+    root = Path(out_dir)
+    truth = json.loads((root / "truth.json").read_text())
+    seed = int(truth["params"]["seed"] if seed is None else seed)
+    cues = cues or synth_metadata.MetadataCues()
+    vocab = tuple(truth["genres"])
+    looks = genre_looks(vocab)
+    rows = []
+    for spec in metadata_specs(truth):
+        row, image = synth_metadata.draw_title(spec, vocab, seed, cues, looks)
+        if row is None:
+            continue
+        rows.append(row)
+        if image is not None:
+            _write_if_changed(root / str(row["poster"]), synth_metadata.jpeg(image))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(synth_metadata.COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_if_changed(root / "metadata.csv", buf.getvalue().encode("utf-8"))
+    logger.info("synthetic metadata: %d of %d titles in %s", len(rows),
+                len(truth["trailers"]), root / "metadata.csv")
+    return len(rows)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    if path.exists() and path.read_bytes() == data:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _run_tasks(

@@ -6,14 +6,17 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import av
+import cv2
 import numpy as np
 import pytest
 
-from mmx import synth
+from mmx import archive, synth, synth_metadata
+from mmx.metadata import read_metadata, read_poster
 from mmx.synth import (
     GENRES,
     GENRES_20,
@@ -66,6 +69,8 @@ def test_archive_labels_and_idempotence(tmp_path: Path) -> None:
     again = generate_archive(str(tmp_path), n=3, seed=1)
     assert [t.trailer_id for t in again] == [t.trailer_id for t in trailers]
     assert (tmp_path / "videos" / "trailer_0000.mp4").stat().st_mtime_ns == mtime
+    # the demo archive takes a sidecar too (genres only: it has no sub-genres)
+    assert synth.write_metadata(tmp_path) == len(read_metadata(str(tmp_path)))
 
 
 def test_default_output_is_pinned() -> None:
@@ -155,3 +160,127 @@ def test_subgenre_archive(tmp_path: Path) -> None:
     mtime = (tmp_path / "a" / "truth.json").stat().st_mtime_ns
     generate_subgenre_archive(tmp_path / "a", workers=1, **kwargs)
     assert (tmp_path / "a" / "truth.json").stat().st_mtime_ns == mtime
+    assert not (tmp_path / "a" / "metadata.csv").exists()  # opt-in
+
+    # plan_subgenre_archive draws the same truth without rendering a frame
+    plan = synth.plan_subgenre_archive(**{k: v for k, v in kwargs.items()
+                                          if k not in ("width", "height")})
+    keys = ("subgenre", "true_genres", "style")
+    assert {t: {k: r[k] for k in keys} for t, r in truth["trailers"].items()} == {
+        t: {k: r[k] for k in keys} for t, r in plan.rows.items()}
+    specs = synth.metadata_specs(truth)  # the styles re-drawn from the recorded parameters
+    assert [s.content for s in specs] == [plan.contents[int(r["subgenre"])]
+                                          for r in plan.rows.values()]
+
+    # The metadata sidecar, on the existing archive: truth and labels untouched, valid for
+    # mmx.metadata, no poster taken for a trailer, the same with metadata=True from scratch.
+    before = {n: (tmp_path / "a" / n).read_bytes() for n in ("labels.csv", "truth.json")}
+    n_titles = synth.write_metadata(tmp_path / "a")
+    assert before == {n: (tmp_path / "a" / n).read_bytes() for n in before}
+    inputs = archive.list_inputs(str(tmp_path / "a"))
+    assert {f.trailer_id for f in inputs} == set(rows)
+    meta = read_metadata(str(tmp_path / "a"), ids=[f.trailer_id for f in inputs])
+    assert meta is not None and len(meta) == n_titles and not meta.ignored
+    for row in meta.table.to_pylist():
+        if row["poster"]:
+            img = cv2.imdecode(np.frombuffer(read_poster(str(tmp_path / "a"), row["poster"]),
+                                             np.uint8), cv2.IMREAD_COLOR)
+            assert img.shape == (240, 160, 3)
+    posters = sorted(p.name for p in (tmp_path / "a" / "posters").iterdir())
+    assert posters == sorted(Path(p).name for p in meta.table["poster"].to_pylist() if p)
+    mtime = (tmp_path / "a" / "metadata.csv").stat().st_mtime_ns
+    synth.write_metadata(tmp_path / "a")  # deterministic: nothing rewritten
+    assert (tmp_path / "a" / "metadata.csv").stat().st_mtime_ns == mtime
+    generate_subgenre_archive(tmp_path / "b", workers=1, metadata=True, **kwargs)  # reused
+    for name in ("metadata.csv", "labels.csv", "truth.json", *(f"posters/{p}" for p in posters)):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def _plan_titles(n: int, seed: int) -> tuple[synth.SubgenrePlan, list[Any]]:
+    """A sub-genre archive's plan and its titles' metadata rows, no video rendered."""
+    plan = synth.plan_subgenre_archive(n, seed=seed)
+    specs = [synth_metadata.TitleSpec(tid, tuple(r["true_genres"]),
+                                      plan.contents[r["subgenre"]])
+             for tid, r in plan.rows.items()]
+    rows = [synth_metadata.draw_title(s, plan.vocab, seed, synth_metadata.MetadataCues())[0]
+            for s in specs]
+    return plan, rows
+
+
+def test_synthetic_metadata_is_noisy_and_partial() -> None:
+    plan, rows = _plan_titles(300, seed=1)
+    present = [r for r in rows if r is not None]
+    assert 0.04 < 1 - len(present) / len(rows) < 0.18  # titles absent from the sidecar
+    for field, share in (("plot", 0.15), ("poster", 0.2), ("year", 0.15),
+                         ("runtime_min", 0.1)):
+        missing = sum(r[field] is None for r in present) / len(present)
+        assert share / 2 < missing < share * 1.6, field
+    assert {tuple(r) for r in present} == {synth_metadata.COLUMNS}  # no truth column
+    names = {g.lower() for g in plan.vocab}
+    for r in present:
+        words = set(re.findall(r"[a-z-]+", f"{r['title']} {r['plot'] or ''}".lower()))
+        assert not words & names, r  # a genre is never named
+        if r["plot"]:
+            assert 2 <= r["plot"].count(".") <= 4
+        assert r["year"] is None or 1920 <= r["year"] <= 2025
+    # years and runtimes depend on the genres but overlap
+    cues = synth_metadata.MetadataCues(absent=0, no_year=0, no_runtime=0)
+    facts = {g: np.array([[r["year"], r["runtime_min"]] for r in (
+        synth_metadata.draw_title(synth_metadata.TitleSpec(f"t{i}", (g,)), plan.vocab, 0,
+                                  cues)[0] for i in range(60))]) for g in ("Western", "Sci-Fi",
+                                                                            "History")}
+    assert facts["Sci-Fi"][:, 0].mean() - facts["Western"][:, 0].mean() > 25
+    assert facts["Sci-Fi"][:, 0].min() < facts["Western"][:, 0].max()
+    assert facts["History"][:, 1].mean() - facts["Sci-Fi"][:, 1].mean() > 10
+
+
+def test_plots_carry_genre_signal_but_no_giveaway() -> None:
+    """TF-IDF + logistic regression on ~100 synthetic plots (cross-validated) predicts the true
+    genres clearly above the label prior, and far from perfectly (AU(PRC) micro)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.multiclass import OneVsRestClassifier
+
+    plan, rows = _plan_titles(100, seed=0)
+    titled = [(tid, r) for tid, r in zip(plan.rows, rows, strict=True) if r and r["plot"]]
+    y = np.array([[g in plan.rows[tid]["true_genres"] for g in plan.vocab]
+                  for tid, _ in titled])  # (N, G)
+    y = y[:, y.sum(0) >= 2].astype(int)  # genres with at least two plots
+    x = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True).fit_transform(
+        [r["plot"] for _, r in titled])
+    scores = cross_val_predict(OneVsRestClassifier(LogisticRegression(C=10, max_iter=1000)),
+                               x, y, cv=KFold(5, shuffle=True, random_state=0),
+                               method="predict_proba")
+    ap = average_precision_score(y, scores, average="micro")
+    prior = average_precision_score(y, np.tile(y.mean(0), (len(y), 1)), average="micro")
+    assert len(titled) > 70
+    assert ap > prior + 0.1, (ap, prior)
+    assert ap < 0.85, ap
+
+
+def test_posters_follow_the_style_with_noise() -> None:
+    """A poster's nearest poster (colour histogram) often shares its content style, well above
+    chance, but far from always (off-genre colours, no setting shown, noise)."""
+    plan = synth.plan_subgenre_archive(120, seed=0)
+    looks = synth.genre_looks(plan.vocab)
+    cues = synth_metadata.MetadataCues(absent=0, no_poster=0)
+    feats, styles = [], []
+    for tid, r in plan.rows.items():
+        spec = synth_metadata.TitleSpec(tid, tuple(r["true_genres"]),
+                                        plan.contents[r["subgenre"]])
+        row, img = synth_metadata.draw_title(spec, plan.vocab, 0, cues, looks)
+        assert row is not None and img is not None and img.shape == (240, 160, 3)
+        hsv = cv2.cvtColor(cv2.resize(img, (40, 60)), cv2.COLOR_RGB2HSV)
+        hist = cv2.calcHist([hsv], [0, 1, 2], None, [8, 3, 3], [0, 180, 0, 256, 0, 256])
+        feats.append(np.sqrt(hist.ravel() / hist.sum()))
+        styles.append(r["style"])
+    x = np.array(feats)  # (N, 72) Hellinger-embedded histograms
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    sim = x @ x.T
+    np.fill_diagonal(sim, -1)
+    style = np.array(styles)
+    same = (style[sim.argmax(1)] == style).mean()
+    chance = np.mean([(style == s).sum() - 1 for s in style]) / (len(style) - 1)
+    assert same > chance + 0.15 and same < 0.8, (same, chance)
