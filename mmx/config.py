@@ -101,6 +101,7 @@ class ShotsConfig:
 class ExpertsConfig:
     """Which experts run, how many frames each sees, and optional user weights per expert."""
 
+    # the run's experts, by registered name (mmx.experts.registry): one line turns one on
     names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")
     appearance_frames: int = 1  # frames per shot seen by the CNN (evenly spaced)
     appearance_size: int = 224

@@ -6,19 +6,25 @@ cheap CPU experts while it is in memory, then is dropped:
 
 * shot detection sees every frame (:class:`~mmx.shots.ShotDetector`); the frames of a gradual
   transition (dissolve, fade) belong to no shot;
-* the scene descriptor runs on every ``experts.scene_stride``-th frame and the optical flow on
-  the pairs ``(t, t + 1)`` for every ``experts.motion_stride``-th frame ``t``; their small rows
-  are kept and aggregated per clip at the end (mean; motion adds spread and tempo);
+* every ``frames`` expert of ``experts.names`` (:mod:`mmx.experts.registry`) gets the chunk
+  through its per-trailer accumulator: the built-in scene descriptor keeps rows of every
+  ``experts.scene_stride``-th frame, the optical flow rows of the pairs ``(t, t + 1)`` for every
+  ``experts.motion_stride``-th frame ``t``; their small rows are aggregated per clip at the end
+  (mean; motion adds spread and tempo);
 * a few candidate frames of the shot still open are held (at most
   ``experts.appearance_candidates``, thinned 2:1 when full); when the detector reports the cut
   that closes the shot, ``experts.appearance_frames`` frames near evenly spaced positions of its
-  clip are kept and the rest dropped (one frame per clip even without the appearance
-  expert: the trailer's thumbnail, :func:`thumbnail`, is the middle one of its longest clip).
+  clip are kept and the rest dropped (one frame per clip even without an image expert: the
+  trailer's thumbnail, :func:`thumbnail`, is the middle one of its longest clip). ``image``
+  experts that run ``inline`` describe them here; those that run in a ``pool`` (the appearance
+  CNN) get them later.
 
 So memory is one chunk plus one open shot's candidates plus small per-frame rows, whatever the
 trailer's length; only the few frames per clip the appearance CNN needs leave this function
 (the CNN runs later, batched across trailers, in an actor). Audio is decoded separately
-(PyAV, audio stream only) into 0.96 s log-mel examples assigned to clips by time.
+(PyAV, audio stream only) into 0.96 s log-mel examples that the audio expert describes and that
+are assigned to clips by time. No expert is named here: which run, and how, is their
+declaration.
 """
 
 from __future__ import annotations
@@ -34,13 +40,11 @@ import numpy as np
 from mmx.audio import EXAMPLE_S, load_audio, log_mel_frames
 from mmx.config import ExpertsConfig, ShotsConfig, VideoConfig
 from mmx.errors import TrailerError, excluded, failed
-from mmx.experts.audio import AudioExpert
-from mmx.experts.motion import MotionExpert, to_grey
-from mmx.experts.scene import SceneExpert
+from mmx.experts.registry import Expert, ExpertPlan, get_expert, plan
 from mmx.shots.clips import shots_to_clips
 from mmx.shots.detect import ShotDetector
 from mmx.video.reader import PathLike, VideoInfo, iter_frames, probe
-from mmx.video.sampling import evenly_spaced, mean_in_ranges, nearest, rows_in_ranges
+from mmx.video.sampling import evenly_spaced, nearest
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +65,11 @@ class TrailerFeatures:
     info: VideoInfo
     shots: list[tuple[int, int]]  # detected shots [start, end): every frame but gradual ones
     clips: np.ndarray  # (C, 2) int64 kept clip [start, end) frames
-    features: dict[str, np.ndarray]  # CPU experts: name -> (C, dim) float32 (scene, motion)
-    audio: np.ndarray  # (C, A, 128) float32, zero padded
+    features: dict[str, np.ndarray]  # inline per-clip experts: name -> (C, dim) float32
+    audio: np.ndarray  # (C, A, Da) float32 of the audio expert, zero padded (Da = 0: none)
     audio_frames: np.ndarray  # (C,) int32 number of real audio frames per clip (0 = none)
     has_audio: bool
-    frames: np.ndarray  # (C, F, h, w, 3) uint8 RGB frames for the appearance CNN
+    frames: np.ndarray  # (C, F, h, w, 3) uint8 RGB frames for the pool's image experts
     thumbnail: bytes | None = None  # small JPEG (:func:`thumbnail`)
     timings_s: dict[str, float] = field(default_factory=dict)  # seconds per step
 
@@ -130,25 +134,6 @@ class _FramePicker:
         self.picked[a] = np.stack([frames[c] for c in chosen])
 
 
-class _Rows:
-    """Per-frame (or per-pair) expert rows kept as small arrays, positions increasing."""
-
-    def __init__(self, dim: int) -> None:
-        self.dim = dim
-        self.positions: list[np.ndarray] = []
-        self.rows: list[np.ndarray] = []
-
-    def add(self, positions: np.ndarray, rows: np.ndarray) -> None:
-        if len(positions):
-            self.positions.append(np.asarray(positions, np.int64))
-            self.rows.append(np.asarray(rows, np.float32))
-
-    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        if not self.positions:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return np.concatenate(self.positions), np.concatenate(self.rows)
-
-
 def analyse_trailer(
     path: PathLike, video: VideoConfig, shots: ShotsConfig, experts: ExpertsConfig
 ) -> TrailerFeatures:
@@ -177,20 +162,14 @@ def analyse_trailer(
         raise excluded(f"duration {info.duration_s:.0f} s > {video.max_duration_s:.0f} s")
     max_frames = math.ceil(video.max_duration_s * info.fps) + 1  # when the header lies
     fps = info.fps
-    names = set(experts.names)
-    scene = SceneExpert(experts) if "scene" in names else None
-    motion = MotionExpert(experts) if "motion" in names else None
-    scene_stride = max(1, experts.scene_stride)
-    motion_stride = max(1, experts.motion_stride)
-    n_cnn = experts.appearance_frames if "appearance" in names else 0
+    run = plan(experts.names)
+    streams = {name: get_expert(name, experts).accumulator(fps, shots) for name in run.frames}
+    n_cnn = experts.appearance_frames if run.image else 0  # frames per clip for image experts
     n_pick = max(1, n_cnn)  # one frame per clip at least: the thumbnail's candidates
 
     detector = ShotDetector(shots, fps)
     picker = _FramePicker(n_pick, experts.appearance_candidates, shots.drop_edge_frames)
-    scene_rows = _Rows(SceneExpert.frame_dim)
-    motion_rows = _Rows(MotionExpert.frame_dim)
-    pending_grey: np.ndarray | None = None  # grey frame t when pair (t, t + 1) spans chunks
-    spent = {"detect": 0.0, "scene": 0.0, "motion": 0.0}
+    spent = {"detect": 0.0, **{name: 0.0 for name in streams}}
     n_frames = 0
     chunks = iter_frames(path, width=video.width, height=video.height,
                          chunk_frames=video.chunk_frames, backend=video.backend,
@@ -199,7 +178,6 @@ def analyse_trailer(
     with closing(chunks):  # stops the decode thread at once if we raise mid-video
         for first, chunk in chunks:
             n = len(chunk)
-            index = np.arange(first, first + n)
             n_frames = first + n
             if n_frames > max_frames:
                 raise excluded(f"longer than {video.max_duration_s:.0f} s "
@@ -222,28 +200,10 @@ def analyse_trailer(
             picker.add(position, chunk[position - first :])
             spent["detect"] += time.perf_counter() - t
 
-            if scene is not None:
+            for name, stream in streams.items():  # frames experts see the chunk in memory
                 t = time.perf_counter()
-                local = np.flatnonzero(index % scene_stride == 0)
-                scene_rows.add(index[local], scene.frame_features(chunk[local]))
-                spent["scene"] += time.perf_counter() - t
-
-            if motion is not None:
-                t = time.perf_counter()
-                starts = np.flatnonzero(index[:-1] % motion_stride == 0)  # pairs inside the chunk
-                need = np.union1d(starts, starts + 1)  # local frames the flow needs
-                grey = to_grey(chunk[need])  # (len(need), 72, 128)
-                first_grey = grey[np.searchsorted(need, starts)]  # (P, 72, 128)
-                second_grey = grey[np.searchsorted(need, starts + 1)]
-                pair_index = index[starts]
-                if pending_grey is not None:  # pair (first - 1, first) spans the chunk border
-                    first_grey = np.concatenate([pending_grey[None], first_grey])
-                    second_grey = np.concatenate([to_grey(chunk[:1]), second_grey])
-                    pair_index = np.concatenate([[first - 1], pair_index])
-                motion_rows.add(pair_index, motion.pair_rows(first_grey, second_grey, fps))
-                last = index[-1]
-                pending_grey = to_grey(chunk[-1:])[0] if last % motion_stride == 0 else None
-                spent["motion"] += time.perf_counter() - t
+                stream.add(first, chunk)
+                spent[name] += time.perf_counter() - t
             del chunk
 
     if n_frames == 0:
@@ -267,15 +227,10 @@ def analyse_trailer(
         raise excluded(f"{len(clip_list)} shots < {shots.min_shots}")
     clips = np.asarray(clip_list, np.int64).reshape(-1, 2)  # (C, 2)
 
-    features: dict[str, np.ndarray] = {}
-    if scene is not None:
-        positions, rows = scene_rows.arrays()
-        features["scene"] = mean_in_ranges(positions, rows, clips)  # (C, 180)
-    if motion is not None:
-        features["motion"] = _motion_per_clip(motion, motion_rows, clips, shots, fps)
+    features = {name: stream.per_clip(clips) for name, stream in streams.items()}  # (C, D)
 
     t = time.perf_counter()
-    audio, audio_frames, has_audio = _audio_per_clip(path, info, clips, video, experts)
+    audio, audio_frames, has_audio = _audio_per_clip(path, info, clips, video, experts, run)
     timings["audio"] = time.perf_counter() - t
 
     h, w = video.height, video.width
@@ -285,7 +240,12 @@ def analyse_trailer(
         if picked is not None:
             frames[c] = picked
     thumb = thumbnail(frames, clips)
-    frames = frames[:, :n_cnn]  # (C, F, h, w, 3): no frames travel without the CNN
+    for name in run.inline_image:  # cheap image experts on the sampled frames, here
+        t = time.perf_counter()
+        features[name] = image_features(get_expert(name, experts), frames[:, :n_cnn])
+        timings[name] = time.perf_counter() - t
+    # (C, F, h, w, 3): only the pool's image experts need frames to travel on
+    frames = frames[:, : n_cnn if run.pool_image else 0]
     timings["total"] = time.perf_counter() - t0
     return TrailerFeatures(
         info=info,
@@ -320,40 +280,32 @@ def thumbnail(frames: np.ndarray, clips: np.ndarray, width: int = THUMBNAIL_WIDT
     return buf.tobytes() if ok else None
 
 
-def _motion_per_clip(
-    motion: MotionExpert, store: _Rows, clips: np.ndarray, shots: ShotsConfig, fps: float
-) -> np.ndarray:
-    """Motion vectors ``(C, 30)``: pairs with both frames inside the clip, tempo of the shot."""
-    positions, rows = store.arrays()
-    out = np.zeros((len(clips), motion.dim), np.float32)
-    if len(positions) == 0:
-        return out
-    pair_ranges = np.stack([clips[:, 0], clips[:, 1] - 1], axis=1)  # pair t needs t + 1 < end
-    lo, hi = rows_in_ranges(positions, pair_ranges)
-    shot_len = clips[:, 1] - clips[:, 0] + 2 * shots.drop_edge_frames
-    for c in range(len(clips)):
-        if hi[c] > lo[c]:
-            clip_rows = rows[lo[c] : hi[c]]
-        else:  # clip too short for a sampled pair: nearest pair
-            mid = (clips[c, 0] + clips[c, 1] - 1) // 2
-            clip_rows = rows[nearest(positions, np.array([mid]))]
-        out[c] = motion.aggregate(clip_rows, int(shot_len[c]), fps)
-    return out
+def image_features(expert: Expert, frames: np.ndarray, batch: int = 0) -> np.ndarray:
+    """An image expert over the sampled frames of every clip, averaged per clip: uint8
+    ``(C, F, h, w, 3)`` → float32 ``(C, dim)``; ``batch`` frames per call (0: all at once)."""
+    c, f = frames.shape[:2]
+    flat = frames.reshape(c * f, *frames.shape[2:])  # (C·F, h, w, 3)
+    step = batch or max(len(flat), 1)
+    parts = [expert(flat[i : i + step]) for i in range(0, len(flat), step)]
+    emb = np.concatenate(parts) if parts else np.zeros((0, expert.dim), np.float32)
+    return emb.reshape(c, f, -1).mean(axis=1).astype(np.float32)  # (C, F, D) → (C, D)
 
 
 def _audio_per_clip(
     path: PathLike, info: VideoInfo, clips: np.ndarray, video: VideoConfig,
-    experts: ExpertsConfig,
+    experts: ExpertsConfig, run: ExpertPlan,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Audio rows ``(C, A, 128)``, real counts ``(C,)`` int32 and whether audio was used.
+    """The audio expert's rows ``(C, A, Da)``, real counts ``(C,)`` int32 and whether audio
+    was used (``Da = 0`` without an audio expert).
 
     A clip takes the 0.96 s examples whose centre lies inside it (evenly subsampled to ``A``);
     a clip shorter than that takes the example under its midpoint.
     """
     n_slots = experts.max_audio_frames
-    out = np.zeros((len(clips), n_slots, AudioExpert.dim), np.float32)
+    dim = run.dims[run.audio] if run.audio else 0
+    out = np.zeros((len(clips), n_slots if dim else 0, dim), np.float32)
     counts = np.zeros(len(clips), np.int32)
-    if "audio" not in experts.names or not info.has_audio or n_slots == 0:
+    if run.audio is None or not info.has_audio or n_slots == 0:
         return out, counts, False
     try:
         # no more audio than the video lasts (a long or lying audio track is cut)
@@ -364,7 +316,7 @@ def _audio_per_clip(
         return out, counts, False
     if wave is None:
         return out, counts, False
-    examples = AudioExpert(experts)(log_mel_frames(wave, video.audio_rate))  # (N, 128)
+    examples = get_expert(run.audio, experts)(log_mel_frames(wave, video.audio_rate))  # (N, Da)
     if len(examples) == 0:
         return out, counts, True
     centres = (np.arange(len(examples)) + 0.5) * EXAMPLE_S  # (N,) seconds

@@ -120,7 +120,11 @@ def ingest_key(cfg: RunConfig) -> str:
     cached features are only reused under the same key."""
     import json
 
+    from mmx.experts.registry import plan
+
     parts = {k: cfg.to_dict()[k] for k in ("video", "shots", "experts")}
+    # per-title experts are not computed from the video: adding one keeps the cached features
+    parts["experts"]["names"] = list(plan(cfg.experts.names).shot)
     # bounds decide whether a file is indexed at all, not its features: changing them (or an
     # upgrade adding one) must not invalidate the cache
     for section, key in _BOUNDS:
@@ -297,7 +301,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
                 log.warning("%d trailers failed for a transient reason (storage, memory): "
                             "not cached, decoded again by the next run", len(failed_now))
         # one object per many trailers, not per trailer (and a killed run's rows too)
-        features_cache.compact(cache, cfg.resources.store_rows_per_file)
+        features_cache.compact(cache, cfg.resources.store_rows_per_file,
+                               ingest.features_schema(cfg))
 
     with _timed(timings, "store", held):
         distinct = inputs.filter(pc.invert(pc.is_in(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -242,8 +243,9 @@ class Snapshot:
         """Run the snapshot's ingest and model on one local video file, in this process.
 
         Decode once + shots + CPU experts (:func:`mmx.ingest.analyse_trailer` with the run's
-        video/shots/experts config), the appearance CNN on the sampled frames (mean over the
-        frames of each clip), then the snapshot's fine and coarse models. Raises
+        video/shots/experts config), the image experts that run in a pool (the appearance CNN)
+        on the sampled frames (mean over the frames of each clip), then the snapshot's fine and
+        coarse models (per-title experts have no input here: they are masked). Raises
         :class:`VideoQueryError` when the video cannot be indexed (same rules as the job).
         """
         from mmx.errors import TrailerError
@@ -261,12 +263,12 @@ class Snapshot:
         timings = {"analyse": time.perf_counter() - t0}
 
         t = time.perf_counter()
-        appearance = self._appearance(tf.frames) if "appearance" in cfg.experts.names else None
+        pooled = self._pool_experts(tf.frames)  # name → (C, D)
         timings["appearance"] = time.perf_counter() - t
 
         t = time.perf_counter()
         fine, coarse, genres = self._models()
-        data = _trailer_set(_features_row(path, tf, appearance), fine, genres)
+        data = _trailer_set(_features_row(path, tf, pooled, cfg.experts.names), fine, genres)
         batch = cfg.resources.embed_batch
         pred = predict(fine, data, batch, coarse_model=coarse)
         timings["embed"] = time.perf_counter() - t
@@ -336,20 +338,23 @@ class Snapshot:
             self._cache["models"] = (fine, coarse, list(meta.get("genres") or self.genres()))
         return self._cache["models"]
 
-    def _appearance(self, frames: np.ndarray) -> np.ndarray:
-        """Appearance vectors (C, dim) float32 from sampled frames (C, F, h, w, 3) uint8."""
-        if "appearance" not in self._cache:
-            from mmx.experts.registry import get_expert
+    def _pool_experts(self, frames: np.ndarray) -> dict[str, np.ndarray]:
+        """The run's pool image experts (the appearance CNN) on sampled frames
+        (C, F, h, w, 3) uint8: name → (C, dim) float32 (mean over each clip's frames)."""
+        from mmx.experts.registry import get_expert, plan
+        from mmx.ingest import image_features
 
-            self._cache["appearance"] = get_expert("appearance", self.config().experts)
-        expert = self._cache["appearance"]
-        c, f = frames.shape[:2]
-        if c * f == 0:
-            return np.zeros((c, expert.dim), np.float32)
-        batch = self.config().resources.appearance_batch
-        flat = frames.reshape(c * f, *frames.shape[2:])  # (C·F, h, w, 3)
-        emb = np.concatenate([expert(flat[i : i + batch]) for i in range(0, len(flat), batch)])
-        return emb.reshape(c, f, -1).mean(axis=1).astype(np.float32)  # (C, F, dim) → (C, dim)
+        experts = self.config().experts
+        out = {}
+        for name in plan(experts.names).pool_image:
+            if name not in self._cache:
+                self._cache[name] = get_expert(name, experts)
+            expert = self._cache[name]
+            if frames.shape[0] * frames.shape[1] == 0:
+                out[name] = np.zeros((frames.shape[0], expert.dim), np.float32)
+            else:
+                out[name] = image_features(expert, frames, self.config().resources.appearance_batch)
+        return out
 
 
 def _scan(path: str, table: pa.Schema) -> str:
@@ -384,14 +389,19 @@ def similar_to_video(
     return Snapshot.open(out, snapshot).similar_to_video(path, k)
 
 
-def _features_row(path: str, tf: Any, appearance: np.ndarray | None) -> pa.Table:
-    """A one-row ``features`` table (schema.FEATURES) for an analysed video, built the way the
-    ingest stage builds its rows (per-clip arrays flattened row-major)."""
+def _features_row(
+    path: str, tf: Any, pooled: dict[str, np.ndarray], names: Sequence[str]
+) -> pa.Table:
+    """A one-row ``features`` table (schema.features_schema of the run's experts) for an
+    analysed video, built the way the ingest stage builds its rows (per-clip arrays flattened
+    row-major); ``pooled``: the pool image experts' (C, D) vectors."""
+    from mmx.experts.registry import plan
 
     def flat(values: np.ndarray | None) -> np.ndarray | None:
         return None if values is None else np.ascontiguousarray(values, np.float32).reshape(-1)
 
-    row = {name: None for name in schema.FEATURES.names}
+    table_schema = schema.features_schema(plan(names).shot)
+    row = {name: None for name in table_schema.names}
     row.update(
         trailer_id=Path(path).stem,
         uri=str(path),
@@ -405,13 +415,11 @@ def _features_row(path: str, tf: Any, appearance: np.ndarray | None) -> pa.Table
         n_clips=int(tf.clips.shape[0]),
         clip_start=tf.clips[:, 0].astype(np.int64),
         clip_end=tf.clips[:, 1].astype(np.int64),
-        appearance=flat(appearance),  # (C × 1280)
-        scene=flat(tf.features.get("scene")),  # (C × D_scene)
-        motion=flat(tf.features.get("motion")),  # (C × D_motion)
-        audio=flat(tf.audio),  # (C × A × 128)
+        **{name: flat(v) for name, v in {**tf.features, **pooled}.items()},  # (C × D)
+        **{plan(names).audio or "audio": flat(tf.audio)},  # (C × A × Da)
         audio_frames=tf.audio_frames.astype(np.int32),
     )
-    return pa.Table.from_pylist([row], schema=schema.FEATURES)
+    return pa.Table.from_pylist([row], schema=table_schema)
 
 
 def _trailer_set(features: pa.Table, model: Any, genres: list[str]) -> Any:

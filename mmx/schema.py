@@ -33,7 +33,10 @@ INPUTS = pa.schema(
     ]
 )
 
-# One row per input file after decode + shots + experts (ok rows carry features).
+# One row per input file after decode + shots + experts (ok rows carry features): the built-in
+# experts' columns. A run with other experts uses features_schema(names), which appends one
+# list<float32> column per further expert (named after it); these layouts never change, so
+# cached features of existing archives stay valid.
 FEATURES = pa.schema(
     [
         ("trailer_id", pa.string()),
@@ -60,6 +63,30 @@ FEATURES = pa.schema(
         ("thumbnail", pa.binary()),
     ]
 )
+
+
+
+def features_schema(experts: Sequence[str] = ()) -> pa.Schema:
+    """:data:`FEATURES` plus one ``list<float32>`` column per expert of ``experts`` that is not
+    already one of its columns, in the order given. A per-clip expert's column holds
+    ``C × dim`` floats row-major, an audio expert's ``C × A × dim``, a per-title expert's
+    ``dim`` (null: the trailer lacks that input). Which expert a column holds, and its kind,
+    is the expert registry's (:mod:`mmx.experts.registry`); this only lays out the table."""
+    out = FEATURES
+    for name in experts:
+        if name in out.names:
+            if not is_vector_column(out, name):
+                raise ValueError(f"expert {name!r} would shadow the features column {name!r}")
+            continue
+        out = out.append(pa.field(name, _f32_list))
+    return out
+
+
+def is_vector_column(table_schema: pa.Schema, name: str) -> bool:
+    """Whether ``name`` is a ``list<float32>`` column of ``table_schema`` (an expert's)."""
+    i = table_schema.get_field_index(name)
+    return i >= 0 and table_schema.field(i).type == _f32_list
+
 
 TRAILERS = pa.schema(
     [

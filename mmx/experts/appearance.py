@@ -74,6 +74,7 @@ class AppearanceExpert(Expert):
     name = "appearance"
     dim = 1280
     kind = "image"
+    runs = "pool"  # a CNN: batched across trailers in an actor pool (GPU when configured)
 
     def __init__(
         self, cfg: ExpertsConfig | None = None, device: str = "cpu", batch_size: int | None = None

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from mmx.config import ExpertsConfig
-from mmx.experts.registry import Expert, register_expert
+from mmx.config import ExpertsConfig, ShotsConfig
+from mmx.experts.registry import Expert, FrameRows, register_expert
+from mmx.video.sampling import nearest, rows_in_ranges
 
 FLOW_SIZE = (128, 72)  # (width, height) of the grey frames the flow runs on
 STATS_SIZE = (64, 36)  # the flow field is averaged to this many vectors for the statistics
@@ -142,3 +143,56 @@ class MotionExpert(Expert):
         """Shots (each uint8 consecutive frames ``(T, H, W, 3)``) → float32 ``(N, 30)``."""
         out = [self.aggregate(self.frame_features(shot, fps), len(shot), fps) for shot in batch]
         return np.stack(out) if out else np.zeros((0, self.dim), np.float32)
+
+    def accumulator(self, fps: float, shots: ShotsConfig) -> MotionRows:
+        """In the decode stage: flow on the pairs ``(t, t + 1)`` for every
+        ``experts.motion_stride``-th frame ``t``, aggregated per clip (:class:`MotionRows`)."""
+        return MotionRows(self, fps, max(1, self.cfg.motion_stride), shots.drop_edge_frames)
+
+
+class MotionRows:
+    """Flow rows of one trailer while it is decoded (a :class:`FrameAccumulator`): pairs
+    ``(t, t + 1)`` for every ``stride``-th frame ``t``, a pair spanning two chunks included."""
+
+    def __init__(self, expert: MotionExpert, fps: float, stride: int, drop_edge: int) -> None:
+        self.expert = expert
+        self.fps = fps
+        self.stride = stride
+        self.drop_edge = drop_edge
+        self.rows = FrameRows(PAIR_DIM)
+        self.pending: np.ndarray | None = None  # grey frame t when pair (t, t + 1) spans chunks
+
+    def add(self, first: int, chunk: np.ndarray) -> None:
+        index = np.arange(first, first + len(chunk))
+        starts = np.flatnonzero(index[:-1] % self.stride == 0)  # pairs inside the chunk
+        need = np.union1d(starts, starts + 1)  # local frames the flow needs
+        grey = to_grey(chunk[need])  # (len(need), 72, 128)
+        first_grey = grey[np.searchsorted(need, starts)]  # (P, 72, 128)
+        second_grey = grey[np.searchsorted(need, starts + 1)]
+        pair_index = index[starts]
+        if self.pending is not None:  # pair (first - 1, first) spans the chunk border
+            first_grey = np.concatenate([self.pending[None], first_grey])
+            second_grey = np.concatenate([to_grey(chunk[:1]), second_grey])
+            pair_index = np.concatenate([[first - 1], pair_index])
+        self.rows.add(pair_index, self.expert.pair_rows(first_grey, second_grey, self.fps))
+        last = index[-1]
+        self.pending = to_grey(chunk[-1:])[0] if last % self.stride == 0 else None
+
+    def per_clip(self, clips: np.ndarray) -> np.ndarray:
+        """Motion vectors ``(C, 30)``: pairs with both frames inside the clip, tempo of the
+        shot (the clip plus its dropped edge frames)."""
+        positions, rows = self.rows.arrays()
+        out = np.zeros((len(clips), self.expert.dim), np.float32)
+        if len(positions) == 0:
+            return out
+        pair_ranges = np.stack([clips[:, 0], clips[:, 1] - 1], axis=1)  # pair t needs t+1 < end
+        lo, hi = rows_in_ranges(positions, pair_ranges)
+        shot_len = clips[:, 1] - clips[:, 0] + 2 * self.drop_edge
+        for c in range(len(clips)):
+            if hi[c] > lo[c]:
+                clip_rows = rows[lo[c] : hi[c]]
+            else:  # clip too short for a sampled pair: nearest pair
+                mid = (clips[c, 0] + clips[c, 1] - 1) // 2
+                clip_rows = rows[nearest(positions, np.array([mid]))]
+            out[c] = self.expert.aggregate(clip_rows, int(shot_len[c]), self.fps)
+        return out

@@ -144,6 +144,10 @@ class SceneExpert(Expert):
     kind = "frames"
     frame_dim = dim  # per-frame rows have the shot vector's width
 
+    def frame_stride(self) -> int:
+        """In the decode stage: every ``experts.scene_stride``-th frame, averaged per clip."""
+        return max(1, self.cfg.scene_stride)
+
     def frame_features(self, frames: np.ndarray) -> np.ndarray:
         """uint8 RGB ``(T, H, W, 3)`` → float32 ``(T, 180)``, one row per frame."""
         return describe_frames(frames)

@@ -49,7 +49,11 @@ from mmx.config import ModelConfig
 from mmx.model.gating import CollaborativeGating, ExpertGEU
 from mmx.model.netvlad import NetVLAD
 
-AUDIO = "audio"  # name of the audio expert (aggregated with NetVLAD, always last in the mask)
+# The slot of the run's one ``audio``-kind expert (a sequence per clip, aggregated with NetVLAD,
+# always last in the mask; its weights are stored under this key, whatever the expert's name).
+# Every other expert — per-clip ones and per-title ones broadcast to every clip — is an entry of
+# ``expert_dims``: the network knows their widths, never their names.
+AUDIO = "audio"
 
 
 def sequence_windows(

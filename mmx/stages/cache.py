@@ -65,14 +65,15 @@ def locate(cache: str) -> dict[str, str]:
 
 
 @ray.remote(num_cpus=0.5)
-def _write_part(paths: list[str], part: str) -> None:
+def _write_part(paths: list[str], part: str, table_schema: pa.Schema) -> None:
     """Concatenate the loose rows ``paths`` into the part file ``part``."""
-    storage.write_table(storage.read_tables(paths, schema.FEATURES), part)
+    storage.write_table(storage.read_tables(paths, table_schema), part)
 
 
-def compact(cache: str, rows_per_file: int) -> int:
+def compact(cache: str, rows_per_file: int, table_schema: pa.Schema = schema.FEATURES) -> int:
     """Move the loose rows of ``cache`` into parts of ``rows_per_file`` rows (in Ray tasks);
-    return how many rows were moved."""
+    return how many rows were moved. ``table_schema``: the run's features schema (the built-in
+    one plus a column per further expert, :func:`mmx.stages.ingest.features_schema`)."""
     loose = _loose(cache)
     if not loose:
         return 0
@@ -83,7 +84,8 @@ def compact(cache: str, rows_per_file: int) -> int:
     step = max(1, rows_per_file)
     groups = [todo[i:i + step] for i in range(0, len(todo), step)]
     names = [f"{uuid.uuid4().hex}.parquet" for _ in groups]
-    refs = [_write_part.remote([loose[fp] for fp in group], storage.join(cache, PARTS, name))
+    refs = [_write_part.remote([loose[fp] for fp in group], storage.join(cache, PARTS, name),
+                               table_schema)
             for group, name in zip(groups, names, strict=True)]
     ray.get(refs)
     # a loose row's file is named by its fingerprint: the groups say what each part holds

@@ -60,10 +60,13 @@ class EmbedActor:
             self.head = classifier_head(cfg.experts)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from mmx.train.data import trailer_set_from_table
+        from mmx.train.data import TrailerSet, trailer_set_from_table
         from mmx.train.loop import predict
 
         data = trailer_set_from_table(batch, {}, self.genres)
+        # the model's experts, in its order: a batch whose rows all lack one (a per-title
+        # expert no title of the batch has input for) still lines up, masked
+        data = TrailerSet(data.trailers, self.fine.expert_dims, self.fine.audio_dim, self.genres)
         pred = predict(self.fine, data, self.batch, coarse_model=self.coarse, device=self.device)
         return pa.table(
             {

@@ -1,5 +1,7 @@
-"""Ray Data ingest: fingerprint → decode + shots + CPU experts (tasks) → appearance CNN
-(actor pool, shots batched across trailers) → one ``features`` row per input file.
+"""Ray Data ingest: fingerprint → decode + shots + CPU experts (tasks) → image experts that
+run in a pool, e.g. the appearance CNN (actor pool, shots batched across trailers) → one
+``features`` row per input file (:func:`features_schema`: one column per expert of the run,
+whatever the registry declares; see :mod:`mmx.experts.registry`).
 
 Each trailer is decoded once inside the task that consumes its frames; only a few small
 frames per shot travel on to the CNN actors, never a decoded video (PITFALLS).
@@ -114,7 +116,7 @@ def unreadable_reason(fingerprint: str) -> str | None:
 
 
 def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str, run_id: str = "") -> pa.Table:
-    """Run decode+shots+CPU experts and the appearance actor pool over ``inputs``.
+    """Run decode+shots+CPU experts and the image-expert actor pool over ``inputs``.
 
     ``inputs`` has trailer_id, uri, size_bytes and fingerprint, one row per distinct content.
     Every result (ok, excluded or failed: the same bytes give the same result) is written to
@@ -136,7 +138,7 @@ def extract_features(inputs: pa.Table, cfg: RunConfig, cache: str, run_id: str =
         compute=ray.data.TaskPoolStrategy(size=res.decode_concurrency),
     )
     ds = ds.map_batches(
-        AppearanceActor,
+        ImageExpertsActor,
         batch_size=res.appearance_trailers,
         batch_format="pyarrow",
         fn_constructor_kwargs={"cfg": cfg},
@@ -254,10 +256,18 @@ def _rmdir_if_empty(fs: Any, uri: str) -> None:
         pass
 
 
+def features_schema(cfg: RunConfig) -> pa.Schema:
+    """The ``features`` rows of this run's ingest: :data:`mmx.schema.FEATURES` plus a column per
+    further expert the decode stage computes (per-title experts are not computed here)."""
+    from mmx.experts.registry import plan
+
+    return schema.features_schema(plan(cfg.experts.names).shot)
+
+
 def _analyse_batch(batch: pa.Table, cfg: RunConfig, cache: str, run_id: str) -> pa.Table:
     """One trailer (a 1-row table) → its features row plus the frames the CNN needs."""
     rows = [_analyse(row, cfg, cache, run_id) for row in batch.to_pylist()]
-    return pa.Table.from_pylist(rows, schema=_with_frames(schema.FEATURES))
+    return pa.Table.from_pylist(rows, schema=_with_frames(features_schema(cfg)))
 
 
 def _with_frames(base: pa.Schema) -> pa.Schema:
@@ -267,10 +277,11 @@ def _with_frames(base: pa.Schema) -> pa.Schema:
 
 
 def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str, run_id: str) -> dict[str, Any]:
+    from mmx.experts.registry import plan
     from mmx.ingest import analyse_trailer
 
     t0 = time.perf_counter()
-    out = {name: None for name in schema.FEATURES.names}
+    out = {name: None for name in features_schema(cfg).names}
     out.update(
         trailer_id=row["trailer_id"],
         uri=row["uri"],
@@ -322,6 +333,7 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str, run_id: str) -> di
                 log.warning("could not remove the attempt marker %s", marker, exc_info=True)
     info = tf.info
     n_clips = int(tf.clips.shape[0])
+    run = plan(cfg.experts.names)
     out.update(
         status="ok",
         reason="",
@@ -333,9 +345,8 @@ def _analyse(row: dict[str, Any], cfg: RunConfig, cache: str, run_id: str) -> di
         n_clips=n_clips,
         clip_start=tf.clips[:, 0].astype(np.int64),
         clip_end=tf.clips[:, 1].astype(np.int64),
-        scene=_flat(tf.features.get("scene")),
-        motion=_flat(tf.features.get("motion")),
-        audio=_flat(tf.audio),
+        **{name: _flat(values) for name, values in tf.features.items()},  # (C × D) each
+        **{run.audio or "audio": _flat(tf.audio)},  # (C × A × Da)
         audio_frames=tf.audio_frames.astype(np.int32),
         decode_s=time.perf_counter() - t0,
         frames=np.ascontiguousarray(tf.frames, dtype=np.uint8).tobytes(),
@@ -391,48 +402,51 @@ class _local_copy:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-class AppearanceActor:
-    """Holds the appearance CNN (loaded once); embeds the sampled frames of a batch of
-    trailers in CNN batches across trailers and drops the frames."""
+class ImageExpertsActor:
+    """Holds the run's ``image`` experts that run in a pool (the appearance CNN), loaded once;
+    embeds the sampled frames of a batch of trailers in batches across trailers, averages them
+    per clip into each expert's column and drops the frames."""
 
     def __init__(self, cfg: RunConfig) -> None:
+        import inspect
+
         import torch
 
-        from mmx.experts.registry import get_expert
+        from mmx.experts.registry import expert_class, get_expert, plan
 
         threads = max(1, int(cfg.resources.appearance_cpus))
         torch.set_num_threads(threads)
         # A GPU actor (appearance_gpus > 0) runs the CNN on its GPU; its forward batch then
         # defaults to 64 frames, on CPU to 4 (small batches stay in cache, see AppearanceExpert).
         gpu = cfg.resources.appearance_gpus > 0 and torch.cuda.is_available()
-        self.expert = get_expert("appearance", cfg.experts, device="cuda" if gpu else "cpu")
+        self.experts = {}
+        for name in plan(cfg.experts.names).pool_image:
+            takes_device = "device" in inspect.signature(expert_class(name)).parameters
+            kwargs = {"device": "cuda" if gpu else "cpu"} if takes_device else {}
+            self.experts[name] = get_expert(name, cfg.experts, **kwargs)
         self.batch = cfg.resources.appearance_batch
+        self.schema = features_schema(cfg)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        from mmx.ingest import image_features
+
         shapes = batch.column("frames_shape").to_pylist()
         blobs = batch.column("frames").to_pylist()
-        stacks = [
-            np.frombuffer(b, np.uint8).reshape(s) for b, s in zip(blobs, shapes, strict=True) if s
+        stacks = [  # (C_i, F, h, w, 3) per trailer
+            np.frombuffer(b, np.uint8).reshape(s) if s and s[1] else None
+            for b, s in zip(blobs, shapes, strict=True)
         ]
-        vectors: list[np.ndarray | None] = []
-        if stacks:
-            # (C_i, F, h, w, 3) per trailer → one (ΣC_i·F, h, w, 3) run through the CNN.
-            frames = np.concatenate([s.reshape(-1, *s.shape[2:]) for s in stacks])
-            parts = [
-                self.expert(frames[i : i + self.batch]) for i in range(0, len(frames), self.batch)
-            ]
-            emb = np.concatenate(parts)  # (ΣC_i·F, dim)
-        it = 0
-        for s in shapes:
-            if not s:
-                vectors.append(None)
-                continue
-            c, f = s[0], s[1]
-            # mean over the F frames of each clip: (C·F, dim) → (C, F, dim) → (C, dim)
-            v = emb[it : it + c * f].reshape(c, f, -1).mean(axis=1)
-            vectors.append(v.astype(np.float32).reshape(-1))
-            it += c * f
+        todo = [s for s in stacks if s is not None]
+        if todo and self.experts:
+            # every trailer's clips as one (ΣC_i, F, h, w, 3) run through each expert in
+            # forward batches of `appearance_batch` frames across trailers
+            frames = np.concatenate(todo)
+            bounds = np.cumsum([0, *[len(s) for s in todo]])
+            for name, expert in self.experts.items():
+                emb = image_features(expert, frames, self.batch)  # (ΣC_i, dim)
+                parts = iter(np.split(emb, bounds[1:-1]))
+                col = [next(parts).reshape(-1) if s is not None else None for s in stacks]
+                batch = batch.set_column(batch.schema.get_field_index(name), name,
+                                         pa.array(col, type=pa.list_(pa.float32())))
         batch = batch.drop_columns(list(_FRAME_COLS))
-        col = pa.array(vectors, type=pa.list_(pa.float32()))
-        batch = batch.set_column(batch.schema.get_field_index("appearance"), "appearance", col)
-        return schema.conform(batch, schema.FEATURES)
+        return schema.conform(batch, self.schema)

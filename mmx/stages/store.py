@@ -28,16 +28,21 @@ def assemble(distinct: pa.Table, cache: str, dest: str, cfg: RunConfig) -> pa.Ta
     distinct content, all cached) to the folder ``dest``; return their :data:`META_COLUMNS`."""
     if distinct.num_rows == 0:
         return schema.FEATURES.empty_table().select(META_COLUMNS)
+    from mmx.stages.ingest import features_schema
+
+    table_schema = features_schema(cfg)
     names = distinct.select(["fingerprint", "trailer_id", "uri"])
     paths = features_cache.files_for(cache, names["fingerprint"])
-    ds = dataset.read(paths, schema=schema.FEATURES).map_batches(
-        _rename, batch_format="pyarrow", fn_kwargs={"names": names}, num_cpus=0.5,
+    ds = dataset.read(paths, schema=table_schema).map_batches(
+        _rename, batch_format="pyarrow", fn_kwargs={"names": names, "table_schema": table_schema},
+        num_cpus=0.5,
     )
     dataset.write(ds, dest, cfg.resources.store_rows_per_file)
     return read_meta(dest)
 
 
-def _rename(batch: pa.Table, names: pa.Table) -> pa.Table:
+def _rename(batch: pa.Table, names: pa.Table, table_schema: pa.Schema = schema.FEATURES
+            ) -> pa.Table:
     """This run's trailer_id and uri for each cached row of this run's inputs (found by its
     fingerprint: the same bytes may have been featurised under another name or location); a
     part's rows of other contents are dropped."""
@@ -49,7 +54,7 @@ def _rename(batch: pa.Table, names: pa.Table) -> pa.Table:
     batch = batch.set_column(1, "uri", names["uri"].take(at))
     if "thumbnail" not in batch.column_names:  # a row cached before thumbnails were taken
         batch = batch.append_column("thumbnail", pa.nulls(batch.num_rows, pa.binary()))
-    return batch.select(schema.FEATURES.names).cast(schema.FEATURES)
+    return batch.select(table_schema.names).cast(table_schema)
 
 
 def read_meta(store: str) -> pa.Table:

@@ -27,8 +27,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import torch
 
-from mmx import storage
-from mmx.features import AUDIO_DIM, FRAME_EXPERTS, expert_dims, to_arrays
+from mmx import schema, storage
+from mmx.features import audio_column, clip_experts, expert_dims, to_arrays
+from mmx.features import audio_dim as audio_dim_of
 from mmx.model.network import AUDIO
 
 SPLITS = ("train", "val", "test")
@@ -211,11 +212,15 @@ class TrailerSet:
         trailer_ids: Sequence[str],
         labels: Mapping[str, Sequence[str]],
         genres: Sequence[str],
-        audio_dim: int | None = AUDIO_DIM,
+        audio_dim: int | None = None,
     ) -> TrailerSet:
         """Placeholders only (ids, labels, primary genres; no features, no expert dims): what
         splits and ownership are planned on before any features are read. Labels as in
-        :func:`trailer_set_from_table`."""
+        :func:`trailer_set_from_table`. ``audio_dim`` defaults (None) to the width of the
+        built-in features table's audio expert (:func:`store_audio_dim` reads a store's); 0: no
+        audio expert."""
+        if audio_dim is None:
+            audio_dim = audio_dim_of(schema.FEATURES)
         index = {g: i for i, g in enumerate(genres)}
         items = [
             TrailerFeatures.placeholder(t, *_label_row(labels.get(t, ()), index))
@@ -256,8 +261,9 @@ class TrailerSet:
         if lost.size:
             raise ValueError(f"{store}: no ok features row for {lost.size} trailer(s), e.g. "
                              f"{self.trailer_ids[int(lost[0])]}")
-        out = TrailerSet(items, {k: dims[k] for k in FRAME_EXPERTS if k in dims}, self.audio_dim,
-                         self.genres, owner)
+        order = store_experts(store)  # the store's column order, the same on every worker
+        dims = {name: dims[name] for name in order if name in dims}
+        out = TrailerSet(items, dims, self.audio_dim, self.genres, owner)
         out.splits = self.splits
         return out
 
@@ -366,6 +372,19 @@ def read_ok_ids(store: str) -> list[str]:
     return sorted(ids.to_pylist())
 
 
+def store_experts(store: str) -> tuple[str, ...]:
+    """The per-clip (and per-title) experts of the features store ``store``, in column order
+    (:func:`mmx.features.clip_experts` of its schema)."""
+    fs, path = storage.filesystem(store)
+    return clip_experts(pads.dataset(path, filesystem=fs, format="parquet").schema)
+
+
+def store_audio_dim(store: str) -> int:
+    """Width of one audio frame of the features store's audio expert (0: it has none)."""
+    fs, path = storage.filesystem(store)
+    return audio_dim_of(pads.dataset(path, filesystem=fs, format="parquet").schema) or 0
+
+
 def read_features(
     store: str, trailer_ids: Sequence[str], batch_rows: int = READ_BATCH_ROWS
 ) -> Iterator[tuple[list[dict[str, Any]], dict[str, int]]]:
@@ -384,9 +403,10 @@ def read_features(
     wanted = pa.array(sorted(set(trailer_ids)), pa.string())
     for file in files:
         reader = pq.ParquetFile(file, filesystem=fs, pre_buffer=False, buffer_size=1 << 20)
-        names = set(reader.schema_arrow.names)
-        columns = ["trailer_id", "n_clips", "has_audio", "audio", "audio_frames",
-                   *[name for name in FRAME_EXPERTS if name in names]]
+        found = reader.schema_arrow
+        audio = audio_column(found)
+        columns = ["trailer_id", "n_clips", "has_audio", "audio_frames",
+                   *([audio] if audio else []), *clip_experts(found)]
         try:
             for batch in reader.iter_batches(batch_size=batch_rows, columns=[*columns, "status"],
                                              use_threads=False):
@@ -624,4 +644,4 @@ def trailer_set_from_table(
     for row in to_arrays(table):
         y, primary = _label_row(labels.get(row["trailer_id"], ()), index)
         items.append(TrailerFeatures(**row, labels=y, primary=primary))
-    return TrailerSet(items, expert_dims(table), AUDIO_DIM, genres)
+    return TrailerSet(items, expert_dims(table), audio_dim_of(table), genres)

@@ -287,7 +287,13 @@ def train_phases(
 
     from mmx.model import MMXNetwork
     from mmx.train import loop
-    from mmx.train.data import TrailerSet, plan_owners, read_ok_ids
+    from mmx.train.data import (
+        TrailerSet,
+        plan_owners,
+        read_ok_ids,
+        store_audio_dim,
+        store_experts,
+    )
     from mmx.train.metrics import label_frequency_baseline, split_metrics
 
     worker_start = time.time()
@@ -308,7 +314,7 @@ def train_phases(
     if no_genre_head:  # too few labels: a self-supervised model without a genre head
         log.info("no genre head: %s", no_genre_head)
         vocab, labels = [], {}
-    plan = TrailerSet.from_metadata(ids, labels, vocab)
+    plan = TrailerSet.from_metadata(ids, labels, vocab, audio_dim=store_audio_dim(store))
     splits = plan.assign_splits(cfg.train.split_fractions)  # ids and labels only: same everywhere
     owner = plan_owners(plan, world_size)
     data = plan.load_features(store, owner, rank)
@@ -319,10 +325,11 @@ def train_phases(
              rows_loaded, len(data), data_load_s)
     # one collective: what every worker loaded, and the expert dims all of them agree on (a
     # worker's own rows may all lack an expert, but every model must have the same shape)
+    names = store_experts(store)  # the same list on every worker
     gathered = loop.gather_values(
-        [rows_loaded, data_load_s, *_dims_vector(data.expert_dims)], world_size, device
+        [rows_loaded, data_load_s, *_dims_vector(data.expert_dims, names)], world_size, device
     )  # (W, 2 + experts)
-    data.expert_dims = _agreed_dims(gathered[:, 2:], store)
+    data.expert_dims = _agreed_dims(gathered[:, 2:], store, names)
     train, val, test = data.split("train"), data.split("val"), data.split("test")
     labelled = data.subset(np.flatnonzero(data.labelled))
     if rank == 0:
@@ -493,20 +500,16 @@ def train_phases(
     storage.write_json(storage.join(model_dir, "result.json"), result)
 
 
-def _dims_vector(dims: dict[str, int]) -> list[int]:
-    """Expert dims in :data:`mmx.features.FRAME_EXPERTS` order, 0 for an expert not seen."""
-    from mmx.features import FRAME_EXPERTS
-
-    return [int(dims.get(name, 0)) for name in FRAME_EXPERTS]
+def _dims_vector(dims: dict[str, int], names: tuple[str, ...]) -> list[int]:
+    """Expert dims in ``names`` order (the store's experts), 0 for an expert not seen."""
+    return [int(dims.get(name, 0)) for name in names]
 
 
-def _agreed_dims(per_worker: np.ndarray, store: str) -> dict[str, int]:
+def _agreed_dims(per_worker: np.ndarray, store: str, names: tuple[str, ...]) -> dict[str, int]:
     """The expert dims of all workers' rows from (W, experts) :func:`_dims_vector` rows: an
     expert seen by any worker is in, with the one dim they all saw."""
-    from mmx.features import FRAME_EXPERTS
-
     dims = {}
-    for name, seen in zip(FRAME_EXPERTS, per_worker.T.astype(np.int64), strict=True):
+    for name, seen in zip(names, per_worker.T.astype(np.int64), strict=True):
         found = set(seen[seen > 0].tolist())
         if len(found) > 1:
             raise ValueError(f"{store}: workers read {name} features of dims {sorted(found)}")
