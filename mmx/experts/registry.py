@@ -20,7 +20,7 @@ import numpy as np
 
 from mmx.config import ExpertsConfig
 
-Kind = Literal["frames", "image", "audio"]
+Kind = Literal["frames", "image", "audio", "title"]
 
 
 class Expert:
