@@ -30,13 +30,13 @@ from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core: no tokenizer threads
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from mmx.experts.text import TextExpert  # noqa: E402
+from mmx.experts.text import TextExpert
 
 TARGET = 200.0  # plots/s per core (issue 15)
-WORDS = (
+VOCABULARY = (
     "a the young old detective mother father city town small dark secret war love family "
     "haunted house island ship space station crew killer police heist bank money escape "
     "prison journey road trip wedding school teacher student band music dream nightmare "
@@ -45,7 +45,8 @@ WORDS = (
     "mystery comedy romance scientist doctor soldier king queen kingdom dragon sword magic "
     "after when while must discovers finds learns decides tries fights races hides returns "
     "before their his her with from into against across under through one last final first"
-).split()
+)
+WORDS = VOCABULARY.split()
 CONFIGS = (  # (label, batch_size, max_length, int8)
     ("fp32_b8", 8, 256, False),
     ("fp32_b32", 32, 256, False),

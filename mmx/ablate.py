@@ -180,6 +180,7 @@ def run_ablation(
         "mmx.genre_vocab": json.dumps(genres),
         "mmx.eval_split": eval_split,
         "mmx.threshold": str(cfg.train.threshold),
+        "mmx.genre_loss_weights": cfg.train.genre_loss_weights,
         "mmx.profile": cfg.profile,
     }
     return table.replace_schema_metadata(meta)

@@ -177,6 +177,11 @@ class TrainConfig:
     # weight of the genre BCE kept in the contrastive phase (0 = the paper's: NT-Xent only,
     # the genre head frozen); > 0 keeps the fine embedding and its head genre-aware
     contrastive_genre_weight: float = 0.0
+    # per-genre weights of the genre BCE: "pos_weight" scales each genre's positive term by its
+    # negatives/positives (DESIGN §1, the paper's); "class" scales both terms of a genre by its
+    # inverse frequency, normalised to mean 1 (the class-weighted BCE of the multimodal genre
+    # work, issue 15); "none": plain BCE
+    genre_loss_weights: Literal["pos_weight", "class", "none"] = "pos_weight"
     # labelled trailers are stratified (multi-label, rarest genre first) into train/val/test in
     # these proportions; test >= 0.2 so that its figures mean something (DESIGN §1)
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
