@@ -11,7 +11,7 @@ whole call) with one torch thread and the tokenizer's thread pool off
 warm up, then ``--repeats`` times; the best wall-clock and CPU-time (``time.process_time``)
 rates are reported (noise from other work on the machine only ever adds time; on a shared
 machine CPU time is the steadier per-core figure). Configurations: fp32 at several batch sizes,
-fp32 at shorter ``max_length`` (64 word pieces truncates these plots), and dynamic int8
+fp32 at shorter ``max_length`` (64 and 32 word pieces truncate these plots), and dynamic int8
 quantisation of the linear layers (``int8=True``); each reports the cosine agreement of its
 vectors with fp32 at ``max_length`` 256 (``cosine_vs_fp32``: mean and min over the plots).
 Target (issue 15): ≥ 200 plots/s per core; ``meets_target`` names the configurations that meet
@@ -52,8 +52,10 @@ CONFIGS = (  # (label, batch_size, max_length, int8)
     ("fp32_b32", 32, 256, False),
     ("fp32_b64", 64, 256, False),
     ("fp32_b32_len64", 32, 64, False),
+    ("fp32_b32_len32", 32, 32, False),
     ("int8_b32", 32, 256, True),
     ("int8_b32_len64", 32, 64, True),
+    ("int8_b32_len32", 32, 32, True),
 )
 
 

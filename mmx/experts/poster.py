@@ -70,7 +70,8 @@ class PosterExpert(Expert):
         cfg: uses ``appearance_size`` (the CNN's input side, 224 for Lite0).
         device: torch device for the CNN (``"cuda"`` in a GPU actor).
         batch_size: images per forward pass (the appearance expert's default when None).
-        fit: ``"pad"`` (whole poster, letterboxed) or ``"crop"`` (centre square).
+        fit: ``"pad"`` (whole poster, letterboxed) or ``"crop"`` (centre square); None takes
+            ``cfg.poster_fit``.
     """
 
     name = "poster"
@@ -82,9 +83,10 @@ class PosterExpert(Expert):
         cfg: ExpertsConfig | None = None,
         device: str = "cpu",
         batch_size: int | None = None,
-        fit: Literal["pad", "crop"] = "pad",
+        fit: Literal["pad", "crop"] | None = None,
     ) -> None:
         super().__init__(cfg)
+        fit = self.cfg.poster_fit if fit is None else fit
         if fit not in ("pad", "crop"):
             raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
         self.fit = fit

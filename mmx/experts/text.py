@@ -94,14 +94,14 @@ def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
 class TextExpert(Expert):
     """Plot strings → L2-normalised all-MiniLM-L6-v2 embeddings, float32 ``(N, 384)``.
 
-    Args:
-        cfg: experts config (nothing read from it yet; kept for the registry's signature).
+    Args (each None takes the ``experts.text_*`` setting of ``cfg``):
+        cfg: experts config.
         device: torch device (``"cuda"`` in a GPU actor).
         batch_size: plots per forward pass (after sorting by length).
         max_length: word pieces kept per plot, at most :data:`MAX_LENGTH`.
-        threads: ``torch.set_num_threads`` while embedding (None: leave the process's setting).
-        int8: run a dynamically int8-quantised copy of the linear layers (CPU; faster, cosine
-            ~0.99 with fp32, see benchmarks/results/text.json).
+        threads: ``torch.set_num_threads`` while embedding (0: leave the process's setting).
+        int8: run a dynamically int8-quantised copy of the linear layers (CPU only; faster, see
+            benchmarks/results/text.json for its speed and cosine agreement with fp32).
     """
 
     name = "text"
@@ -112,12 +112,16 @@ class TextExpert(Expert):
         self,
         cfg: ExpertsConfig | None = None,
         device: str = "cpu",
-        batch_size: int = 32,
-        max_length: int = MAX_LENGTH,
+        batch_size: int | None = None,
+        max_length: int | None = None,
         threads: int | None = None,
-        int8: bool = False,
+        int8: bool | None = None,
     ) -> None:
         super().__init__(cfg)
+        batch_size = self.cfg.text_batch_size if batch_size is None else batch_size
+        max_length = self.cfg.text_max_length if max_length is None else max_length
+        threads = self.cfg.text_threads if threads is None else threads
+        int8 = self.cfg.text_int8 if int8 is None else int8
         if not 1 <= max_length <= MAX_LENGTH:
             raise ValueError(f"max_length must be in [1, {MAX_LENGTH}], got {max_length}")
         if batch_size < 1:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmx.config import ConfigError, ExpertsConfig
 from mmx.experts.text import MAX_LENGTH, TextExpert, mean_pool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +32,7 @@ def refuse(self, *args, **kwargs):
 socket.socket.connect = refuse
 socket.socket.connect_ex = refuse
 socket.create_connection = lambda *a, **k: refuse(None)
+from mmx.config import ConfigError, ExpertsConfig
 from mmx.experts.text import TextExpert
 vectors = TextExpert(threads=1)(json.loads(sys.argv[1]))
 print(json.dumps(vectors.tolist()))
@@ -39,7 +41,10 @@ print(json.dumps(vectors.tolist()))
 
 @pytest.fixture(scope="module")
 def expert() -> TextExpert:
-    return TextExpert(threads=1, batch_size=2)
+    cfg = ExpertsConfig(text_threads=1, text_batch_size=2)  # settings come from the config
+    built = TextExpert(cfg)
+    assert (built.threads, built.batch_size, built.max_length, built.int8) == (1, 2, 256, False)
+    return built
 
 
 def test_loads_offline_and_repeats(expert: TextExpert, tmp_path: Path) -> None:
@@ -108,3 +113,8 @@ def test_user_weights_round_trip(expert: TextExpert, tmp_path: Path) -> None:
     finally:
         expert.load_weights(str(tmp_path / "original.pt"))
     np.testing.assert_array_equal(expert(PLOTS[:1]), before)
+
+
+def test_config_checks_the_text_settings() -> None:
+    with pytest.raises(ConfigError, match="text_max_length"):
+        ExpertsConfig(text_max_length=512)
