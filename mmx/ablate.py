@@ -49,12 +49,16 @@ from mmx.train.metrics import genre_metrics, label_frequency_baseline
 
 log = logging.getLogger(__name__)
 
-SUMMARY = ("f1_weighted", "au_prc_weighted", "precision_weighted", "recall_weighted")
-HEADERS = {  # the paper's column names
+SUMMARY = ("f1_weighted", "au_prc_weighted", "precision_weighted", "recall_weighted",
+           "au_prc_micro", "au_prc_macro", "au_prc_samples")
+HEADERS = {  # the paper's column names, then the AP averages of the multimodal genre work
     "f1_weighted": "F1w",
     "au_prc_weighted": "AU(PRC)w",
     "precision_weighted": "Pw",
     "recall_weighted": "Rw",
+    "au_prc_micro": "AU(PRC)micro",
+    "au_prc_macro": "AU(PRC)macro",
+    "au_prc_samples": "AU(PRC)samples",
 }
 BASELINE = "label frequency"
 EVAL_SPLITS = {"val+test": ("val", "test"), "test": ("test",), "val": ("val",)}
@@ -116,7 +120,8 @@ def run_ablation(
 
     Columns: ``variant``, ``experts`` list<string>, ``gating`` bool, ``ap_<genre>`` float64 per
     genre (vocabulary order), ``f1_weighted``, ``au_prc_weighted``, ``precision_weighted``,
-    ``recall_weighted`` (means over seeds), ``au_prc_weighted_std``, ``best_epoch`` (mean),
+    ``recall_weighted``, ``au_prc_micro``, ``au_prc_macro``, ``au_prc_samples`` (means over
+    seeds), ``au_prc_weighted_std``, ``best_epoch`` (mean),
     ``n_train``, ``n_eval``, ``seeds``, ``train_s``. The baseline row has ``gating`` null.
     """
     if eval_split not in EVAL_SPLITS:
@@ -175,6 +180,7 @@ def run_ablation(
         "mmx.genre_vocab": json.dumps(genres),
         "mmx.eval_split": eval_split,
         "mmx.threshold": str(cfg.train.threshold),
+        "mmx.genre_loss_weights": cfg.train.genre_loss_weights,
         "mmx.profile": cfg.profile,
     }
     return table.replace_schema_metadata(meta)
@@ -222,7 +228,8 @@ def _record(
 
 
 def to_markdown(table: pa.Table) -> str:
-    """The table as Markdown: one row per variant, per-genre AP, then F1w, AU(PRC)w, Pw, Rw."""
+    """The table as Markdown: one row per variant, per-genre AP, then F1w, AU(PRC)w, Pw, Rw and
+    AU(PRC) micro, macro and samples."""
     genres = json.loads((table.schema.metadata or {}).get(b"mmx.genre_vocab", b"[]"))
     if not genres:
         genres = [c[3:] for c in table.column_names if c.startswith("ap_")]
@@ -242,7 +249,8 @@ def to_markdown(table: pa.Table) -> str:
     first = table.to_pylist()[0] if table.num_rows else {}
     lines.append("")
     lines.append(
-        f"AP per genre and weighted F1/AU(PRC)/P/R (threshold {threshold}) on the {split} "
+        f"AP per genre, weighted F1/AU(PRC)/P/R (threshold {threshold}) and AU(PRC) micro, "
+        f"macro and samples (per-trailer AP over genres, averaged) on the {split} "
         f"split ({first.get('n_eval', '?')} trailers; {first.get('n_train', '?')} trained on), "
         f"mean over {max((r['seeds'] for r in table.to_pylist()), default=0)} seed(s). "
         "Single experts and pairs use collaborative gating among the experts they have."
