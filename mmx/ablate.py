@@ -1,7 +1,9 @@
 """Expert ablation of the coarse genre model: a table shaped like Table 2 of Fish et al.
 
 ``mmx ablate`` trains the coarse model (plain PyTorch loop, one process, no Ray) on a
-``features`` table once per *variant*: each single expert, each pair of experts, the naive
+``features`` table once per *variant*: each single expert, each pair of experts, with per-title
+metadata experts (plot text, poster, metadata) beside the trailer's the trailer experts only and
+the metadata experts only, the naive
 concatenation of all experts without collaborative gating (``ModelConfig.gating=False``) and the
 full gated model, plus the label-frequency baseline for reference. A variant restricted to some
 experts sees only their inputs (the other experts are dropped from the batch, not zeroed).
@@ -41,6 +43,7 @@ from mmx.config import (
     parse_args_with_overrides,
     parse_overrides,
 )
+from mmx.experts.registry import kind_of
 from mmx.layout import OutputLayout, name_of
 from mmx.model.network import AUDIO, MMXNetwork
 from mmx.train import loop
@@ -73,12 +76,25 @@ class Variant:
     gating: bool
 
 
+TRAILER_ONLY = "trailer only"
+METADATA_ONLY = "metadata only"
+
+
 def variants(experts: Sequence[str], pairs: bool = True) -> list[Variant]:
-    """Singles, pairs (optional), naive concatenation of all, gated all (in this order)."""
+    """Singles (each modality alone), pairs (optional), then, when per-title (metadata)
+    experts are present beside the trailer's, the trailer experts only and the metadata
+    experts only, then naive concatenation of all and gated all (in this order)."""
     experts = tuple(experts)
     rows = [Variant(e, (e,), True) for e in experts]
     if pairs and len(experts) > 2:
         rows += [Variant(f"{a}+{b}", (a, b), True) for a, b in itertools.combinations(experts, 2)]
+    title = tuple(e for e in experts if kind_of(e) == "title")
+    trailer = tuple(e for e in experts if e not in title)
+    if title and trailer:
+        if len(trailer) > 1:
+            rows.append(Variant(TRAILER_ONLY, trailer, True))
+        if len(title) > 1:
+            rows.append(Variant(METADATA_ONLY, title, True))
     if len(experts) > 1:
         rows.append(Variant("concat (no gating)", experts, False))
         rows.append(Variant("gated (all)", experts, True))

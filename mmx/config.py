@@ -97,12 +97,22 @@ class ShotsConfig:
         _check(self.gradual_lag >= 2, "shots.gradual_lag must be >= 2")
 
 
+# ExpertsConfig settings that only the per-title experts read: they change neither a trailer's
+# features nor the features cache key (mmx.pipeline.ingest_key), only the title vectors' key
+TITLE_EXPERT_SETTINGS = ("text_batch_size", "text_max_length", "text_threads", "text_int8",
+                         "poster_fit")
+
+
 @dataclass(frozen=True)
 class ExpertsConfig:
     """Which experts run, how many frames each sees, and optional user weights per expert."""
 
-    # the run's experts, by registered name (mmx.experts.registry): one line turns one on
-    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")
+    # the run's experts, by registered name (mmx.experts.registry): one line turns one on.
+    # The per-title experts (text: the plot, poster, metadata: year and runtime) run only when
+    # the archive has a metadata sidecar (<archive>/metadata.csv|parquet); without one the run
+    # is the trailer-only run. Leave them out to ignore a sidecar.
+    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio", "text", "poster",
+                              "metadata")
     appearance_frames: int = 1  # frames per shot seen by the CNN (evenly spaced)
     appearance_size: int = 224
     motion_frames: int = 6  # frames per shot used for optical flow
@@ -277,6 +287,12 @@ class ResourcesConfig:
     embed_batch: int = 64  # trailers per batch into the embedding actors
     embed_pool: int = 1  # embedding actors (model replicas)
     embed_gpus: float = 0.0
+    # per-title experts over the metadata sidecar (plot text, poster CNN): titles per batch into
+    # their actor pool (each actor loads the models once), actors, GPUs per actor
+    title_batch: int = 64
+    title_pool: int = 1
+    title_cpus: float = 1.0
+    title_gpus: float = 0.0
     # trailers per Parquet file of a run's features store and embeddings (many per object)
     store_rows_per_file: int = 256
     max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)

