@@ -117,3 +117,18 @@ def test_seeds_and_variant_selection(features):
     assert table.num_rows == 4 and set(table.column("seeds").to_pylist()) == {0, 2}
     with pytest.raises(ValueError, match="eval_split"):
         ablate.run_ablation(data, cfg, eval_split="train")
+
+
+def test_metadata_variants_beside_the_trailer_experts():
+    # each modality alone, the trailer alone, the metadata alone, all (issue 15)
+    rows = ablate.variants(["appearance", "scene", "audio", "text", "poster", "metadata"],
+                           pairs=False)
+    named = {v.name: v.experts for v in rows}
+    assert [v.name for v in rows][:6] == ["appearance", "scene", "audio", "text", "poster",
+                                          "metadata"]
+    assert named[ablate.TRAILER_ONLY] == ("appearance", "scene", "audio")
+    assert named[ablate.METADATA_ONLY] == ("text", "poster", "metadata")
+    assert named["gated (all)"] == ("appearance", "scene", "audio", "text", "poster",
+                                    "metadata")
+    # a trailer-only run has no such rows (its table is as before)
+    assert ablate.TRAILER_ONLY not in {v.name for v in ablate.variants(["appearance", "scene"])}
