@@ -3,7 +3,9 @@
 ``mmx ablate`` trains the coarse model (plain PyTorch loop, one process, no Ray) on a
 ``features`` table once per *variant*: each single expert (every expert the table holds: the
 built-in four and any registered one, per-title experts included; see
-:mod:`mmx.experts.registry`), each pair of experts, the naive
+:mod:`mmx.experts.registry`), each pair of experts, with per-title
+experts beside the trailer's the trailer experts only and the per-title (metadata) experts
+only, the naive
 concatenation of all experts without collaborative gating (``ModelConfig.gating=False``) and the
 full gated model, plus the label-frequency baseline for reference. A variant restricted to some
 experts sees only their inputs (the other experts are dropped from the batch, not zeroed).
@@ -43,6 +45,7 @@ from mmx.config import (
     parse_args_with_overrides,
     parse_overrides,
 )
+from mmx.experts.registry import kind_of
 from mmx.layout import OutputLayout, name_of
 from mmx.model.network import AUDIO, MMXNetwork
 from mmx.train import loop
@@ -51,12 +54,16 @@ from mmx.train.metrics import genre_metrics, label_frequency_baseline
 
 log = logging.getLogger(__name__)
 
-SUMMARY = ("f1_weighted", "au_prc_weighted", "precision_weighted", "recall_weighted")
-HEADERS = {  # the paper's column names
+SUMMARY = ("f1_weighted", "au_prc_weighted", "precision_weighted", "recall_weighted",
+           "au_prc_micro", "au_prc_macro", "au_prc_samples")
+HEADERS = {  # the paper's column names, then the AP averages of the multimodal genre work
     "f1_weighted": "F1w",
     "au_prc_weighted": "AU(PRC)w",
     "precision_weighted": "Pw",
     "recall_weighted": "Rw",
+    "au_prc_micro": "AU(PRC)micro",
+    "au_prc_macro": "AU(PRC)macro",
+    "au_prc_samples": "AU(PRC)samples",
 }
 BASELINE = "label frequency"
 EVAL_SPLITS = {"val+test": ("val", "test"), "test": ("test",), "val": ("val",)}
@@ -71,12 +78,25 @@ class Variant:
     gating: bool
 
 
+TRAILER_ONLY = "trailer only"
+METADATA_ONLY = "metadata only"
+
+
 def variants(experts: Sequence[str], pairs: bool = True) -> list[Variant]:
-    """Singles, pairs (optional), naive concatenation of all, gated all (in this order)."""
+    """Singles (each modality alone), pairs (optional), then, when per-title (metadata)
+    experts are present beside the trailer's, the trailer experts only and the metadata
+    experts only, then naive concatenation of all and gated all (in this order)."""
     experts = tuple(experts)
     rows = [Variant(e, (e,), True) for e in experts]
     if pairs and len(experts) > 2:
         rows += [Variant(f"{a}+{b}", (a, b), True) for a, b in itertools.combinations(experts, 2)]
+    title = tuple(e for e in experts if kind_of(e) == "title")
+    trailer = tuple(e for e in experts if e not in title)
+    if title and trailer:
+        if len(trailer) > 1:
+            rows.append(Variant(TRAILER_ONLY, trailer, True))
+        if len(title) > 1:
+            rows.append(Variant(METADATA_ONLY, title, True))
     if len(experts) > 1:
         rows.append(Variant("concat (no gating)", experts, False))
         rows.append(Variant("gated (all)", experts, True))
@@ -118,7 +138,8 @@ def run_ablation(
 
     Columns: ``variant``, ``experts`` list<string>, ``gating`` bool, ``ap_<genre>`` float64 per
     genre (vocabulary order), ``f1_weighted``, ``au_prc_weighted``, ``precision_weighted``,
-    ``recall_weighted`` (means over seeds), ``au_prc_weighted_std``, ``best_epoch`` (mean),
+    ``recall_weighted``, ``au_prc_micro``, ``au_prc_macro``, ``au_prc_samples`` (means over
+    seeds), ``au_prc_weighted_std``, ``best_epoch`` (mean),
     ``n_train``, ``n_eval``, ``seeds``, ``train_s``. The baseline row has ``gating`` null.
     """
     if eval_split not in EVAL_SPLITS:
@@ -177,6 +198,7 @@ def run_ablation(
         "mmx.genre_vocab": json.dumps(genres),
         "mmx.eval_split": eval_split,
         "mmx.threshold": str(cfg.train.threshold),
+        "mmx.genre_loss_weights": cfg.train.genre_loss_weights,
         "mmx.profile": cfg.profile,
     }
     return table.replace_schema_metadata(meta)
@@ -224,7 +246,8 @@ def _record(
 
 
 def to_markdown(table: pa.Table) -> str:
-    """The table as Markdown: one row per variant, per-genre AP, then F1w, AU(PRC)w, Pw, Rw."""
+    """The table as Markdown: one row per variant, per-genre AP, then F1w, AU(PRC)w, Pw, Rw and
+    AU(PRC) micro, macro and samples."""
     genres = json.loads((table.schema.metadata or {}).get(b"mmx.genre_vocab", b"[]"))
     if not genres:
         genres = [c[3:] for c in table.column_names if c.startswith("ap_")]
@@ -244,7 +267,8 @@ def to_markdown(table: pa.Table) -> str:
     first = table.to_pylist()[0] if table.num_rows else {}
     lines.append("")
     lines.append(
-        f"AP per genre and weighted F1/AU(PRC)/P/R (threshold {threshold}) on the {split} "
+        f"AP per genre, weighted F1/AU(PRC)/P/R (threshold {threshold}) and AU(PRC) micro, "
+        f"macro and samples (per-trailer AP over genres, averaged) on the {split} "
         f"split ({first.get('n_eval', '?')} trailers; {first.get('n_train', '?')} trained on), "
         f"mean over {max((r['seeds'] for r in table.to_pylist()), default=0)} seed(s). "
         "Single experts and pairs use collaborative gating among the experts they have."

@@ -121,12 +121,13 @@ def run_job(argv: list[str] | None = None) -> int:
     from mmx import pipeline
     from mmx.archive import LabelsError
     from mmx.lease import LeaseError, LeaseHeld, LeaseLost
+    from mmx.metadata import MetadataError
     from mmx.policy import UnknownGenres
     from mmx.storage import LatestMoved, SnapshotSealed
 
     try:
         summary = pipeline.run(cfg, retrain=args.retrain)
-    except LabelsError as err:  # raised before Ray starts or anything is written
+    except (LabelsError, MetadataError) as err:  # before Ray starts or anything is written
         parser.error(str(err))
     # one line each, no traceback: another run is (or was) writing the same output root
     except LeaseHeld as err:
@@ -155,10 +156,11 @@ def run_job(argv: list[str] | None = None) -> int:
 def _dry_run(parser: argparse.ArgumentParser, cfg: Any, retrain: bool, as_json: bool) -> int:
     from mmx import dryrun, pipeline
     from mmx.archive import LabelsError
+    from mmx.metadata import MetadataError
 
     try:
         found = dryrun.plan(pipeline.resolve_paths(cfg), retrain)
-    except (LabelsError, FileNotFoundError) as err:
+    except (LabelsError, MetadataError, FileNotFoundError) as err:
         parser.error(str(err))
     print(json.dumps(found, indent=2) if as_json else dryrun.render(found))
     return 0

@@ -97,12 +97,22 @@ class ShotsConfig:
         _check(self.gradual_lag >= 2, "shots.gradual_lag must be >= 2")
 
 
+# ExpertsConfig settings that only the per-title experts read: they change neither a trailer's
+# features nor the features cache key (mmx.pipeline.ingest_key), only the title vectors' key
+TITLE_EXPERT_SETTINGS = ("text_batch_size", "text_max_length", "text_threads", "text_int8",
+                         "poster_fit")
+
+
 @dataclass(frozen=True)
 class ExpertsConfig:
     """Which experts run, how many frames each sees, and optional user weights per expert."""
 
-    # the run's experts, by registered name (mmx.experts.registry): one line turns one on
-    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")
+    # the run's experts, by registered name (mmx.experts.registry): one line turns one on.
+    # The per-title experts (text: the plot, poster, metadata: year and runtime) run only when
+    # the archive has a metadata sidecar (<archive>/metadata.csv|parquet); without one the run
+    # is the trailer-only run. Leave them out to ignore a sidecar.
+    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio", "text", "poster",
+                              "metadata")
     appearance_frames: int = 1  # frames per shot seen by the CNN (evenly spaced)
     appearance_size: int = 224
     motion_frames: int = 6  # frames per shot used for optical flow
@@ -110,12 +120,23 @@ class ExpertsConfig:
     scene_stride: int = 4  # scene descriptor on every k-th decoded frame (averaged per shot)
     motion_stride: int = 2  # optical flow on frame pairs (t, t+1) for every k-th frame t
     appearance_candidates: int = 16  # frames held per open shot to pick the CNN's frames from
+    # per-title experts (mmx/experts/text.py, poster.py): plots per forward pass, word pieces
+    # kept (<= 256, the model's), torch threads while embedding (0 = leave the process's), int8
+    # dynamic quantisation of the text model's linear layers; the poster's fit (pad | crop)
+    text_batch_size: int = 32
+    text_max_length: int = 256
+    text_threads: int = 0
+    text_int8: bool = False
+    poster_fit: Literal["pad", "crop"] = "pad"
     weights: dict[str, str] = field(default_factory=dict)  # expert name -> local path or s3://
 
     def __post_init__(self) -> None:
         _check(len(self.names) >= 1, "experts.names must name at least one expert")
         _check(self.appearance_frames >= 1, "experts.appearance_frames must be >= 1")
         _check(self.motion_frames >= 2, "experts.motion_frames must be >= 2")
+        _check(1 <= self.text_max_length <= 256, "experts.text_max_length must be in [1, 256]")
+        _check(self.text_batch_size >= 1, "experts.text_batch_size must be >= 1")
+        _check(self.text_threads >= 0, "experts.text_threads must be >= 0 (0 = leave as is)")
 
 
 @dataclass(frozen=True)
@@ -178,6 +199,11 @@ class TrainConfig:
     # weight of the genre BCE kept in the contrastive phase (0 = the paper's: NT-Xent only,
     # the genre head frozen); > 0 keeps the fine embedding and its head genre-aware
     contrastive_genre_weight: float = 0.0
+    # per-genre weights of the genre BCE: "pos_weight" scales each genre's positive term by its
+    # negatives/positives (DESIGN §1, the paper's); "class" scales both terms of a genre by its
+    # inverse frequency, normalised to mean 1 (the class-weighted BCE of the multimodal genre
+    # work, issue 15); "none": plain BCE
+    genre_loss_weights: Literal["pos_weight", "class", "none"] = "pos_weight"
     # labelled trailers are stratified (multi-label, rarest genre first) into train/val/test in
     # these proportions; test >= 0.2 so that its figures mean something (DESIGN §1)
     split_fractions: tuple[float, ...] = (0.6, 0.2, 0.2)
@@ -261,6 +287,12 @@ class ResourcesConfig:
     embed_batch: int = 64  # trailers per batch into the embedding actors
     embed_pool: int = 1  # embedding actors (model replicas)
     embed_gpus: float = 0.0
+    # per-title experts over the metadata sidecar (plot text, poster CNN): titles per batch into
+    # their actor pool (each actor loads the models once), actors, GPUs per actor
+    title_batch: int = 64
+    title_pool: int = 1
+    title_cpus: float = 1.0
+    title_gpus: float = 0.0
     # trailers per Parquet file of a run's features store and embeddings (many per object)
     store_rows_per_file: int = 256
     max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)

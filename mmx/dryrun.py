@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from mmx import archive, changes, lease, policy, storage
+from mmx import archive, changes, lease, metadata, policy, storage, titles
 from mmx.config import RunConfig
 from mmx.layout import OutputLayout
 
@@ -22,13 +22,16 @@ def plan(cfg: RunConfig, retrain: bool = False) -> dict[str, Any]:
     """The dry run's findings, JSON-safe. ``cfg`` has its paths resolved already.
 
     Raises what a real run would raise before writing anything: an unreadable labels file
-    (:class:`mmx.archive.LabelsError`), an archive that cannot be listed or is empty
+    (:class:`mmx.archive.LabelsError`) or metadata sidecar (:class:`mmx.metadata.MetadataError`),
+    an archive that cannot be listed or is empty
     (:class:`FileNotFoundError`), store errors (credentials, endpoint) as they come.
     """
     from mmx.pipeline import ingest_key, oversize_reasons  # one rule for both
     from mmx.stages import cache as features_cache
 
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
+    sidecar = metadata.read_metadata(cfg.archive)
+    title_names = titles.active_title_experts(cfg, sidecar)
     t0 = time.perf_counter()
     files = _listed(cfg.archive)
     storage.exists(cfg.out)  # the output root answers (credentials, endpoint, bucket)
@@ -50,6 +53,13 @@ def plan(cfg: RunConfig, retrain: bool = False) -> dict[str, Any]:
     to_decode = sorted(t for t, fp in known.items() if t not in excluded and fp not in cached)
     featurised = sorted(t for t, fp in known.items() if t not in excluded and fp in cached)
     removed = sorted(set(latest.ledger) - {f.trailer_id for f in files})
+    ids = [f.trailer_id for f in files]
+    if sidecar is not None:
+        sidecar = sidecar.restrict(ids)
+    prints = (metadata.fingerprints(sidecar, metadata.poster_versions(cfg.archive))
+              if title_names and sidecar is not None else {})
+    re_meta = metadata.changed_titles([t for t in ids if t not in excluded],
+                                      metadata.read_fingerprints(latest_uri), prints)
 
     vocab = archive.genre_vocabulary(labels)
     prev = (changes.previous(latest_uri, latest)
@@ -86,6 +96,8 @@ def plan(cfg: RunConfig, retrain: bool = False) -> dict[str, Any]:
         "featurised": featurised,
         "removed": removed,
         "model": model,
+        "metadata": {**metadata.record(sidecar, prints), "experts": list(title_names),
+                     "changed_titles": re_meta},
     }
 
 
@@ -125,6 +137,11 @@ def render(found: dict[str, Any], limit: int = 10) -> str:
     excluded = sorted(found["excluded"].items())
     lines.append(f"{len(excluded):>6}  excluded before decoding")
     lines += [f"        {t}: {why}" for t, why in excluded[:limit]]
+    meta = found["metadata"]
+    if meta["sidecar"]:
+        lines.append(f"metadata {meta['sidecar']}: {meta['n_titles']} titles, experts "
+                     f"{', '.join(meta['experts']) or '(none)'}; "
+                     f"{len(meta['changed_titles'])} titles new or edited since LATEST")
     model = found["model"]
     lines.append("model    " + ("train anew" if model["train"] else "reuse") +
                  (f" ({model['reason']})" if model["reason"] else ""))

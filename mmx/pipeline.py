@@ -23,8 +23,20 @@ from dataclasses import replace
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mmx import archive, changes, collect, killpoints, lease, policy, report, schema, storage
-from mmx.config import DEFAULT_WORKDIR, RunConfig
+from mmx import (
+    archive,
+    changes,
+    collect,
+    killpoints,
+    lease,
+    metadata,
+    policy,
+    report,
+    schema,
+    storage,
+    titles,
+)
+from mmx.config import DEFAULT_WORKDIR, TITLE_EXPERT_SETTINGS, RunConfig
 from mmx.errors import is_transient_reason
 from mmx.layout import OutputLayout
 from mmx.summary import RunSummary, counts, write_report
@@ -85,8 +97,11 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
     from mmx.stages import session
 
     cfg = resolve_paths(cfg)
-    # a bad labels file stops the run here, before Ray starts or any output is written
+    # a bad labels file or metadata sidecar stops the run here, before Ray starts or any
+    # output is written (LabelsError, MetadataError)
     labels = archive.read_labels(cfg.labels) if cfg.labels else {}
+    sidecar = metadata.read_metadata(cfg.archive)
+    titles.active_title_experts(cfg, sidecar)  # an unknown or unloadable title expert: here
     started = session.connect(cfg)
     try:
         session.check_storage(cfg.archive, cfg.out)  # workers reach s3:// too, or stop here
@@ -95,7 +110,7 @@ def run(cfg: RunConfig, retrain: bool = False) -> RunSummary:
                              wait_s=cfg.lease_wait_s, poll_s=min(30.0, cfg.lease_ttl_s / 10))
         try:
             held.start_heartbeat()
-            return _run(cfg, retrain, labels, held)
+            return _run(cfg, retrain, labels, held, sidecar)
         finally:
             _release(held)
     finally:
@@ -123,8 +138,14 @@ def ingest_key(cfg: RunConfig) -> str:
     from mmx.experts.registry import plan
 
     parts = {k: cfg.to_dict()[k] for k in ("video", "shots", "experts")}
-    # per-title experts are not computed from the video: adding one keeps the cached features
-    parts["experts"]["names"] = list(plan(cfg.experts.names).shot)
+    # per-title experts are not computed from the video: adding one, or changing its settings
+    # or weights, keeps the cached features (title vectors have their own key: mmx.titles)
+    run = plan(cfg.experts.names)
+    parts["experts"]["names"] = list(run.shot)
+    for key in TITLE_EXPERT_SETTINGS:
+        parts["experts"].pop(key, None)
+    parts["experts"]["weights"] = {n: w for n, w in parts["experts"]["weights"].items()
+                                   if n not in run.title}
     # bounds decide whether a file is indexed at all, not its features: changing them (or an
     # upgrade adding one) must not invalidate the cache
     for section, key in _BOUNDS:
@@ -165,9 +186,10 @@ def _snapshot_name(layout: OutputLayout) -> str:
 
 
 def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
-         held: lease.Lease) -> RunSummary:
+         held: lease.Lease, sidecar: metadata.MetadataTable | None = None) -> RunSummary:
     from mmx.stages import cache as features_cache
     from mmx.stages import embed, index, ingest, publish, store
+    from mmx.stages import titles as titles_stage
     from mmx.train import ray_trainer
 
     timings: dict[str, float] = {}
@@ -223,6 +245,20 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         failed_now = {t: why for t, fp in zip(ids, fps, strict=True)
                       if t not in excluded and (why := ingest.unreadable_reason(fp))}
         diff = changes.changes(ids, fps, prev)
+        # the metadata sidecar (None: none, the trailer-only run): per-title fingerprints of
+        # what feeds the title experts; titles whose fingerprint differs from the one the
+        # latest snapshot recorded are re-embedded (their video features stay cached)
+        title_names = titles.active_title_experts(cfg, sidecar)
+        if sidecar is not None:
+            sidecar = sidecar.restrict(ids)
+        prints = (metadata.fingerprints(sidecar, metadata.poster_versions(cfg.archive))
+                  if title_names and sidecar is not None else {})
+        re_meta = metadata.changed_titles(
+            [t for t in ids if t not in excluded], metadata.read_fingerprints(latest_uri),
+            prints)
+        if re_meta and latest_uri is not None:
+            log.info("metadata changed for %d titles since snapshot %s", len(re_meta),
+                     latest_uri)
         # trailers whose labels differ from those the latest snapshot published
         relabel = changes.relabelled(ids, labels, digest, latest)
         if relabel:
@@ -264,7 +300,7 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         log.info("%d unchanged trailers are decoded again (transient failure last time, or "
                  "--retry-failed)", len(retry))
     if (incremental and not changes.anything(diff) and not relabel and not unknown
-            and not retry and not failed_now):
+            and not retry and not failed_now and not re_meta):
         log.info("nothing changed since snapshot %s: nothing to publish", prev.name)
         summary = RunSummary(out=cfg.out, snapshot=prev.uri, counts={}, timings_s=timings,
                              published=False)
@@ -288,8 +324,10 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
     # not read again (the same bytes give the same features, status and embedding).
     # (only trailers published ok: a failed or excluded one is cheap to read again, and an
     # exclusion by name may not hold any more)
+    # A title whose metadata changed is embedded again (from its cached video features).
     kept = (set() if not incremental or cfg.recompute else
-            {t for t in diff["unchanged"] if t not in excluded and t in latest.ok})
+            {t for t in diff["unchanged"] if t not in excluded and t in latest.ok}
+            - set(re_meta))
 
     with _timed(timings, "ingest", held):
         if todo:
@@ -304,13 +342,22 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         features_cache.compact(cache, cfg.resources.store_rows_per_file,
                                ingest.features_schema(cfg))
 
+    distinct = inputs.filter(pc.invert(pc.is_in(
+        inputs["trailer_id"],
+        value_set=pa.array(sorted(set(excluded) | kept | set(failed_now)), pa.string()))))
+    title_vectors = None
+    if title_names:  # only with a sidecar: without one the run has no such stage
+        with _timed(timings, "titles", held):
+            wanted = distinct["trailer_id"].to_pylist()
+            title_cache = titles_stage.cache_uri(cfg.out, titles.titles_key(cfg, title_names))
+            titles_stage.describe(sidecar, wanted, prints, cfg, title_names, title_cache,
+                                  storage.join(layout.work(name), "titles_todo.parquet"))
+            title_vectors = titles_stage.lookup(title_cache, title_names, wanted, prints)
+
     with _timed(timings, "store", held):
-        distinct = inputs.filter(pc.invert(pc.is_in(
-            inputs["trailer_id"],
-            value_set=pa.array(sorted(set(excluded) | kept | set(failed_now)), pa.string()))))
         features_uri = layout.features(name)
         meta = store.assemble(distinct.select(["trailer_id", "uri", "fingerprint"]), cache,
-                              features_uri, cfg)
+                              features_uri, cfg, titles=title_vectors)
         meta = _trailer_meta(meta, inputs,
                              {t: ("excluded", r) for t, r in excluded.items()}
                              | {t: ("failed", r) for t, r in failed_now.items()},
@@ -401,6 +448,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         storage.write_table(sub.table, storage.join(snap, "subgenres.parquet"))
         storage.write_json(storage.join(snap, "genres.json"), model_genres)
         storage.write_json(storage.join(snap, changes.LABELS_FILE), archive.labels_record(labels))
+        if prints:  # the metadata the embeddings were made with (the next run's diff)
+            metadata.write_fingerprints(snap, prints)
         storage.write_json(storage.join(snap, "config.json"), cfg.to_dict())
         storage.write_json(storage.join(snap, "model.json"), model_info.to_dict())
     # metrics.json is the last file of the snapshot (it carries the publish timing too);
@@ -418,6 +467,9 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         "recomputed": {"embedded": len(fresh), "kept": len(reuse), "removed": len(stale)},
         "labels": {"digest": digest, "relabelled": len(relabel)},
     }
+    if sidecar is not None:
+        metrics["metadata"] = {**metadata.record(sidecar, prints), "experts": list(title_names),
+                               "changed_titles": len(re_meta)}
     killpoints.reached("publish:metrics")
     storage.write_json(storage.join(snap, "metrics.json"), metrics)
     # the HTML report, before _COMPLETE; a failure to render is logged, never fails the run

@@ -368,7 +368,7 @@ def section_genres(d: ReportData) -> str:
     rows = [[_e(g), _num(v), _num(prior.get(g)), _num(v - prior[g], "{:+.3f}")
              if g in prior else "–", positives.get(g, "–")] for g, v in ap.items()]
     for key, label in (("au_prc_micro", "micro"), ("au_prc_macro", "macro"),
-                       ("au_prc_weighted", "weighted")):
+                       ("au_prc_weighted", "weighted"), ("au_prc_samples", "samples")):
         if key in test:
             rows.append([f"<b>AU(PRC) {label}</b>", f"<b>{_num(test[key])}</b>",
                          _num(base.get(key)), "", test.get("n", "")])

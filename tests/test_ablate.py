@@ -85,7 +85,8 @@ def test_ablation_table_rows_and_columns(features, tmp_path):
     ap_cols = [f"ap_{g}" for g in VOCAB]
     assert table.column_names == [
         "variant", "experts", "gating", *ap_cols, "f1_weighted", "au_prc_weighted",
-        "precision_weighted", "recall_weighted", "au_prc_weighted_std", "best_epoch",
+        "precision_weighted", "recall_weighted", "au_prc_micro", "au_prc_macro",
+        "au_prc_samples", "au_prc_weighted_std", "best_epoch",
         "n_train", "n_eval", "seeds", "train_s",
     ]
     rows = {r["variant"]: r for r in table.to_pylist()}
@@ -99,10 +100,11 @@ def test_ablation_table_rows_and_columns(features, tmp_path):
     assert rows["gated (all)"]["seeds"] == 1 and rows[ablate.BASELINE]["seeds"] == 0
 
     markdown = (out / "ablation.md").read_text().splitlines()
-    assert markdown[0] == "| Model | " + " | ".join(VOCAB) + " | F1w | AU(PRC)w | Pw | Rw |"
+    assert markdown[0] == ("| Model | " + " | ".join(VOCAB) + " | F1w | AU(PRC)w | Pw | Rw"
+                           " | AU(PRC)micro | AU(PRC)macro | AU(PRC)samples |")
     body = [line for line in markdown[2:] if line.startswith("| ")]
     assert [line.split(" | ")[0][2:] for line in body] == [ablate.BASELINE, *VARIANTS]
-    assert all(len(line.split(" | ")) == 1 + len(VOCAB) + 4 for line in body)
+    assert all(len(line.split(" | ")) == 1 + len(VOCAB) + 7 for line in body)
 
 
 def test_seeds_and_variant_selection(features):
@@ -115,3 +117,18 @@ def test_seeds_and_variant_selection(features):
     assert table.num_rows == 4 and set(table.column("seeds").to_pylist()) == {0, 2}
     with pytest.raises(ValueError, match="eval_split"):
         ablate.run_ablation(data, cfg, eval_split="train")
+
+
+def test_metadata_variants_beside_the_trailer_experts():
+    # each modality alone, the trailer alone, the metadata alone, all (issue 15)
+    rows = ablate.variants(["appearance", "scene", "audio", "text", "poster", "metadata"],
+                           pairs=False)
+    named = {v.name: v.experts for v in rows}
+    assert [v.name for v in rows][:6] == ["appearance", "scene", "audio", "text", "poster",
+                                          "metadata"]
+    assert named[ablate.TRAILER_ONLY] == ("appearance", "scene", "audio")
+    assert named[ablate.METADATA_ONLY] == ("text", "poster", "metadata")
+    assert named["gated (all)"] == ("appearance", "scene", "audio", "text", "poster",
+                                    "metadata")
+    # a trailer-only run has no such rows (its table is as before)
+    assert ablate.TRAILER_ONLY not in {v.name for v in ablate.variants(["appearance", "scene"])}

@@ -137,3 +137,24 @@ def test_dry_run_lists_the_inputs_and_writes_nothing(tmp_path, capsys) -> None:
             cli.run_job(["--archive", str(tmp_path / archive), "--out", str(out), "--dry-run"])
         assert stop.value.code == 2
         assert says in capsys.readouterr().err
+
+
+def test_a_bad_metadata_sidecar_stops_the_run_and_the_dry_run(tmp_path, capsys) -> None:
+    arch = tmp_path / "arch"
+    (arch / "videos").mkdir(parents=True)
+    (arch / "videos" / "a.mp4").write_bytes(b"x" * 10)
+    (arch / "metadata.csv").write_text("trailer_id,plot,year\na,A heist.,1999\nb,,nineteen\n")
+    out = tmp_path / "out"
+    argv = ["--archive", str(arch), "--out", str(out)]
+    for extra in (["--dry-run"], []):  # the run stops before Ray starts or anything is written
+        with pytest.raises(SystemExit) as stop:
+            cli.run_job([*argv, *extra])
+        assert stop.value.code == 2
+        assert "metadata.csv: line 3: year 'nineteen' is not a number" in capsys.readouterr().err
+        assert not out.exists()
+    (arch / "metadata.csv").write_text("trailer_id,plot,year\na,A heist.,1999\nzz,,\n")
+    assert cli.run_job([*argv, "--dry-run", "--json"]) == 0
+    found = __import__("json").loads(capsys.readouterr().out)["metadata"]
+    assert found["n_titles"] == 1 and found["ignored_ids"] == 1  # zz is no trailer here
+    assert found["experts"] == ["text", "poster", "metadata"]
+    assert found["changed_titles"] == ["a"]  # no snapshot yet: every title is new

@@ -143,6 +143,7 @@ def make_snapshot(out: Path, n: int = 30, name: str = "20260101T000000Z-abcdef")
     storage.write_json(str(snap / "genres.json"), VOCAB)
     metrics = {
         "test": {"n": 14, "au_prc_weighted": 0.61, "au_prc_micro": 0.6, "au_prc_macro": 0.58,
+                 "au_prc_samples": 0.66,
                  "ap_per_genre": {"Action": 0.7, "Comedy": 0.55, "Drama": 0.5}},
         "baseline": {"au_prc_micro": 0.4, "ap_per_genre": {"Action": 0.4, "Comedy": 0.35,
                                                            "Drama": 0.33}},
@@ -173,6 +174,7 @@ def test_render_draws_every_section(tmp_path: Path) -> None:
     # Table 2 shape: each genre's AP beside the prior, and its positives on the test split
     assert re.search(r"<td>Action</td><td>0\.700</td><td>0\.400</td><td>\+0\.300</td><td>\d+",
                      sections["genres"])
+    assert "<b>AU(PRC) samples</b></td><td><b>0.660</b>" in sections["genres"]
     assert sections["pr-curves"].count("<svg") == len(VOCAB)
     assert sections["silhouette"].count("<circle") == 4
     # both maps, the same trailers (the coarse sample's)

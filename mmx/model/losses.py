@@ -10,29 +10,55 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-class GenreBCELoss(nn.Module):
-    """BCE-with-logits with per-genre positive weights; unlabelled rows are ignored.
+def class_weights(y_train: np.ndarray, max_ratio: float = 100.0) -> np.ndarray:
+    """Per-genre class weights of the multimodal genre work: inverse genre frequency in the
+    training labels ``y_train (N, G)``, normalised to mean 1 → ``(G,) float32``.
 
+    A genre without positives is weighted as if it had one. Weights are clipped to at most
+    ``max_ratio`` times the smallest before normalising, so one very rare genre cannot drown
+    the others.
+    """
+    pos = np.asarray(y_train, dtype=np.float64).sum(axis=0)  # (G,)
+    w = 1.0 / np.maximum(pos, 1.0)
+    w = np.minimum(w, w.min() * max_ratio) if w.size else w
+    return (w / w.mean()).astype(np.float32) if w.size else w.astype(np.float32)
+
+
+class GenreBCELoss(nn.Module):
+    """BCE-with-logits with per-genre weights; unlabelled rows are ignored.
+
+    ``pos_weight (G,)`` scales the positive term of genre g (DESIGN §1: negatives / positives);
+    ``class_weight (G,)`` scales both terms of genre g (the class-weighted BCE of the
+    multimodal genre work, :func:`class_weights`); either, both or neither may be given.
     ``forward(logits (B, G) float32, labels (B, G) float32 multi-hot, labelled (B,) bool)
     -> {"bce": scalar}``: the mean over labelled rows × genres (zero, still attached to the
     graph, when no row is labelled, so DDP sees every parameter used).
     """
 
-    def __init__(self, pos_weight: Tensor) -> None:
+    pos_weight: Tensor | None
+    class_weight: Tensor | None
+
+    def __init__(
+        self, pos_weight: Tensor | None = None, class_weight: Tensor | None = None
+    ) -> None:
         super().__init__()
-        self.register_buffer("pos_weight", torch.as_tensor(pos_weight, dtype=torch.float32))
+        for name, value in (("pos_weight", pos_weight), ("class_weight", class_weight)):
+            self.register_buffer(
+                name, None if value is None else torch.as_tensor(value, dtype=torch.float32))
 
     def forward(
         self, logits: Tensor, labels: Tensor, labelled: Tensor | None = None
     ) -> dict[str, Tensor]:
         per = F.binary_cross_entropy_with_logits(
-            logits, labels, pos_weight=self.pos_weight, reduction="none"
+            logits, labels, weight=self.class_weight, pos_weight=self.pos_weight,
+            reduction="none",
         )  # (B, G)
         if labelled is None:
             return {"bce": per.mean()}

@@ -40,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 
 from mmx.config import TrainConfig
-from mmx.model.losses import GenreBCELoss, NTXentLoss
+from mmx.model.losses import GenreBCELoss, NTXentLoss, class_weights
 from mmx.model.network import MMXNetwork, random_windows
 from mmx.train.data import TrailerSet, pos_weight, shard_batches, shares, stats_from_sums
 from mmx.train.metrics import genre_metrics, silhouette
@@ -83,6 +83,17 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def genre_loss(cfg: TrainConfig, y_train: np.ndarray) -> GenreBCELoss:
+    """The genre BCE with the per-genre weights ``cfg.genre_loss_weights`` names, computed from
+    the labelled training rows ``y_train (N, G)``: positive weights (negatives/positives),
+    class weights (inverse frequency, mean 1) or none."""
+    if cfg.genre_loss_weights == "pos_weight":
+        return GenreBCELoss(pos_weight=torch.from_numpy(pos_weight(y_train)))
+    if cfg.genre_loss_weights == "class":
+        return GenreBCELoss(class_weight=torch.from_numpy(class_weights(y_train)))
+    return GenreBCELoss()
 
 
 def _epoch_seed(seed: int, phase: str, epoch: int, rank: int) -> int:
@@ -468,7 +479,7 @@ def fit_coarse(
     if start_epoch == 0:
         model.set_input_stats(input_stats(train, world_size=world_size, device=device))
     rows = np.flatnonzero(train.labelled)  # the coarse phase learns from labelled trailers
-    loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
+    loss = genre_loss(cfg, train.labels[rows]).to(device)
     params = _set_trainable(model, "coarse")
     objective = CoarseObjective(model, loss, cfg.coarse_windows == "random", cfg.expert_dropout)
     module = _wrap(objective, world_size, device)
@@ -568,12 +579,12 @@ def fit_contrastive(
     learn_genres = cfg.contrastive_genre_weight > 0 and model.n_genres > 0
     params = _set_trainable(model, "contrastive", genre_head=learn_genres)
     loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
-    genre_loss = None
+    genre_bce = None
     if learn_genres:
         rows = np.flatnonzero(train.labelled)
-        genre_loss = GenreBCELoss(torch.from_numpy(pos_weight(train.labels[rows]))).to(device)
+        genre_bce = genre_loss(cfg, train.labels[rows]).to(device)
     objective = ContrastiveObjective(model, loss, cfg.contrastive_views, cfg.expert_dropout,
-                                     genre_loss, cfg.contrastive_genre_weight)
+                                     genre_bce, cfg.contrastive_genre_weight)
     module = _wrap(objective, world_size, device)
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:

@@ -8,6 +8,11 @@ Genres with no positive in ``y_true`` follow scikit-learn: their AP is 0 (sklear
 to 1 at every threshold, so the uninterpolated AP sums to 0); they count as 0 in the macro
 average, and weigh nothing in the weighted averages (weight = support = 0). When no genre has a
 positive at all, the weighted averages are 0, as in scikit-learn.
+
+``au_prc_samples`` is scikit-learn's ``average_precision_score(..., average="samples")``: the AP
+of each trailer's ranking of the genres, averaged over trailers. scikit-learn does not skip a
+trailer without any positive genre: its AP is 0 and it counts in the mean (checked against
+scikit-learn 1.9.1); so does it here.
 """
 
 from __future__ import annotations
@@ -58,8 +63,9 @@ def genre_metrics(
 
     ``y_true (N, G) {0,1}``, ``scores (N, G)`` float (sigmoid probabilities). A genre is
     predicted when its score is ``>= threshold``. Returns ``au_prc_micro``, ``au_prc_macro``,
-    ``au_prc_weighted``, ``f1_weighted``, ``precision_weighted``, ``recall_weighted`` (floats)
-    and ``ap_per_genre`` (genre name → AP; names default to ``"0"``, ``"1"``, …).
+    ``au_prc_weighted``, ``au_prc_samples``, ``f1_weighted``, ``precision_weighted``,
+    ``recall_weighted`` (floats) and ``ap_per_genre`` (genre name → AP; names default to
+    ``"0"``, ``"1"``, …).
     """
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -69,6 +75,7 @@ def genre_metrics(
     support = y.sum(axis=0)  # (G,)
     ap = average_precision(y, s)  # (G,)
     micro = float(average_precision(y.reshape(-1, 1), s.reshape(-1, 1))[0])  # (N*G, 1)
+    per_trailer = average_precision(y.T, s.T)  # (N,) AP of each trailer's genre ranking
 
     pred = s >= threshold  # (N, G)
     tp = (pred & (y > 0)).sum(axis=0).astype(np.float64)  # (G,)
@@ -82,6 +89,7 @@ def genre_metrics(
         "au_prc_micro": micro,
         "au_prc_macro": float(ap.mean()) if ap.size else 0.0,
         "au_prc_weighted": _weighted(ap, support),
+        "au_prc_samples": float(per_trailer.mean()) if per_trailer.size else 0.0,
         "f1_weighted": _weighted(f1, support),
         "precision_weighted": _weighted(precision, support),
         "recall_weighted": _weighted(recall, support),

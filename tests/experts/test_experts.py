@@ -12,7 +12,7 @@ from mmx.experts import EXPERTS, get_expert, load_state_dict, register_expert
 from mmx.experts.appearance import AppearanceExpert
 from mmx.experts.audio import AudioExpert
 from mmx.experts.motion import MotionExpert, to_grey
-from mmx.experts.registry import Expert
+from mmx.experts.registry import Expert, expert_class
 from mmx.experts.scene import SceneExpert
 
 DIMS = {"appearance": 1280, "scene": 180, "motion": 30, "audio": 128}
@@ -41,6 +41,11 @@ def test_registry_declares_every_expert():
     assert {name: (EXPERTS[name].kind, EXPERTS[name].runs) for name in DIMS} == {
         "appearance": ("image", "pool"), "scene": ("frames", "inline"),
         "motion": ("frames", "inline"), "audio": ("audio", "inline")}
+    # the per-title experts of the default experts.names, found by name
+    title = {n: expert_class(n) for n in ("text", "poster", "metadata")}
+    assert {n: (c.kind, c.dim, c.needs) for n, c in title.items()} == {
+        "text": ("title", 384, ("plot",)), "poster": ("title", 1280, ("poster",)),
+        "metadata": ("title", 4, ("year", "runtime_min"))}
     with pytest.raises(KeyError):
         get_expert("nope", ExpertsConfig())
 

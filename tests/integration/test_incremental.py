@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,11 +38,25 @@ def test_incremental_decodes_only_new_and_changed(
     assert run_job(base) == 0
     first = storage.latest(str(out))
     assert _report(out)["n_decoded"] == 12
+    # no sidecar: the trailer-only run, as before (no title experts, nothing recorded)
+    assert not Path(first, "title_metadata.parquet").exists()
+    assert "metadata" not in json.loads(Path(first, "metrics.json").read_text())
 
     videos = arch / "videos"
     for i, genre in enumerate(("Horror", "Comedy", "Action")):
         write_trailer(str(videos / f"night2_{i}.mp4"), (genre,), seed=900 + i)
     write_trailer(str(videos / "trailer_0001.mp4"), ("Drama",), seed=999)  # changed content
+    # a partial metadata sidecar arrives too (issue 15): a poster for one title, a plot for
+    # some, a year only for another; the rest have no row
+    (arch / "posters").mkdir()
+    poster = np.zeros((90, 60, 3), np.uint8)
+    poster[10:40, 5:50] = (220, 30, 30)
+    cv2.imwrite(str(arch / "posters" / "t0.png"), poster)
+    sidecar = ("trailer_id,plot,year,poster\n"
+               "trailer_0000,A crew plans a heist.,1999,posters/t0.png\n"
+               "trailer_0002,Two friends go on a road trip.,,\n"
+               "trailer_0003,,2012,\n")
+    (arch / "metadata.csv").write_text(sidecar)
     # a second file named like a trailer of the archive: excluded, never decoded
     write_trailer(str(videos / "bonus" / "trailer_0004.mp4"), ("Horror",), seed=998)
     # --dry-run says what the night will do, and writes nothing
@@ -82,6 +98,15 @@ def test_incremental_decodes_only_new_and_changed(
     assert all(now.values())
     assert all(now[t] == before[t] for t in before if t != "trailer_0001")
     assert now["trailer_0001"] != before["trailer_0001"]  # its content changed
+    # the titles' metadata fingerprints the embeddings were made with (the next night's diff)
+    assert pq.read_table(Path(second) / "title_metadata.parquet")["trailer_id"].to_pylist() \
+        == ["trailer_0000", "trailer_0002", "trailer_0003"]
+    metrics = json.loads(Path(second, "metrics.json").read_text())
+    meta = metrics["metadata"]
+    assert (meta["n_titles"], meta["with_plot"], meta["with_poster"]) == (3, 2, 1)
+    # the 4 new or rewritten files and the 3 titles whose metadata is new are embedded (the
+    # latter from their cached features: only the 4 files were decoded)
+    assert meta["changed_titles"] == 3 and metrics["recomputed"]["embedded"] == 7
 
     assert run_job([*base, "--mode", "incremental"]) == 0  # same night again
     again = _report(out)
@@ -91,6 +116,7 @@ def test_incremental_decodes_only_new_and_changed(
     assert run_job([*base, "--mode", "incremental", "--rehash"]) == 0  # read every byte again
     assert _report(out)["fingerprints"] == {"hashed": 16, "reused": 0}
     assert storage.latest(str(out)) == second
+
 
 
 def test_killed_run_keeps_latest_and_resumes(

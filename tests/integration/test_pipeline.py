@@ -34,8 +34,8 @@ def test_snapshot_contract(run: Path, synth_archive: Path) -> None:
 
     metrics = json.loads((snap / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["au_prc_weighted"] <= 1.0
-    for key in ("au_prc_micro", "au_prc_macro", "f1_weighted", "precision_weighted",
-                "recall_weighted", "ap_per_genre"):
+    for key in ("au_prc_micro", "au_prc_macro", "au_prc_samples", "f1_weighted",
+                "precision_weighted", "recall_weighted", "ap_per_genre"):
         assert key in metrics["test"]
     assert len(metrics["silhouette"]) == 1 + 2  # coarse model + tiny profile's 2 epochs
     assert set(metrics["timings_s"]) >= {"ingest", "train", "embed", "index", "publish"}

@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mmx.model import GenreBCELoss, NTXentLoss
+from mmx.model.losses import class_weights
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -113,3 +114,41 @@ def test_bce_ignores_unlabelled_rows():
     none = GenreBCELoss(w)(logits.requires_grad_(True), labels, torch.zeros(5, dtype=torch.bool))
     assert none["bce"].item() == 0.0
     none["bce"].backward()  # still attached to the graph
+
+
+def test_class_weights_are_inverse_frequency_with_mean_one():
+    y = np.array([[1, 1, 0], [1, 0, 0], [1, 0, 0], [0, 0, 0]])  # 3, 1 and 0 positives
+    w = class_weights(y)
+    np.testing.assert_allclose(w, np.array([1 / 3, 1, 1]) / (7 / 9), rtol=1e-6)
+    assert w.dtype == np.float32 and w.mean() == pytest.approx(1.0)
+    capped = class_weights(np.array([[1, 0]] * 1000 + [[1, 1]]), max_ratio=10)
+    assert capped[1] / capped[0] == pytest.approx(10.0)  # 1000x rarer, capped at 10x
+
+
+def test_class_weighted_bce_scales_both_terms_of_a_genre():
+    """Genre g's positive and negative terms are both multiplied by class_weight[g]."""
+    torch.manual_seed(1)
+    logits = torch.randn(4, 3)
+    labels = torch.tensor([[1.0, 0, 0], [1, 1, 0], [0, 0, 0], [1, 0, 0]])  # genre 2: negatives only
+    labelled = torch.tensor([True, True, True, False])
+    w = torch.tensor([0.5, 1.0, 1.5])
+    got = GenreBCELoss(class_weight=w)(logits, labels, labelled)["bce"]
+    p = torch.sigmoid(logits[:3])
+    y = labels[:3]
+    by_hand = -(w * (y * torch.log(p) + (1 - y) * torch.log(1 - p))).mean()  # (3, 3) → scalar
+    assert got.item() == pytest.approx(by_hand.item(), rel=1e-5)
+    plain = F.binary_cross_entropy_with_logits(logits[:3], y, reduction="none")  # (3, 3)
+    # the all-negative genre 2 weighs 1.5x (a positive weight would leave it unchanged)
+    only2 = GenreBCELoss(class_weight=torch.tensor([0.0, 0.0, 1.5]))(logits, labels, labelled)
+    assert only2["bce"].item() == pytest.approx(1.5 * plain[:, 2].sum().item() / 9, rel=1e-5)
+    unweighted = GenreBCELoss()(logits, labels, labelled)["bce"]
+    assert unweighted.item() == pytest.approx(plain.mean().item(), rel=1e-6)
+    # with class weights from a skewed batch the rare genre's gradient grows, the common shrinks
+    y_train = torch.tensor([[1.0, 0], [1, 0], [1, 0], [1, 1]])  # genre 0 common, genre 1 rare
+    x = torch.zeros(4, 2, requires_grad=True)
+    GenreBCELoss(class_weight=torch.from_numpy(class_weights(y_train.numpy())))(
+        x, y_train)["bce"].backward()
+    x0 = torch.zeros(4, 2, requires_grad=True)
+    GenreBCELoss()(x0, y_train)["bce"].backward()
+    ratio = x.grad.abs().sum(0) / x0.grad.abs().sum(0)  # (2,) = the class weights
+    np.testing.assert_allclose(ratio.numpy(), [0.4, 1.6], rtol=1e-5)

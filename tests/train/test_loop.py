@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mmx.config import build_config
+from mmx.config import ConfigError, build_config
 from mmx.model import MMXNetwork
 from mmx.train.data import TrailerFeatures, TrailerSet
 from mmx.train.loop import (
@@ -22,6 +22,7 @@ from mmx.train.loop import (
     evaluate,
     fit_coarse,
     fit_contrastive,
+    genre_loss,
     infer_rows,
     load_checkpoint,
     load_model,
@@ -333,3 +334,22 @@ def test_two_gloo_workers_match_one(tmp_path):
     model, _ = load_model(str(tmp_path / "owned1-rank0"))
     scores = predict(model, data.subset(range(32, 40)), batch_size=5).scores
     np.testing.assert_allclose(np.array(owned[0].meta["scores"]), scores, atol=1e-5)
+
+
+def test_genre_loss_follows_the_config():
+    y = np.array([[1, 0, 0], [1, 1, 0], [1, 0, 0], [0, 0, 1]], dtype=np.float32)
+    cfg = build_config("tiny").train
+    assert cfg.genre_loss_weights == "pos_weight"  # DESIGN §1's default is unchanged
+    default = genre_loss(cfg, y)
+    np.testing.assert_allclose(default.pos_weight.numpy(), [1 / 3, 3, 3], rtol=1e-6)
+    assert default.class_weight is None
+    weighted = genre_loss(dataclasses.replace(cfg, genre_loss_weights="class"), y)
+    assert weighted.pos_weight is None
+    np.testing.assert_allclose(weighted.class_weight.numpy(), np.array([1 / 3, 1, 1]) / (7 / 9),
+                               rtol=1e-6)
+    plain = genre_loss(dataclasses.replace(cfg, genre_loss_weights="none"), y)
+    assert plain.pos_weight is None and plain.class_weight is None
+    over = build_config("tiny", overrides={"train": {"genre_loss_weights": "class"}})
+    assert over.train.genre_loss_weights == "class"
+    with pytest.raises(ConfigError):
+        build_config("tiny", overrides={"train": {"genre_loss_weights": "inverse"}})

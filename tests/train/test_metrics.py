@@ -36,7 +36,7 @@ def test_agrees_with_sklearn(seed, ties):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # sklearn warns about the genre with no positives
         per_genre = average_precision_score(y, scores, average=None)
-        for avg in ("micro", "macro", "weighted"):
+        for avg in ("micro", "macro", "weighted", "samples"):
             assert got[f"au_prc_{avg}"] == pytest.approx(
                 average_precision_score(y, scores, average=avg), abs=1e-6
             )
@@ -50,11 +50,30 @@ def test_agrees_with_sklearn(seed, ties):
     assert got["f1_weighted"] == pytest.approx(f, abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_samples_ap_with_ties_and_rows_without_positives(seed):
+    """AP samples = sklearn's average="samples": per-trailer AP over genres, mean over trailers;
+    a trailer with no positive genre counts as 0 (sklearn does not skip it)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random((40, 8)) < 0.25).astype(np.int64)
+    y[:5] = 0  # trailers without any positive genre
+    y[5] = 1  # a trailer with every genre
+    scores = rng.integers(0, 4, size=(40, 8)) / 4.0  # heavy ties within each trailer
+    scores[6] = 0.5  # a trailer whose genres all tie
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = average_precision_score(y, scores, average="samples")
+        kept = average_precision_score(y[5:], scores[5:], average="samples")
+    got = genre_metrics(y, scores)["au_prc_samples"]
+    assert got == pytest.approx(want, abs=1e-9)
+    assert got == pytest.approx(kept * 35 / 40, abs=1e-9)  # the 5 empty rows weigh in as 0
+
+
 def test_no_positive_at_all_is_zero_like_sklearn():
     y = np.zeros((5, 3), dtype=int)
     got = genre_metrics(y, np.random.default_rng(0).random((5, 3)))
     assert got["au_prc_weighted"] == 0.0 and got["f1_weighted"] == 0.0
-    assert got["au_prc_micro"] == 0.0
+    assert got["au_prc_micro"] == 0.0 and got["au_prc_samples"] == 0.0
 
 
 def test_label_frequency_baseline():

@@ -1,0 +1,139 @@
+"""Text-expert benchmark: plots/s per CPU core of the all-MiniLM-L6-v2 plot expert.
+
+    python benchmarks/text.py                      # ~2–5 min on a busy 2-core box
+    python benchmarks/text.py --n 128 --out /tmp/text.json
+
+Writes ``benchmarks/results/text.json`` (``--out``). Synthetic plots of ~60 words (seeded draws
+from a film-synopsis vocabulary, 50–70 words each, 53–75 word pieces) are embedded by
+:class:`mmx.experts.text.TextExpert` (tokenising, the forward pass, pooling, normalising: the
+whole call) with one torch thread and the tokenizer's thread pool off
+(``TOKENIZERS_PARALLELISM=false``), so the rate is per core. Each configuration runs once to
+warm up, then ``--repeats`` times; the best wall-clock and CPU-time (``time.process_time``)
+rates are reported (noise from other work on the machine only ever adds time; on a shared
+machine CPU time is the steadier per-core figure). Configurations: fp32 at several batch sizes,
+fp32 at shorter ``max_length`` (64 truncates the longest of these plots, 32 all of them), and
+dynamic int8 quantisation of the linear layers (``int8=True``, per-channel weights); each
+reports the cosine agreement of its vectors with fp32 at ``max_length`` 256
+(``cosine_vs_fp32``: mean and min over the plots).
+Target (issue 15): ≥ 200 plots/s per core; ``meets_target`` names the configurations that meet
+it. The load average is recorded before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # one core: no tokenizer threads
+
+import numpy as np
+import torch
+
+from mmx.experts.text import TextExpert
+
+TARGET = 200.0  # plots/s per core (issue 15)
+VOCABULARY = (
+    "a the young old detective mother father city town small dark secret war love family "
+    "haunted house island ship space station crew killer police heist bank money escape "
+    "prison journey road trip wedding school teacher student band music dream nightmare "
+    "ghost vampire zombie alien planet robot future past village farm storm desert jungle "
+    "mountain ocean river night summer winter revenge betrayal friendship rivalry murder "
+    "mystery comedy romance scientist doctor soldier king queen kingdom dragon sword magic "
+    "after when while must discovers finds learns decides tries fights races hides returns "
+    "before their his her with from into against across under through one last final first"
+)
+WORDS = VOCABULARY.split()
+CONFIGS = (  # (label, batch_size, max_length, int8)
+    ("fp32_b8", 8, 256, False),
+    ("fp32_b32", 32, 256, False),
+    ("fp32_b64", 64, 256, False),
+    ("fp32_b32_len64", 32, 64, False),
+    ("fp32_b32_len32", 32, 32, False),
+    ("int8_b32", 32, 256, True),
+    ("int8_b32_len64", 32, 64, True),
+    ("int8_b32_len32", 32, 32, True),
+)
+
+
+def synthetic_plots(n: int, seed: int = 0) -> list[str]:
+    """``n`` seeded pseudo-synopses of 50–70 words."""
+    rng = np.random.default_rng(seed)
+    words = np.asarray(WORDS)
+    return [" ".join(words[rng.integers(0, len(words), rng.integers(50, 71))]).capitalize() + "."
+            for _ in range(n)]
+
+
+def measure(expert: TextExpert, plots: list[str], repeats: int) -> dict[str, Any]:
+    """Best wall and CPU rates (plots/s) over ``repeats`` timed calls after one warm-up."""
+    vectors = expert(plots)  # warm-up (and the int8 copy is built here)
+    walls, cpus = [], []
+    for _ in range(repeats):
+        w0, c0 = time.perf_counter(), time.process_time()
+        expert(plots)
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return {
+        "plots_per_s_wall": round(len(plots) / min(walls), 1),
+        "plots_per_s_cpu": round(len(plots) / min(cpus), 1),
+        "vectors": vectors,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=256, help="plots per timed call")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "text.json"))
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(1)
+    plots = synthetic_plots(args.n)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    t0 = time.perf_counter()
+    expert = TextExpert(threads=1)
+    load_s = time.perf_counter() - t0
+    tokens = [sum(e.attention_mask) for e in expert.tokenizer.encode_batch(plots)]  # unpadded
+    reference = None
+    results: dict[str, Any] = {}
+    for label, batch_size, max_length, int8 in CONFIGS:
+        expert.batch_size, expert.int8, expert._runner = batch_size, int8, None
+        expert.tokenizer.enable_truncation(max_length=max_length)
+        got = measure(expert, plots, args.repeats)
+        vectors = got.pop("vectors")
+        if reference is None:  # the first configuration is fp32 at the model's max length
+            reference = vectors
+        cos = (vectors * reference).sum(axis=1)  # both L2-normalised
+        results[label] = {"batch_size": batch_size, "max_length": max_length, "int8": int8,
+                          **got, "cosine_vs_fp32": {"mean": round(float(cos.mean()), 5),
+                                                     "min": round(float(cos.min()), 5)}}
+        print(label, results[label], flush=True)
+
+    out = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version(), "torch": torch.__version__,
+                    "torch_threads": 1, "load_avg_at_start": load_start,
+                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "n": args.n,
+        "repeats": args.repeats,
+        "words_per_plot": [50, 70],
+        "word_pieces_per_plot": {"mean": round(float(np.mean(tokens)), 1),
+                                 "min": int(np.min(tokens)), "max": int(np.max(tokens))},
+        "model_load_s": round(load_s, 1),
+        "target_plots_per_s_per_core": TARGET,
+        "configs": results,
+        "meets_target": [k for k, v in results.items()
+                         if max(v["plots_per_s_cpu"], v["plots_per_s_wall"]) >= TARGET],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in out.items() if k != "configs"}, indent=2))
+    return out
+
+
+if __name__ == "__main__":
+    main()
