@@ -97,6 +97,9 @@ class ShotsConfig:
         _check(self.gradual_lag >= 2, "shots.gradual_lag must be >= 2")
 
 
+# the per-title experts over the metadata sidecar (opt-in: see ExpertsConfig.names)
+TITLE_EXPERTS = ("text", "poster", "metadata")
+
 # ExpertsConfig settings that only the per-title experts read: they change neither a trailer's
 # features nor the features cache key (mmx.pipeline.ingest_key), only the title vectors' key
 TITLE_EXPERT_SETTINGS = ("text_batch_size", "text_max_length", "text_threads", "text_int8",
@@ -108,11 +111,13 @@ class ExpertsConfig:
     """Which experts run, how many frames each sees, and optional user weights per expert."""
 
     # the run's experts, by registered name (mmx.experts.registry): one line turns one on.
-    # The per-title experts (text: the plot, poster, metadata: year and runtime) run only when
-    # the archive has a metadata sidecar (<archive>/metadata.csv|parquet); without one the run
-    # is the trailer-only run. Leave them out to ignore a sidecar.
-    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio", "text", "poster",
-                              "metadata")
+    # The per-title experts (TITLE_EXPERTS: text = the plot, poster, metadata = year and
+    # runtime) are OFF by default: gated with the shot experts they made the genre model and
+    # the sub-genres worse on the quality benchmark (benchmarks/results/quality.json,
+    # with_metadata: withheld AU(PRC) micro 0.355 vs 0.661 trailer-only, seed 0, n = 64).
+    # Add them to run them on an archive with a metadata sidecar (<archive>/metadata.csv|
+    # parquet); without a sidecar they do nothing.
+    names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")
     appearance_frames: int = 1  # frames per shot seen by the CNN (evenly spaced)
     appearance_size: int = 224
     motion_frames: int = 6  # frames per shot used for optical flow

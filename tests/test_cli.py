@@ -153,7 +153,8 @@ def test_a_bad_metadata_sidecar_stops_the_run_and_the_dry_run(tmp_path, capsys) 
         assert "metadata.csv: line 3: year 'nineteen' is not a number" in capsys.readouterr().err
         assert not out.exists()
     (arch / "metadata.csv").write_text("trailer_id,plot,year\na,A heist.,1999\nzz,,\n")
-    assert cli.run_job([*argv, "--dry-run", "--json"]) == 0
+    titled = "--experts.names=[appearance,scene,motion,audio,text,poster,metadata]"
+    assert cli.run_job([*argv, "--dry-run", "--json", titled]) == 0
     found = __import__("json").loads(capsys.readouterr().out)["metadata"]
     assert found["n_titles"] == 1 and found["ignored_ids"] == 1  # zz is no trailer here
     assert found["experts"] == ["text", "poster", "metadata"]

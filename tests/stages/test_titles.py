@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmx import metadata, schema, titles
-from mmx.config import build_config
+from mmx.config import TITLE_EXPERTS, ExpertsConfig, build_config
 from mmx.model.network import MMXNetwork
 from mmx.pipeline import ingest_key
 from mmx.stages import ingest as ingest_stage
@@ -67,11 +67,12 @@ def _one_thread():
 
 def test_a_partial_sidecar_is_described_cached_and_masked(ray_session, tmp_path: Path) -> None:
     arch = _archive(tmp_path / "arch")
-    cfg = build_config("tiny", None, {"out": str(tmp_path / "out")})
+    cfg = build_config("tiny", None, {"out": str(tmp_path / "out"), "experts": {
+        "names": [*ExpertsConfig().names, *TITLE_EXPERTS]}})
     ids = ["a", "b", "c", "d", "e", "f"]
     sidecar = metadata.read_metadata(str(arch), ids)
     names = titles.active_title_experts(cfg, sidecar)
-    assert names == NAMES  # the default experts.names runs them when there is a sidecar
+    assert names == NAMES  # named in experts.names, and there is a sidecar
     prints = metadata.fingerprints(sidecar, metadata.poster_versions(str(arch)))
     cache = titles_stage.cache_uri(cfg.out, titles.titles_key(cfg, names))
     todo = str(tmp_path / "todo.parquet")
@@ -119,6 +120,11 @@ def test_a_partial_sidecar_is_described_cached_and_masked(ray_session, tmp_path:
 def test_without_a_sidecar_the_run_is_the_trailer_only_run(tmp_path: Path) -> None:
     cfg = build_config("demo", None, {})
     assert titles.active_title_experts(cfg, None) == ()
+    assert not set(TITLE_EXPERTS) & set(cfg.experts.names)  # opt-in (see ExpertsConfig)
+    on = build_config("demo", None, {"experts": {"names": [*cfg.experts.names,
+                                                          *TITLE_EXPERTS]}})
+    assert titles.active_title_experts(on, None) == ()  # no sidecar: nothing to describe
+    assert ingest_key(on) == ingest_key(cfg)
     assert metadata.read_metadata(str(tmp_path)) is None
     assert ingest_key(cfg) == "eebd6f980134"  # the cache key of the built-in experts
     # the features table is the video experts' only: no title column, as before
