@@ -1,9 +1,11 @@
 """Expert ablation of the coarse genre model: a table shaped like Table 2 of Fish et al.
 
 ``mmx ablate`` trains the coarse model (plain PyTorch loop, one process, no Ray) on a
-``features`` table once per *variant*: each single expert, each pair of experts, with per-title
-metadata experts (plot text, poster, metadata) beside the trailer's the trailer experts only and
-the metadata experts only, the naive
+``features`` table once per *variant*: each single expert (every expert the table holds: the
+built-in four and any registered one, per-title experts included; see
+:mod:`mmx.experts.registry`), each pair of experts, with per-title
+experts beside the trailer's the trailer experts only and the per-title (metadata) experts
+only, the naive
 concatenation of all experts without collaborative gating (``ModelConfig.gating=False``) and the
 full gated model, plus the label-frequency baseline for reference. A variant restricted to some
 experts sees only their inputs (the other experts are dropped from the batch, not zeroed).
@@ -34,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from mmx import storage
+from mmx import schema, storage
 from mmx.config import (
     ConfigError,
     RunConfig,
@@ -330,9 +332,16 @@ def snapshot_labels(snapshot: str) -> dict[str, list[str]]:
 def load_trailers(features: str, labels: dict[str, list[str]]) -> TrailerSet:
     """A :class:`TrailerSet` of the ok rows of a features table; genres = the labels' vocabulary."""
     from mmx.archive import genre_vocabulary
+    from mmx.experts.registry import kind_of
 
     table = storage.read_table(features)
     table = table.filter(pc.equal(table["status"], "ok"))
+    unknown = [f.name for f in table.schema
+               if schema.is_vector_column(table.schema, f.name) and kind_of(f.name) is None]
+    if unknown:
+        log.warning("%s: columns %s hold vectors but no registered expert has their name "
+                    "(import the module that registers it, or name it mmx.experts.<name>): "
+                    "left out", features, unknown)
     vocab = genre_vocabulary(labels)
     if not vocab:
         raise ValueError("no genre labels: give --labels with labelled trailers")

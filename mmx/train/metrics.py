@@ -63,8 +63,9 @@ def genre_metrics(
 
     ``y_true (N, G) {0,1}``, ``scores (N, G)`` float (sigmoid probabilities). A genre is
     predicted when its score is ``>= threshold``. Returns ``au_prc_micro``, ``au_prc_macro``,
-    ``au_prc_weighted``, ``au_prc_samples``, ``f1_weighted``, ``precision_weighted``, ``recall_weighted`` (floats)
-    and ``ap_per_genre`` (genre name → AP; names default to ``"0"``, ``"1"``, …).
+    ``au_prc_weighted``, ``au_prc_samples``, ``f1_weighted``, ``precision_weighted``,
+    ``recall_weighted`` (floats) and ``ap_per_genre`` (genre name → AP; names default to
+    ``"0"``, ``"1"``, …).
     """
     y = np.asarray(y_true, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)

@@ -66,6 +66,14 @@ class TinyPoolExpert(Expert):
 
 
 @register_expert
+class TinyInlineExpert(TinyPoolExpert):
+    """The same image expert run inline, in the decode task."""
+
+    name = "tinyinline"
+    runs = "inline"
+
+
+@register_expert
 class TinyTitleExpert(Expert):
     """A per-title expert over a plot: a 4-d bag of letters (enough to carry a signal)."""
 
@@ -101,7 +109,7 @@ def decoded(tmp_path_factory):
     """Six small synthetic trailers (two genres) through the decode stage's row builder and
     the pool actor, as a features table written to a store; plus their labels and config."""
     tmp = tmp_path_factory.mktemp("newexpert")
-    cfg = _cfg(["audio", "framemean", "tinypool"], tmp)
+    cfg = _cfg(["audio", "framemean", "tinypool", "tinyinline"], tmp)
     rows, labels = [], {}
     for i in range(6):
         genre = GENRES[i % 2]
@@ -149,6 +157,9 @@ def test_a_new_expert_runs_through_decode_training_and_ablation(decoded) -> None
     np.testing.assert_array_equal(lengths, n_clips * 8)
     assert np.asarray([len(v) for v in table["tinypool"].to_pylist()]).tolist() == \
         (n_clips * 3).tolist()
+    # an image expert gives the same vectors inline (decode task) as in the pool (actor)
+    np.testing.assert_allclose(np.concatenate(table["tinyinline"].to_pylist()),
+                               np.concatenate(table["tinypool"].to_pylist()), rtol=1e-6)
     means = pooled(table)["framemean"]  # (N, 16): mean and std over clips
     assert np.all((means[:, :3] > 0) & (means[:, :3] < 1)) and means[:, 3:6].std() > 0
 
@@ -160,7 +171,7 @@ def test_a_new_expert_runs_through_decode_training_and_ablation(decoded) -> None
 
     # training: the model has a branch for it, the batch a column of the availability mask
     data = ablate.load_trailers(store, labels)
-    assert list(data.expert_dims) == ["framemean", "tinypool"]
+    assert list(data.expert_dims) == ["framemean", "tinypool", "tinyinline"]
     assert data.expert_dims["framemean"] == 8
     model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model)
     batch = data.batch(np.arange(len(data)))
@@ -189,7 +200,8 @@ def test_a_title_expert_is_broadcast_to_every_clip_and_masked_when_missing(decod
     run = plan(cfg.experts.names)
     assert run.title == ("tinytitle",) and "tinytitle" not in run.shot
     # a per-title expert is not computed from the video: adding one keeps the cached features
-    assert ingest_key(cfg) == ingest_key(_cfg(["audio", "framemean", "tinypool"], cfg.out))
+    assert ingest_key(cfg) == ingest_key(_cfg(["audio", "framemean", "tinypool", "tinyinline"],
+                                              cfg.out))
 
     ids = table["trailer_id"].to_pylist()
     plots = {t: ("a heist in a casino" if labels[t] == ["Action"] else "a wedding, a loo")

@@ -118,3 +118,16 @@ def test_user_weights_round_trip(expert: TextExpert, tmp_path: Path) -> None:
 def test_config_checks_the_text_settings() -> None:
     with pytest.raises(ConfigError, match="text_max_length"):
         ExpertsConfig(text_max_length=512)
+
+
+def test_int8_copy_agrees_with_fp32(expert: TextExpert) -> None:
+    """The int8 option runs a quantised copy; the fp32 model (and its vectors) stay as they were."""
+    fp32 = expert(PLOTS)
+    expert.int8, expert._runner = True, None
+    try:
+        int8 = expert(PLOTS)
+    finally:
+        expert.int8, expert._runner = False, None
+    cos = (int8 * fp32).sum(axis=1)
+    assert cos.min() > 0.9 and not np.array_equal(int8, fp32)
+    np.testing.assert_array_equal(expert(PLOTS), fp32)

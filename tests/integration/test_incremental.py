@@ -101,8 +101,12 @@ def test_incremental_decodes_only_new_and_changed(
     # the titles' metadata fingerprints the embeddings were made with (the next night's diff)
     assert pq.read_table(Path(second) / "title_metadata.parquet")["trailer_id"].to_pylist() \
         == ["trailer_0000", "trailer_0002", "trailer_0003"]
-    meta = json.loads(Path(second, "metrics.json").read_text())["metadata"]
+    metrics = json.loads(Path(second, "metrics.json").read_text())
+    meta = metrics["metadata"]
     assert (meta["n_titles"], meta["with_plot"], meta["with_poster"]) == (3, 2, 1)
+    # the 4 new or rewritten files and the 3 titles whose metadata is new are embedded (the
+    # latter from their cached features: only the 4 files were decoded)
+    assert meta["changed_titles"] == 3 and metrics["recomputed"]["embedded"] == 7
 
     assert run_job([*base, "--mode", "incremental"]) == 0  # same night again
     again = _report(out)
@@ -113,20 +117,6 @@ def test_incremental_decodes_only_new_and_changed(
     assert _report(out)["fingerprints"] == {"hashed": 16, "reused": 0}
     assert storage.latest(str(out)) == second
 
-    # an edited plot: that title alone is embedded again, from its cached features
-    (arch / "metadata.csv").write_text(sidecar.replace("road trip", "long road trip"))
-    assert run_job([*base, "--mode", "incremental"]) == 0
-    third = storage.latest(str(out))
-    assert third != second and _report(out)["n_decoded"] == 0
-    metrics = json.loads(Path(third, "metrics.json").read_text())
-    assert metrics["metadata"]["changed_titles"] == 1 and metrics["mode"] == "incremental"
-    old = {r["trailer_id"]: r for r in pq.read_table(Path(second) / "trailers.parquet")
-           .select(["trailer_id", "status", "embedding"]).to_pylist()}
-    new = {r["trailer_id"]: r["embedding"] for r in
-           pq.read_table(Path(third) / "trailers.parquet").to_pylist()}
-    n_ok = sum(r["status"] == "ok" for r in old.values())
-    assert metrics["recomputed"] == {"embedded": 1, "kept": n_ok - 1, "removed": 1}
-    assert all(new[t] == old[t]["embedding"] for t in old if t != "trailer_0002")
 
 
 def test_killed_run_keeps_latest_and_resumes(
