@@ -49,6 +49,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mmx import storage
+from mmx.experts.registry import expert_class, kind_of
 from mmx.features import pooled
 from mmx.stages import cache as features_cache
 from mmx.train.metrics import genre_metrics
@@ -146,7 +147,7 @@ def cluster_scores(pred: np.ndarray, truth: np.ndarray) -> dict:
 
 def genre_block(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict:
     m = genre_metrics(y, scores, threshold)
-    keep = ("au_prc_micro", "au_prc_macro", "au_prc_weighted", "f1_weighted")
+    keep = ("au_prc_micro", "au_prc_macro", "au_prc_weighted", "au_prc_samples", "f1_weighted")
     return {**{k: float(m[k]) for k in keep}, "n": len(y)}
 
 
@@ -166,10 +167,13 @@ def evaluate(
     threshold: float = 0.3,
     seed: int = 0,
     train_ids: set[str] | None = None,
+    titles: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Every figure of the benchmark for one run; rows of the arrays follow ``ids`` (the ok
     trailers of the run that have hidden truth). ``train_ids``: the trailers the job's genre
-    head learned from (its train split); the probe is then also fitted on those alone."""
+    head learned from (its train split); the probe is then also fitted on those alone.
+    ``titles``: the run's per-title expert vectors (name → (N, D + 1), :func:`title_matrix`);
+    when given, the baselines over them are added (:func:`title_baselines`)."""
     col = {g: i for i, g in enumerate(vocab)}
     true_y = np.zeros((len(ids), len(vocab)))
     given_y = np.zeros((len(ids), len(vocab)))
@@ -228,7 +232,45 @@ def evaluate(
     out["retrieval"] = ret
     out["n"] = {"ok_with_truth": len(ids), "labelled_given": int(labelled.sum()),
                 "withheld": int(test.sum()), "unlabelled": int((~labelled & ~test).sum())}
+    if titles:
+        title_baselines(out, titles=titles, video=pooled_features, per_expert=per_expert,
+                        given_y=given_y, true_y=true_y, labelled=labelled, test=test,
+                        groups=groups, k=k, threshold=threshold, seed=seed)
     return out
+
+
+def title_baselines(
+    out: dict[str, Any], *, titles: dict[str, np.ndarray], video: dict[str, np.ndarray],
+    per_expert: dict[str, np.ndarray], given_y: np.ndarray, true_y: np.ndarray,
+    labelled: np.ndarray, test: np.ndarray, groups: np.ndarray, k: int, threshold: float,
+    seed: int,
+) -> None:
+    """Add to ``out`` the baselines on the run's inputs with the title experts: a probe on the
+    title vectors alone, one on each title expert, one on pooled video features + title vectors
+    concatenated (the learned model's own inputs), the late fusion of every expert's probe
+    (video and title); PCA + Ward and P@5 on pooled video + title vectors."""
+    genres = out["genres_withheld"]
+    yt = true_y[test]
+    title_x = np.concatenate(list(titles.values()), axis=1)
+    both = np.concatenate([*video.values(), title_x], axis=1)
+
+    def probe(x: np.ndarray) -> np.ndarray:
+        return probe_scores(x[labelled], given_y[labelled], x[test], seed)
+
+    genres["probe_titles"] = genre_block(yt, probe(title_x), threshold)
+    title_scores = {name: probe(x) for name, x in titles.items()}
+    for name, s in title_scores.items():
+        genres[f"probe_{name}"] = genre_block(yt, s, threshold)
+    genres["probe_video_titles"] = genre_block(yt, probe(both), threshold)
+    fused = np.mean([*per_expert.values(), *title_scores.values()], axis=0)
+    genres["late_fusion_video_titles"] = genre_block(yt, fused, threshold)
+    reduced = pca(both, seed=seed)
+    out["subgenres"]["pca_ward_video_titles_same_k"] = cluster_scores(ward(reduced, k), groups)
+    out["subgenres"]["pca_ward_video_titles_true_k"] = cluster_scores(
+        ward(reduced, out["subgenres"]["k_true"]), groups)
+    out["retrieval"]["pooled_video_titles"] = retrieval(standardise(both), groups, true_y)
+    out["retrieval"]["pooled_video_titles_pca"] = retrieval(reduced, groups, true_y)
+    out["n"]["with_title"] = {name: int((x[:, -1] > 0).sum()) for name, x in titles.items()}
 
 
 # --------------------------------------------------------------------------------- a run
@@ -288,24 +330,59 @@ def _vectors(column: pa.ChunkedArray) -> np.ndarray:
     return flat.reshape(n, -1).astype(np.float32) if n else np.zeros((0, 0), np.float32)
 
 
-def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    from mmx.synth import generate_subgenre_archive
-    from mmx.train.ray_trainer import read_splits
+def title_matrix(store: pa.Table, ids: list[str], name: str) -> np.ndarray:
+    """The title expert ``name``'s vectors of ``ids`` from a features store: (N, D + 1) float32,
+    the vector (zeros where the title lacks the expert's input: masked) and a last column 1
+    where it has it, 0 where not."""
+    at = pc.index_in(pa.array(ids, pa.string()), value_set=store["trailer_id"])
+    column = store[name].take(at)
+    present = column.is_valid().to_numpy(zero_copy_only=False)
+    dim = expert_class(name).dim
+    out = np.zeros((len(ids), dim + 1), np.float32)
+    if present.any():
+        out[present, :dim] = _vectors(column.filter(pa.array(present)))
+        out[present, dim] = 1
+    return out
 
-    work = Path(args.workdir)
-    archive = work / f"archive-n{args.n}-s{seed}"
-    t0 = time.perf_counter()
-    generate_subgenre_archive(archive, n=args.n, seed=seed, workers=args.workers, **args.synth)
-    synth_s = time.perf_counter() - t0
-    labels = work / f"labels-n{args.n}-s{seed}.csv"
-    withheld = withhold(archive, args.withheld, seed, labels)
-    out = work / f"out-n{args.n}-s{seed}-{args.profile or 'default'}"
-    if out.exists() and not args.keep_cache:
+
+def read_store(out: str, snapshot: str) -> pa.Table:
+    """The features store (``work/<run>/features.parquet``) of the run that published
+    ``snapshot``: the video experts' features and the title experts' vectors the job trained
+    on."""
+    name = snapshot.rstrip("/").rsplit("/", 1)[-1]
+    store = storage.join(out, "work", name, "features.parquet")
+    if not storage.exists(store):
+        raise RuntimeError(f"{store}: the features store of run {name} is gone")
+    return storage.read_table(store)
+
+
+def title_experts(store: pa.Table) -> list[str]:
+    """The per-title expert columns of a features store (none without a sidecar)."""
+    return [c for c in store.column_names if kind_of(c) == "title"]
+
+
+def with_titles(features: pa.Table, store: pa.Table, names: list[str]) -> pa.Table:
+    """``features`` (video experts' rows) with the store's title columns ``names`` joined on
+    trailer_id (what the model was trained on)."""
+    at = pc.index_in(features["trailer_id"], value_set=store["trailer_id"])
+    for name in names:
+        features = features.append_column(store.schema.field(name), store[name].take(at))
+    return features
+
+
+def clean_out(out: Path, keep_cache: bool) -> None:
+    """Remove the job's output ``out``; with ``keep_cache`` keep its caches (ingest, title
+    vectors) and drop everything published."""
+    if out.exists() and not keep_cache:
         shutil.rmtree(out)
-    elif out.exists():  # keep the feature cache (ingest), drop everything published
+    elif out.exists():
         for sub in ("snapshots", "models", "work", "runs", "LATEST"):
             p = out / sub
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+
+
+def run_job(args: argparse.Namespace, archive: Path, labels: Path, out: Path) -> float:
+    """Run the real job on ``archive`` with ``labels`` into ``out``; return its seconds."""
     cmd = [sys.executable, str(ROOT / "jobs" / "index_archive.py"), "--archive", str(archive),
            "--labels", str(labels), "--out", str(out), *args.job_args]
     if args.profile:
@@ -313,7 +390,15 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     print("$", " ".join(cmd), flush=True)
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, cwd=ROOT)
-    job_s = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def score_run(out: Path, archive: Path, labels: Path, withheld: set[str], seed: int,
+              titles: bool = False) -> dict[str, Any]:
+    """Score what the job published under ``out`` against ``archive``'s hidden truth.
+    ``titles``: also read the title experts' vectors the job trained on and add the baselines
+    over them."""
+    from mmx.train.ray_trainer import read_splits
 
     run = read_run(str(out))
     truth = json.loads((archive / "truth.json").read_text())["trailers"]
@@ -327,6 +412,12 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     features = run["features"].take(keep)
     ids = ok["trailer_id"].to_pylist()
     has_scores = ok["genre_scores"].null_count < len(ids)
+    title_x, model_features = None, features
+    if titles:
+        store = read_store(str(out), run["snapshot"])
+        names = title_experts(store)
+        title_x = {name: title_matrix(store, ids, name) for name in names}
+        model_features = with_titles(features, store, names)
     result = evaluate(
         ids=ids,
         pooled_features=pooled(features),
@@ -337,18 +428,216 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         genre_scores=_vectors(ok["genre_scores"]) if has_scores else None,
         subgenres=np.asarray(ok["subgenre"].to_numpy(zero_copy_only=False)),
         fine=_vectors(ok["embedding"]),
-        coarse=coarse_embeddings(run["model_dir"], features, run["vocab"]),
+        coarse=coarse_embeddings(run["model_dir"], model_features, run["vocab"]),
         threshold=0.3,
         seed=seed,
         train_ids={t for t, split in read_splits(run["model_dir"]).items() if split == "train"},
+        titles=title_x,
     )
     metrics = run["metrics"]
     result["job"] = {
-        "seconds": round(job_s, 1), "synth_seconds": round(synth_s, 1),
         "counts": metrics.get("counts"), "timings_s": metrics.get("timings_s"),
         "test_split": {k: metrics.get("test", {}).get(k) for k in ("au_prc_micro", "n")},
     }
+    if titles:
+        result["job"]["metadata"] = metrics.get("metadata")
     return result
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> tuple[dict[str, Any], dict | None]:
+    """The trailer-only run of ``seed`` scored, and with ``--with-metadata`` the run on the same
+    archive with its sidecar scored (else None)."""
+    from mmx.synth import generate_subgenre_archive
+
+    work = Path(args.workdir)
+    archive = work / f"archive-n{args.n}-s{seed}"
+    t0 = time.perf_counter()
+    generate_subgenre_archive(archive, n=args.n, seed=seed, workers=args.workers, **args.synth)
+    synth_s = time.perf_counter() - t0
+    labels = work / f"labels-n{args.n}-s{seed}.csv"
+    withheld = withhold(archive, args.withheld, seed, labels)
+    out = work / f"out-n{args.n}-s{seed}-{args.profile or 'default'}"
+    clean_out(out, args.keep_cache)
+    job_s = run_job(args, archive, labels, out)
+    result = score_run(out, archive, labels, withheld, seed)
+    result["job"] = {"seconds": round(job_s, 1), "synth_seconds": round(synth_s, 1),
+                     **result["job"]}
+    if not args.with_metadata:
+        return result, None
+    return result, run_seed_with_metadata(args, seed, archive, labels, withheld, out)
+
+
+# ----------------------------------------------------------------------- with metadata
+def archive_with_metadata(args: argparse.Namespace, seed: int, archive: Path) -> Path:
+    """A copy of ``archive`` with the synthetic sidecar (``metadata.csv``, ``posters/``) added
+    (:func:`mmx.synth.write_metadata`); its videos, labels and truth are the original's,
+    byte for byte (checked), so the job's features of the trailers are the same."""
+    from mmx.synth import generate_subgenre_archive
+
+    dest = archive.with_name(archive.name + "-meta")
+    same = [f for f in ("truth.json", "labels.csv")
+            if (dest / f).exists() and (dest / f).read_bytes() == (archive / f).read_bytes()]
+    if len(same) < 2:  # missing, or a copy of another archive: copy anew
+        shutil.rmtree(dest, ignore_errors=True)
+        shutil.copytree(archive, dest, ignore=shutil.ignore_patterns("metadata.*", "posters"))
+    t0 = time.perf_counter()
+    generate_subgenre_archive(dest, n=args.n, seed=seed, workers=args.workers, metadata=True,
+                              **args.synth)
+    print(f"sidecar written in {time.perf_counter() - t0:.1f} s: {dest / 'metadata.csv'}",
+          flush=True)
+    for f in ("truth.json", "labels.csv"):
+        if (dest / f).read_bytes() != (archive / f).read_bytes():
+            raise RuntimeError(f"{dest / f} differs from {archive / f}: the sidecar changed it")
+    return dest
+
+
+def seed_feature_cache(src: Path, dest: Path) -> list[str]:
+    """Copy the video feature caches (``cache/features-<key>``) of the trailer-only run ``src``
+    into ``dest``'s, where ``dest`` has none under that key: the same trailers' bytes and the same
+    settings give the same key and fingerprints, so the run with the sidecar decodes nothing
+    (its title vectors are computed by the job). Returns the caches copied."""
+    copied = []
+    for cache in sorted((src / "cache").glob("features-*")):
+        target = dest / "cache" / cache.name
+        if not target.exists():
+            shutil.copytree(cache, target)
+            copied.append(cache.name)
+    return copied
+
+
+def run_seed_with_metadata(args: argparse.Namespace, seed: int, archive: Path, labels: Path,
+                           withheld: set[str], trailer_only_out: Path) -> dict[str, Any]:
+    """The job on ``archive`` + its synthetic sidecar, same labels withheld, scored with the
+    same functions plus the baselines over the title experts' vectors."""
+    meta_archive = archive_with_metadata(args, seed, archive)
+    out = trailer_only_out.with_name(trailer_only_out.name + "-meta")
+    clean_out(out, args.keep_cache)
+    copied = seed_feature_cache(trailer_only_out, out)
+    print(f"feature cache for the run with metadata: {copied or 'already there'}", flush=True)
+    job_s = run_job(args, meta_archive, labels, out)
+    result = score_run(out, meta_archive, labels, withheld, seed, titles=True)
+    result["job"] = {"seconds": round(job_s, 1), "feature_cache_copied": copied,
+                     **result["job"]}
+    return result
+
+
+SIDE_BY_SIDE = {  # figure → where it is in a seed's result
+    **{f"withheld_au_prc_{a}": ("genres_withheld", "published", f"au_prc_{a}")
+       for a in ("micro", "macro", "weighted", "samples")},
+    "withheld_f1_weighted": ("genres_withheld", "published", "f1_weighted"),
+    "subgenre_ari": ("subgenres", "published", "ari"),
+    "subgenre_ami": ("subgenres", "published", "ami"),
+    "p5_subgenre_fine": ("retrieval", "fine", "p5_subgenre"),
+    "p5_genre_fine": ("retrieval", "fine", "p5_genre"),
+}
+
+
+def _at(result: dict[str, Any], path: tuple[str, ...]) -> Any:
+    for key in path:
+        if not isinstance(result, dict) or key not in result:
+            return None
+        result = result[key]
+    return result
+
+
+def side_by_side(trailer_only: dict[str, Any], with_metadata: dict[str, Any]) -> dict:
+    """Each headline figure, trailer-only vs trailer + metadata, with its n and the difference."""
+    out = {}
+    for figure, path in SIDE_BY_SIDE.items():
+        a, b = _at(trailer_only, path), _at(with_metadata, path)
+        if a is None or b is None:
+            continue
+        out[figure] = {"trailer_only": a, "with_metadata": b, "delta": b - a,
+                       "n": _at(with_metadata, (*path[:-1], "n"))}
+    return out
+
+
+REPRODUCED = ("genres_withheld", "subgenres", "retrieval", "n")  # blocks compared
+TOLERANCE = 1e-6
+
+
+def _leaves(tree: Any, prefix: str = "") -> dict[str, float]:
+    if isinstance(tree, dict):
+        return {k: v for key, sub in tree.items() for k, v in _leaves(sub, f"{prefix}.{key}").items()}
+    if isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        return {prefix.lstrip("."): float(tree)}
+    return {}
+
+
+def reproduces(reference: Path, per_seed: dict[str, dict], n: int) -> dict[str, Any]:
+    """Whether this code's trailer-only figures equal those of ``reference`` (a quality.json of
+    an earlier run on the same archives) for every seed both have: every number of the blocks
+    :data:`REPRODUCED` both hold, to :data:`TOLERANCE`."""
+    ref = json.loads(reference.read_text())
+    if ref.get("archive", {}).get("n") != n:
+        return {"reference": str(reference), "met": False,
+                "why": f"reference archive n={ref.get('archive', {}).get('n')}, this run n={n}"}
+    seeds = sorted(set(per_seed) & set(ref.get("per_seed", {})))
+    compared, worst, differ = 0, 0.0, []
+    for seed in seeds:
+        for block in REPRODUCED:
+            mine = _leaves(per_seed[seed].get(block, {}), block)
+            theirs = _leaves(ref["per_seed"][seed].get(block, {}), block)
+            for key in sorted(set(mine) & set(theirs)):
+                compared += 1
+                diff = abs(mine[key] - theirs[key])
+                worst = max(worst, diff)
+                if diff > TOLERANCE:
+                    differ.append({"seed": seed, "figure": key, "now": mine[key],
+                                   "reference": theirs[key]})
+    headline = {seed: {fig: {"now": _at(per_seed[seed], path),
+                             "reference": _at(ref["per_seed"][seed], path)}
+                       for fig, path in SIDE_BY_SIDE.items()
+                       if _at(ref["per_seed"][seed], path) is not None}
+                for seed in seeds}
+    return {"reference": str(reference), "reference_command": ref.get("command"),
+            "seeds": seeds, "figures_compared": compared, "tolerance": TOLERANCE,
+            "max_abs_diff": worst, "differ": differ[:20], "headline": headline,
+            "met": bool(seeds) and compared > 0 and not differ}
+
+
+def _metadata_targets(summary: dict[str, Any]) -> dict[str, Any]:
+    """Issue 15's targets on the summary of the side-by-side figures (means over seeds), and
+    whether the learned model with metadata beats the linear probes on its own inputs."""
+    sbs = summary["side_by_side"]
+    out = {}
+    for figure in ("withheld_au_prc_micro", "subgenre_ari"):
+        a = sbs[figure]["trailer_only"]["mean"]
+        b = sbs[figure]["with_metadata"]["mean"]
+        out[f"metadata_beats_trailer_only_{figure}"] = {
+            "trailer_only": a, "with_metadata": b, "met": b > a}
+    g = summary["with_metadata"]["genres_withheld"]
+    pub = g["published"]["au_prc_micro"]["mean"]
+    for probe in ("probe_video_titles", "probe_titles", "late_fusion_video_titles"):
+        if probe in g:
+            other = g[probe]["au_prc_micro"]["mean"]
+            out[f"published_beats_{probe}_au_prc_micro"] = {
+                "published": pub, probe: other, "met": pub > other}
+    return out
+
+
+def with_metadata_block(args: argparse.Namespace, seeds: list[int], argv: list[str],
+                        per_seed: dict[str, dict], meta: dict[str, dict]) -> dict[str, Any]:
+    """The ``with_metadata`` block of quality.json: per seed, the trailer-only and the
+    trailer + metadata figures side by side and the run with metadata in full; their summary
+    over seeds; issue 15's targets; the trailer-only reproduction check."""
+    rows = {s: {"side_by_side": side_by_side(per_seed[s], meta[s]),
+                "with_metadata": meta[s]} for s in meta}
+    summary = _summary(list(rows.values()))
+    block: dict[str, Any] = {
+        "command": "python benchmarks/quality.py " + " ".join(argv),
+        "seeds": seeds,
+        "archive": {"n": args.n, "withheld_share": args.withheld,
+                    "generator": "mmx synth --subgenres, then mmx.synth.write_metadata on a copy",
+                    "synth": args.synth},
+        "targets": _metadata_targets(summary),
+    }
+    if args.reference:
+        check = reproduces(Path(args.reference), per_seed, args.n)
+        block["targets"]["trailer_only_unchanged_without_sidecar"] = check
+    block["summary"] = summary
+    block["per_seed"] = rows
+    return block
 
 
 def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -412,15 +701,24 @@ def main(argv: list[str] | None = None) -> int:
                    "(repeatable; values parsed as JSON, else kept as text)")
     p.add_argument("--keep-cache", action="store_true",
                    help="reuse the job's feature cache from an earlier run (skip decoding)")
+    p.add_argument("--with-metadata", action="store_true",
+                   help="also run the job on a copy of each archive with its synthetic metadata "
+                   "sidecar and write a with_metadata block (trailer-only vs trailer + metadata)")
+    p.add_argument("--reference", default="", metavar="QUALITY_JSON",
+                   help="an earlier quality.json whose trailer-only figures this run must "
+                   "reproduce (the check is in the with_metadata block's targets)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "quality.json"))
     args, job_args = p.parse_known_args(argv)
     args.job_args = job_args  # anything else goes to the job, e.g. --train.seed=1
     args.synth = dict(_knob(kv) for kv in args.synth)
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    per_seed = {}
+    per_seed, meta = {}, {}
     for seed in seeds:
-        per_seed[str(seed)] = run_seed(args, seed)
+        per_seed[str(seed)], with_meta = run_seed(args, seed)
         print(json.dumps(per_seed[str(seed)], indent=1), flush=True)
+        if with_meta is not None:
+            meta[str(seed)] = with_meta
+            print(json.dumps(with_meta, indent=1), flush=True)
     summary = _summary(list(per_seed.values()))
     result = {
         "command": "python benchmarks/quality.py " + " ".join(argv or sys.argv[1:]),
@@ -432,9 +730,14 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "per_seed": per_seed,
     }
+    if args.with_metadata:
+        argv_used = argv if argv is not None else sys.argv[1:]
+        result["with_metadata"] = with_metadata_block(args, seeds, argv_used, per_seed, meta)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result["targets"], indent=1))
+    if args.with_metadata:
+        print(json.dumps(result["with_metadata"]["targets"], indent=1))
     print(f"wrote {args.out}")
     return 0
 
