@@ -372,3 +372,15 @@ def browser_check():
         return attrs
 
     return check
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one thread for a module's tests (``pytestmark = usefixtures(...)``), restored
+    after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -86,12 +86,7 @@ class TinyTitleExpert(Expert):
         return np.asarray([[text.count(c) for c in "aeio"] for text in batch], np.float32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _cfg(names, tmp):

@@ -57,12 +57,7 @@ def _features(ids: list[str]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=schema.FEATURES)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_a_partial_sidecar_is_described_cached_and_masked(ray_session, tmp_path: Path) -> None:
