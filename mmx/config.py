@@ -300,6 +300,9 @@ class ResourcesConfig:
     title_gpus: float = 0.0
     # trailers per Parquet file of a run's features store and embeddings (many per object)
     store_rows_per_file: int = 256
+    # new files whose bytes add up to at most this are hashed by the driver (threads): a Ray
+    # task per file costs seconds of scheduling for a handful of small files
+    hash_in_driver_bytes: int = 64 * 2**20
     max_retries: int = 2  # retries of the index-shard tasks (Ray Data stages use its defaults)
     # Decodes of one trailer whose worker process died (segfault, OOM kill, lost node) before
     # the trailer is recorded ``failed`` instead of decoded again (attempt ledger, see

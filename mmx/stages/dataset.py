@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -38,8 +38,9 @@ def read(uris: str | Sequence[str], columns: list[str] | None = None, where: Any
     many = [uris] if isinstance(uris, str) else list(uris)
     fs, _ = arrow_fs(many[0])
     paths = [arrow_fs(u)[1] for u in many]
-    ds = ray.data.read_parquet(paths if len(paths) > 1 else paths[0], filesystem=fs,
-                               columns=columns, **kwargs)
+    ds = ray.data.read_parquet(paths if len(paths) > 1 else paths[0], filesystem=fs, **kwargs)
+    if columns is not None:
+        ds = ds.select_columns(columns)  # pushed down into the reader by Ray Data's optimizer
     return ds if where is None else ds.filter(expr=where)
 
 
@@ -64,7 +65,8 @@ def write(ds: ray.data.Dataset, uri: str, rows_per_file: int, append: bool = Fal
 
 # Bytes of input per partition of a sort. Ray Data's default (its hash-shuffle parallelism,
 # 200) takes over whenever the input's block count is unknown (every Parquet read): 400+ tasks
-# for a table of 11 rows, ~30 s each on a laptop. Sized from the data instead.
+# for a table of 11 rows, ~30 s each on a laptop. Sized from the data instead; a table of one
+# partition is sorted by the driver (:func:`_sorted_batches`).
 SORT_PARTITION_BYTES = 256 * 2**20
 MAX_SORT_PARTITIONS = 200
 
@@ -103,11 +105,7 @@ def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
     try:
         with pq.ParquetWriter(fh, schema, compression="zstd") as writer:
             if ds is not None:
-                if sort:
-                    # the plan reads the dataset's context when it runs (iter_batches below)
-                    ds.context.default_hash_shuffle_parallelism = sort_partitions(sources)
-                    ds = ds.sort(list(sort))
-                for batch in ds.iter_batches(batch_format="pyarrow", batch_size=8192):
+                for batch in _sorted_batches(ds, list(sort), sources, schema):
                     if batch.num_rows:
                         writer.write_table(batch.select(schema.names).cast(schema))
                         rows += batch.num_rows
@@ -115,7 +113,7 @@ def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
                 writer.write_table(extra.select(schema.names).cast(schema))
                 rows += extra.num_rows
     except BaseException:
-        if hasattr(fh, "discard"):
+        if not local and hasattr(fh, "discard"):
             fh.discard()  # an s3 multipart upload aborted, not completed
         else:
             fh.close()
@@ -126,3 +124,30 @@ def write_file(ds: ray.data.Dataset | None, uri: str, schema: pa.Schema,
     if local:
         os.replace(target, path)
     return rows
+
+
+def _sorted_batches(ds: ray.data.Dataset, sort: list[str], sources: Sequence[str],
+                    schema: pa.Schema) -> Iterator[pa.Table]:
+    """The batches of ``ds`` in ``sort`` order (as they come when ``sort`` is empty).
+
+    A table whose sources fit one sort partition (:func:`sort_partitions`) is sorted by the
+    driver: Ray Data's sort of one partition costs a sampling pass and a shuffle (seconds of
+    scheduling for a few thousand rows) to do what one ``sort_by`` of at most
+    :data:`SORT_PARTITION_BYTES` does in milliseconds. Bigger tables are sorted by Ray Data
+    into partitions sized from the data, and stream through the driver one batch at a time.
+    """
+    if not sort:
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=8192)
+        return
+    partitions = sort_partitions(sources)
+    if partitions == 1:
+        parts = [b.select(schema.names).cast(schema)
+                 for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+        if parts:
+            table = pa.concat_tables(parts)
+            table = table.sort_by([(c, "ascending") for c in sort])
+            for start in range(0, table.num_rows, 8192):  # row groups as the streamed path's
+                yield table.slice(start, 8192)
+        return
+    ds.context.default_hash_shuffle_parallelism = partitions  # read when the plan runs
+    yield from ds.sort(sort).iter_batches(batch_format="pyarrow", batch_size=8192)

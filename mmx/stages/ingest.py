@@ -51,6 +51,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -84,7 +85,10 @@ def fingerprint_inputs(
              "version": f.version} for f in files]
     done = [{**r, "fingerprint": reused[r["uri"]]} for r in rows if r["uri"] in reused]
     todo = [r for r in rows if r["uri"] not in reused]
-    if todo:
+    if todo and sum(r["size_bytes"] for r in todo) <= cfg.resources.hash_in_driver_bytes:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # I/O bound: threads suffice
+            done += pool.map(_fingerprint_row, todo)
+    elif todo:
         ds = ray.data.from_items(todo, override_num_blocks=min(len(todo), 64))
         done += ds.map(_fingerprint_row, num_cpus=0.5).take_all()
     return pa.Table.from_pylist(done, schema=schema.INPUTS)

@@ -46,7 +46,8 @@ def test_sort_partitions_follow_the_size_of_the_sources(tmp_path: Path,
 def test_write_file_sorts_across_partitions(ray_session, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch,
                                             partition_bytes: int) -> None:
-    """One partition or several (a tiny partition size): the file is sorted either way."""
+    """One partition (sorted by the driver) or several (a tiny partition size: sorted by Ray
+    Data): the file is sorted either way."""
     _parts(tmp_path / "in", 4, 300, seed=1)
     monkeypatch.setattr(dataset, "SORT_PARTITION_BYTES", partition_bytes)
     src = str(tmp_path / "in")

@@ -133,3 +133,20 @@ def test_unreadable_files_never_share_a_fingerprint(tmp_path):
     a, b = (_fingerprint_row({"uri": str(tmp_path / n)})["fingerprint"] for n in ("a.mp4", "b.mp4"))
     assert a.startswith("unreadable-FileNotFoundError-") and b.startswith("unreadable-")
     assert a != b
+
+
+def test_driver_and_ray_hashing_agree(ray_session, odd_archive):
+    """A handful of small files is hashed by the driver, an archive's worth by Ray tasks
+    (``resources.hash_in_driver_bytes``): the same fingerprints either way."""
+    root, _ = odd_archive
+    files = archive.list_inputs(str(root))
+    assert sum(f.size_bytes for f in files) > 0
+    driver = build_config("tiny", overrides={"archive": str(root)})
+    tasks = build_config("tiny", overrides={"archive": str(root),
+                                            "resources": {"hash_in_driver_bytes": 0}})
+    by_driver, by_tasks = (ingest.fingerprint_inputs(files, c).sort_by("trailer_id")
+                           for c in (driver, tasks))
+    assert by_driver.equals(by_tasks)
+    assert by_driver.num_rows == len(files)
+    fingerprints = [f for f in by_driver["fingerprint"].to_pylist() if f]
+    assert len(fingerprints) == len(files)
