@@ -7,7 +7,9 @@ collected here, after a run has published:
   replaced once its last snapshot was pruned, or one of a run that never published);
 - ``work/<name>/`` of runs that are neither in progress (``work/PENDING``), nor this run, nor
   the training run of a complete snapshot (its features store stays for ``mmx ablate``);
-- ``cache/features-<key>/`` of feature settings no complete snapshot was made with;
+- ``cache/features-<key>/`` of feature settings no complete snapshot was made with, and
+  ``cache/titles-<key>/`` of title-expert settings none was made with (a snapshot whose
+  settings list title experts keeps their cache, sidecar or not);
 - in the current cache, the rows of contents no complete snapshot and no current input has
   (files deleted from the archive, or replaced), and every attempt-ledger marker (markers of
   finished runs count for nothing: :class:`mmx.stages.ingest.AttemptLedger`).
@@ -42,13 +44,17 @@ def _rm(uri: str) -> None:
         fs.rm(path, recursive=True)
 
 
-def collect(out: str, run: str, cache_key: str, inputs: Iterable[str]) -> dict[str, int]:
+def collect(out: str, run: str, cache_key: str, inputs: Iterable[str],
+            titles_key: str = "") -> dict[str, int]:
     """Delete what no complete snapshot of ``out`` references (module doc). ``run`` is the run
-    that just published, ``cache_key`` its cache key and ``inputs`` the content fingerprints
-    of its inputs. Returns how many models, work folders, caches and cache rows went."""
+    that just published, ``cache_key`` its cache key, ``inputs`` the content fingerprints
+    of its inputs and ``titles_key`` its title-vector cache key ("" without title experts).
+    Returns how many models, work folders, caches and cache rows went."""
     from mmx.config import config_from_dict
+    from mmx.experts.registry import plan
     from mmx.pipeline import ingest_key
     from mmx.stages import cache as features_cache
+    from mmx.titles import titles_key as key_of_titles
 
     layout = OutputLayout(out)
     snapshots = storage.list_complete_snapshots(out)
@@ -56,6 +62,7 @@ def collect(out: str, run: str, cache_key: str, inputs: Iterable[str]) -> dict[s
                if storage.exists(layout.pending) else "")
     models: set[str] = set()
     keys: set[str] | None = {cache_key}
+    title_keys: set[str] = {titles_key} - {""}
     fingerprints = set(inputs)
     for name in snapshots:
         snap = layout.snapshot(name)
@@ -65,6 +72,9 @@ def collect(out: str, run: str, cache_key: str, inputs: Iterable[str]) -> dict[s
             settings = config_from_dict(storage.read_json(storage.join(snap, "config.json")))
             if keys is not None:
                 keys.add(ingest_key(settings))
+                names = plan(settings.experts.names).title
+                if names:
+                    title_keys.add(key_of_titles(settings, names))
         except Exception as err:  # noqa: BLE001 - a config of another version: keep all caches
             log.info("collect: cannot tell the cache key of snapshot %s (%s): caches kept",
                      name, err)
@@ -82,7 +92,8 @@ def collect(out: str, run: str, cache_key: str, inputs: Iterable[str]) -> dict[s
             _rm(layout.work(name))
             done["work"] += 1
     for name in _dirs(storage.join(out, "cache")) if keys is not None else []:
-        if name.startswith("features-") and name.removeprefix("features-") not in keys:
+        kind, _, key = name.partition("-")
+        if kind == "features" and key not in keys or kind == "titles" and key not in title_keys:
             _rm(storage.join(out, "cache", name))
             done["caches"] += 1
     cache = layout.cache(cache_key)

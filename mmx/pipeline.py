@@ -487,7 +487,8 @@ def _run(cfg: RunConfig, retrain: bool, labels: dict[str, list[str]],
         storage.prune(cfg.out, cfg.keep_snapshots, grace_s=cfg.snapshot_grace_days * 86400)
     _clean_work(layout, name, trained=not incremental)
     try:  # what no retained snapshot references any more (mmx.collect)
-        collect.collect(cfg.out, name, ingest_key(cfg), fps)
+        collect.collect(cfg.out, name, ingest_key(cfg), fps,
+                        titles_key=titles.titles_key(cfg, title_names) if title_names else "")
     except Exception as err:  # noqa: BLE001 - never fails a published run; the next collects
         log.warning("garbage collection failed (the next run tries again): %s", err)
 

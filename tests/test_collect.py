@@ -54,3 +54,32 @@ def test_collect_deletes_only_what_nothing_references(tmp_path: Path) -> None:
     assert not (Path(cache) / "_attempts").exists()
     assert collect.collect(out, "D", key, inputs=["fp2"]) == {
         "models": 0, "work": 0, "caches": 0, "cache_rows": 0}
+
+
+def test_collect_keeps_the_title_caches_of_retained_settings_only(tmp_path: Path) -> None:
+    """``cache/titles-<key>/``: the run's own and those of a snapshot whose settings list title
+    experts stay; a cache of title settings no snapshot has (an old text length…) goes."""
+    from mmx.titles import titles_key
+
+    out = str(tmp_path / "out")
+    layout = OutputLayout(out)
+    names = ["appearance", "scene", "motion", "audio", "text", "poster", "metadata"]
+    with_titles = build_config("tiny", overrides={"experts": {"names": names}})
+    snap = layout.snapshot("A")
+    storage.write_json(storage.join(snap, "model.json"), {"model_dir": layout.model_dir("A")})
+    storage.write_json(storage.join(snap, "config.json"), with_titles.to_dict())
+    storage.write_table(pa.table({"fingerprint": ["fp0"]}), storage.join(snap, "trailers.parquet"))
+    storage.publish(out, "A", expected=None)
+    kept = titles_key(with_titles, ["text", "poster", "metadata"])
+    mine = titles_key(with_titles, ["text"])  # this run: only the text expert
+    for key in (kept, mine, "0123456789ab"):
+        storage.write_json(storage.join(out, "cache", f"titles-{key}", "part-0.json"), {})
+
+    done = collect.collect(out, "B", ingest_key(with_titles), inputs=["fp0"], titles_key=mine)
+
+    assert done["caches"] == 1
+    left = sorted(p.name for p in (Path(out) / "cache").iterdir())
+    assert left == sorted([f"titles-{kept}", f"titles-{mine}"])
+    done = collect.collect(out, "B", ingest_key(with_titles), inputs=["fp0"])
+    assert done["caches"] == 1  # without title experts now, only the snapshot's cache stays
+    assert [p.name for p in (Path(out) / "cache").iterdir()] == [f"titles-{kept}"]
