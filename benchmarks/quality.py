@@ -381,10 +381,12 @@ def clean_out(out: Path, keep_cache: bool) -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def run_job(args: argparse.Namespace, archive: Path, labels: Path, out: Path) -> float:
-    """Run the real job on ``archive`` with ``labels`` into ``out``; return its seconds."""
+def run_job(args: argparse.Namespace, archive: Path, labels: Path, out: Path,
+            extra: tuple[str, ...] = ()) -> float:
+    """Run the real job on ``archive`` with ``labels`` into ``out`` (``extra``: more job
+    arguments); return its seconds."""
     cmd = [sys.executable, str(ROOT / "jobs" / "index_archive.py"), "--archive", str(archive),
-           "--labels", str(labels), "--out", str(out), *args.job_args]
+           "--labels", str(labels), "--out", str(out), *extra, *args.job_args]
     if args.profile:
         cmd += ["--profile", args.profile]
     print("$", " ".join(cmd), flush=True)
@@ -514,11 +516,18 @@ def run_seed_with_metadata(args: argparse.Namespace, seed: int, archive: Path, l
     clean_out(out, args.keep_cache)
     copied = seed_feature_cache(trailer_only_out, out)
     print(f"feature cache for the run with metadata: {copied or 'already there'}", flush=True)
-    job_s = run_job(args, meta_archive, labels, out)
+    job_s = run_job(args, meta_archive, labels, out, extra=(with_title_experts(),))
     result = score_run(out, meta_archive, labels, withheld, seed, titles=True)
     result["job"] = {"seconds": round(job_s, 1), "feature_cache_copied": copied,
                      **result["job"]}
     return result
+
+
+def with_title_experts() -> str:
+    """The job argument that adds the title experts (opt-in) to the default trailer experts."""
+    from mmx.config import TITLE_EXPERTS, ExpertsConfig
+
+    return f"--experts.names=[{','.join((*ExpertsConfig().names, *TITLE_EXPERTS))}]"
 
 
 SIDE_BY_SIDE = {  # figure → where it is in a seed's result
