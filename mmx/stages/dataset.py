@@ -4,7 +4,8 @@ Past ingest nothing of the archive's size passes through the driver as a whole t
 read Parquet folders as Ray Data datasets, transform them in tasks or actors and write Parquet
 folders again. A published table that must be one file (``trailers.parquet`` …) is streamed
 batch by batch, in order, into one Parquet writer (:func:`write_file`): the driver holds one
-batch at a time.
+batch at a time, except for a table whose sources are small enough
+(:data:`DRIVER_SORT_BYTES`) that sorting it in the driver is cheaper than Ray Data's sort.
 """
 
 from __future__ import annotations
@@ -65,21 +66,28 @@ def write(ds: ray.data.Dataset, uri: str, rows_per_file: int, append: bool = Fal
 
 # Bytes of input per partition of a sort. Ray Data's default (its hash-shuffle parallelism,
 # 200) takes over whenever the input's block count is unknown (every Parquet read): 400+ tasks
-# for a table of 11 rows, ~30 s each on a laptop. Sized from the data instead; a table of one
-# partition is sorted by the driver (:func:`_sorted_batches`).
+# for a table of 11 rows, ~30 s each on a laptop. Sized from the data instead.
 SORT_PARTITION_BYTES = 256 * 2**20
 MAX_SORT_PARTITIONS = 200
+# A table whose sources weigh at most this is sorted by the driver (:func:`_sorted_batches`).
+DRIVER_SORT_BYTES = 64 * 2**20
+
+
+def sources_bytes(sources: Sequence[str]) -> int:
+    """Size on storage of the Parquet ``sources`` (files or folders; missing ones weigh 0)."""
+    total = 0
+    for uri in sources:
+        fs, path = storage.filesystem(uri)
+        if fs.exists(path):
+            total += int(fs.du(path, total=True)) if fs.isdir(path) else int(fs.size(path))
+    return total
 
 
 def sort_partitions(sources: Sequence[str]) -> int:
     """Partitions for sorting a dataset read from the Parquet ``sources`` (files or folders):
     one per :data:`SORT_PARTITION_BYTES` of their size on storage, 1 to
     :data:`MAX_SORT_PARTITIONS`."""
-    total = 0
-    for uri in sources:
-        fs, path = storage.filesystem(uri)
-        if fs.exists(path):
-            total += int(fs.du(path, total=True)) if fs.isdir(path) else int(fs.size(path))
+    total = sources_bytes(sources)
     return max(1, min(MAX_SORT_PARTITIONS, -(-total // SORT_PARTITION_BYTES)))
 
 
@@ -130,17 +138,16 @@ def _sorted_batches(ds: ray.data.Dataset, sort: list[str], sources: Sequence[str
                     schema: pa.Schema) -> Iterator[pa.Table]:
     """The batches of ``ds`` in ``sort`` order (as they come when ``sort`` is empty).
 
-    A table whose sources fit one sort partition (:func:`sort_partitions`) is sorted by the
-    driver: Ray Data's sort of one partition costs a sampling pass and a shuffle (seconds of
-    scheduling for a few thousand rows) to do what one ``sort_by`` of at most
-    :data:`SORT_PARTITION_BYTES` does in milliseconds. Bigger tables are sorted by Ray Data
-    into partitions sized from the data, and stream through the driver one batch at a time.
+    A table whose sources weigh at most :data:`DRIVER_SORT_BYTES` is sorted by the driver:
+    Ray Data's sort costs a sampling pass and a shuffle (seconds of scheduling for a few
+    thousand rows, four tables per run) to do what one ``sort_by`` does in milliseconds. Bigger
+    tables are sorted by Ray Data into partitions sized from the data
+    (:func:`sort_partitions`), and stream through the driver one batch at a time.
     """
     if not sort:
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=8192)
         return
-    partitions = sort_partitions(sources)
-    if partitions == 1:
+    if sources_bytes(sources) <= DRIVER_SORT_BYTES:
         parts = [b.select(schema.names).cast(schema)
                  for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
         if parts:
@@ -149,5 +156,5 @@ def _sorted_batches(ds: ray.data.Dataset, sort: list[str], sources: Sequence[str
             for start in range(0, table.num_rows, 8192):  # row groups as the streamed path's
                 yield table.slice(start, 8192)
         return
-    ds.context.default_hash_shuffle_parallelism = partitions  # read when the plan runs
+    ds.context.default_hash_shuffle_parallelism = sort_partitions(sources)  # read at run time
     yield from ds.sort(sort).iter_batches(batch_format="pyarrow", batch_size=8192)
