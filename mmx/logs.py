@@ -31,3 +31,26 @@ def setup_worker() -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     logging.getLogger("mmx").setLevel(logging.INFO)
+    logging.getLogger(_PG_CLEANER).addFilter(OnceFilter(_PG_CLEANER_NOISE))
+
+
+# Ray Train's placement-group cleaner asks the state API (the dashboard) every second whether
+# the training controller is alive; a local Ray without a dashboard (mmx's own) answers with an
+# error, and the cleaner warned once per second of every training (350 lines on the benchmark).
+_PG_CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+_PG_CLEANER_NOISE = "Failed to query Ray Train Controller actor state"
+
+
+class OnceFilter(logging.Filter):
+    """Let the first record whose message starts with ``prefix`` through, drop the repeats."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.getMessage().startswith(self.prefix):
+            return True
+        first, self.seen = not self.seen, True
+        return first
