@@ -354,14 +354,26 @@ class TrailerSet:
 def stats_from_sums(
     sums: Mapping[str, tuple[np.ndarray, np.ndarray, int | float]],
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """:meth:`TrailerSet.input_sums` → per-expert mean and std (D,) float32 (std >= 1e-6)."""
+    """:meth:`TrailerSet.input_sums` → per-expert mean and std (D,) float32 (std >= 1e-6).
+
+    A dimension that does not vary over the training rows (std at most :data:`CONSTANT_REL`
+    of the expert's median std) gets std = inf: standardised, it is 0 for every input. Its
+    weights never learned anything, and a 1e-6 floor turned any other value it takes at
+    inference into millions (a poster CNN's unit that no training poster fires).
+    """
     stats = {}
     for name, (s1, s2, count) in sums.items():
         n = max(float(count), 1.0)
         mean = s1 / n
         std = np.sqrt(np.maximum(s2 / n - mean * mean, 0.0))
-        stats[name] = (mean.astype(np.float32), np.maximum(std, 1e-6).astype(np.float32))
+        typical = float(np.median(std)) if std.size else 0.0
+        constant = std <= CONSTANT_REL * typical if typical > 0 else np.ones(std.shape, bool)
+        std = np.where(constant, np.inf, np.maximum(std, 1e-6))
+        stats[name] = (mean.astype(np.float32), std.astype(np.float32))
     return stats
+
+
+CONSTANT_REL = 1e-3  # a dimension this much quieter than its expert's median is constant
 
 
 def read_ok_ids(store: str) -> list[str]:

@@ -298,3 +298,27 @@ def test_workers_load_only_their_rows_of_the_store(out):
     gone = TrailerSet.from_metadata([*ids, "t999"], labels, ["A", "B", "C"])
     with pytest.raises(ValueError, match="no ok features row"):
         gone.load_features(store)
+
+
+def test_a_dimension_constant_in_training_standardises_to_zero():
+    """A unit no training row moves (a poster CNN's unit no training poster fires) must not
+    turn an unseen title's value into millions: its std is inf, its standardised value 0."""
+    import torch
+
+    from mmx.model.network import Standardize
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 4))
+    x[:, 1] = 0.0  # constant
+    x[:, 3] = 5.0 + 1e-9 * rng.normal(size=200)  # constant up to rounding
+    mean, std = stats_from_sums({"e": (x.sum(0), (x * x).sum(0), len(x))})["e"]
+    assert np.isinf(std[[1, 3]]).all() and np.isfinite(std[[0, 2]]).all()
+    np.testing.assert_allclose(std[[0, 2]], x[:, [0, 2]].std(0), rtol=1e-5)
+    norm = Standardize(4)
+    norm.mean.copy_(torch.as_tensor(mean))
+    norm.std.copy_(torch.as_tensor(std))
+    out = norm(torch.tensor([[0.3, 7.0, -0.2, 40.0]], dtype=torch.float32))
+    assert out[0, 1] == 0 and out[0, 3] == 0 and torch.isfinite(out).all()
+    assert abs(float(out[0, 0])) < 5  # the varying dimensions are standardised as before
+    empty = stats_from_sums({"e": (np.zeros(3), np.zeros(3), 0)})["e"][1]
+    assert np.isinf(empty).all()  # an expert with no training rows contributes nothing
