@@ -16,19 +16,29 @@ def test_own_deprecations_are_shown_others_hidden() -> None:
     assert [str(w.message) for w in seen] == ["deprecated in mmx.stages.embed"]
 
 
-def test_repeated_placement_group_cleaner_warnings_are_dropped(caplog) -> None:
+def test_repeated_placement_group_cleaner_warnings_are_dropped() -> None:
     """Ray Train's cleaner warns every second without a dashboard: one line, not hundreds."""
     import logging
 
+    class Keep(logging.Handler):  # on the logger itself: Ray's loggers do not propagate
+        def __init__(self) -> None:
+            super().__init__(logging.WARNING)
+            self.messages: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.messages.append(record.getMessage())
+
     logger = logging.getLogger(logs._PG_CLEANER)
     logger.addFilter(flt := logs.OnceFilter(logs._PG_CLEANER_NOISE))
+    logger.addHandler(keep := Keep())
+    level, logger.level = logger.level, logging.WARNING  # whatever Ray configured
     try:
-        with caplog.at_level(logging.WARNING, logger=logs._PG_CLEANER):
-            for _ in range(5):
-                logger.warning(logs._PG_CLEANER_NOISE + ". State API may be unavailable.")
-            logger.warning("something else")
+        for _ in range(5):
+            logger.warning(logs._PG_CLEANER_NOISE + ". State API may be unavailable.")
+        logger.warning("something else")
     finally:
         logger.removeFilter(flt)
-    messages = [r.getMessage() for r in caplog.records]
-    assert len(messages) == 2 and messages[1] == "something else"
-    assert messages[0].startswith(logs._PG_CLEANER_NOISE)
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    assert len(keep.messages) == 2 and keep.messages[1] == "something else"
+    assert keep.messages[0].startswith(logs._PG_CLEANER_NOISE)
