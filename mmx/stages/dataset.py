@@ -87,7 +87,10 @@ def sort_partitions(sources: Sequence[str]) -> int:
     """Partitions for sorting a dataset read from the Parquet ``sources`` (files or folders):
     one per :data:`SORT_PARTITION_BYTES` of their size on storage, 1 to
     :data:`MAX_SORT_PARTITIONS`."""
-    total = sources_bytes(sources)
+    return _partitions(sources_bytes(sources))
+
+
+def _partitions(total: int) -> int:
     return max(1, min(MAX_SORT_PARTITIONS, -(-total // SORT_PARTITION_BYTES)))
 
 
@@ -147,7 +150,8 @@ def _sorted_batches(ds: ray.data.Dataset, sort: list[str], sources: Sequence[str
     if not sort:
         yield from ds.iter_batches(batch_format="pyarrow", batch_size=8192)
         return
-    if sources_bytes(sources) <= DRIVER_SORT_BYTES:
+    total = sources_bytes(sources)  # listed once: on S3 a listing per source folder
+    if total <= DRIVER_SORT_BYTES:
         parts = [b.select(schema.names).cast(schema)
                  for b in ds.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
         if parts:
@@ -156,5 +160,5 @@ def _sorted_batches(ds: ray.data.Dataset, sort: list[str], sources: Sequence[str
             for start in range(0, table.num_rows, 8192):  # row groups as the streamed path's
                 yield table.slice(start, 8192)
         return
-    ds.context.default_hash_shuffle_parallelism = sort_partitions(sources)  # read at run time
+    ds.context.default_hash_shuffle_parallelism = _partitions(total)  # read at run time
     yield from ds.sort(sort).iter_batches(batch_format="pyarrow", batch_size=8192)
