@@ -46,6 +46,7 @@ from mmx.config import (
     parse_overrides,
 )
 from mmx.experts.registry import kind_of
+from mmx.features import title_experts
 from mmx.layout import OutputLayout, name_of
 from mmx.model.network import AUDIO, MMXNetwork
 from mmx.train import loop
@@ -169,10 +170,12 @@ def run_ablation(
             mcfg = dataclasses.replace(cfg.model, gating=variant.gating)
             view = restrict(data, variant.experts)
             loop.seed_everything(tcfg.seed)
-            model = MMXNetwork(view.expert_dims, view.audio_dim, len(genres), mcfg)
-            fit = loop.fit_coarse(
-                model, restrict(train, variant.experts), restrict(val, variant.experts), tcfg
-            )
+            model = MMXNetwork(view.expert_dims, view.audio_dim, len(genres), mcfg,
+                               title_experts(view.expert_dims))
+            v_train, v_val = restrict(train, variant.experts), restrict(val, variant.experts)
+            fit = loop.fit_coarse(model, v_train, v_val, tcfg)
+            loop.fit_title_fusion(model, v_train, v_val, tcfg,
+                                  batch_size=cfg.resources.embed_batch)
             runs.append(
                 loop.evaluate(
                     model,

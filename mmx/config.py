@@ -167,6 +167,11 @@ class ModelConfig:
     # mean and std of each standardised expert input over the trailer's clips → bottleneck,
     # added to MLP k's output (see mmx.model.network); False: the paper's network
     pooled_skip: bool = True
+    # per-title experts (plot, poster, metadata): "late" = kept out of the trailer embedding,
+    # one linear genre head each, fused with the trailer's logits by weights fitted on the
+    # validation split (mmx.model.network step 6; measured better than "gated" = with the shot
+    # experts in collaborative gating, benchmarks/quality.py --with-metadata)
+    title_fusion: Literal["late", "gated"] = "late"
     dropout: float = 0.1
 
     def __post_init__(self) -> None:

@@ -11,6 +11,8 @@ that input (a null) simply lacks the expert, so the availability mask marks it m
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +38,12 @@ def audio_dim(table: pa.Table | pa.Schema) -> int | None:
 def clip_experts(table: pa.Table | pa.Schema) -> tuple[str, ...]:
     """The per-clip experts of a features table (per-title ones included), in column order."""
     return expert_columns(table if isinstance(table, pa.Schema) else table.schema, PER_CLIP)
+
+
+def title_experts(names: Iterable[str]) -> tuple[str, ...]:
+    """The per-title experts among ``names`` (registered experts of kind ``title``), in order:
+    what :class:`~mmx.model.network.MMXNetwork` fuses late (its ``title_experts``)."""
+    return tuple(n for n in names if expert_class(n).kind == "title")
 
 
 def with_title_expert(

@@ -21,6 +21,20 @@ Pipeline per trailer, every step vectorised over trailers, shots, windows and ex
    sees the whole trailer; this skip keeps the trailer-level statistics a linear probe on the
    same features reads (measured: without it, the learned genre scores and fine embedding fell
    below a logistic regression on pooled features, ``benchmarks/quality.py``).
+6. per-title experts (``title_experts``: one vector per title, broadcast to every clip) are
+   fused *late* (``cfg.title_fusion="late"``, the default): they stay out of steps 1–5, so the
+   trailer embedding is the shot experts' alone, and each has a linear genre head over its
+   standardised vector whose logits are added to the trailer's, scaled by the non-negative
+   ``fusion`` weights (``[trailer, *title_experts]``). Heads and weights are not learned with
+   the network: :func:`mmx.train.loop.fit_title_fusion` fits each head as a regularised
+   logistic regression on the training split after the coarse phase and the weights on the
+   validation split (a stacking step), so an uninformative title expert gets weight 0. Until
+   then the weights are ``[1, 0, …]``: the trailer's logits alone. Measured
+   (``benchmarks/quality.py --with-metadata``): gated with the shot experts, the wide title
+   vectors (1,280-d poster, 384-d plot) learned from ~100 labelled titles pulled the withheld
+   AU(PRC) below the trailer-only model's. ``"gated"``: the title experts join the shot
+   experts in steps 1–5 (how models were built before). A model with no shot expert gates them
+   whatever the setting (there is nothing to fuse them with late).
 
 The batch is a dict (see :func:`mmx.train.data.collate`)::
 
@@ -37,7 +51,7 @@ The batch is a dict (see :func:`mmx.train.data.collate`)::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -141,7 +155,8 @@ class MMXNetwork(nn.Module):
 
     ``expert_dims``: non-audio expert name → feature width (order = mask column order);
     ``audio_dim``: width of one audio frame descriptor, or None for no audio expert;
-    ``n_genres``: size of the genre vocabulary G.
+    ``n_genres``: size of the genre vocabulary G;
+    ``title_experts``: the names in ``expert_dims`` that are per-title experts (step 6).
     """
 
     def __init__(
@@ -150,6 +165,7 @@ class MMXNetwork(nn.Module):
         audio_dim: int | None,
         n_genres: int,
         cfg: ModelConfig,
+        title_experts: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if AUDIO in expert_dims:
@@ -160,13 +176,31 @@ class MMXNetwork(nn.Module):
         self.expert_dims = dict(expert_dims)
         self.audio_dim = audio_dim
         self.n_genres = n_genres
+        unknown = set(title_experts) - set(expert_dims)
+        if unknown:
+            raise ValueError(f"title experts {sorted(unknown)} are not in expert_dims")
         self.video_experts: tuple[str, ...] = tuple(expert_dims)
+        # the expert_mask column order: every non-audio expert, then audio
         self.expert_names: tuple[str, ...] = self.video_experts + ((AUDIO,) if audio_dim else ())
-        n_experts = len(self.expert_names)
+        late = cfg.title_fusion == "late" and len(set(expert_dims) - set(title_experts)) + bool(
+            audio_dim) > 0
+        self.title_experts: tuple[str, ...] = tuple(
+            e for e in expert_dims if e in set(title_experts)) if late else ()
+        # the experts of steps 1-5 (gated per shot, pooled) and their mask columns
+        self.shot_experts = tuple(e for e in self.video_experts if e not in self.title_experts)
+        shot_cols = [self.expert_names.index(e) for e in self.shot_experts]
+        self.register_buffer(
+            "shot_cols", torch.tensor(shot_cols + ([len(self.video_experts)] if audio_dim else []),
+                                      dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "title_cols", torch.tensor([self.expert_names.index(e) for e in self.title_experts],
+                                       dtype=torch.long), persistent=False)
+        n_experts = len(self.shot_experts) + bool(audio_dim)
         p, s = cfg.proj_dim, cfg.shot_dim
 
         self.norms = nn.ModuleDict({name: Standardize(d) for name, d in expert_dims.items()})
-        self.proj = nn.ModuleDict({name: nn.Linear(d, p) for name, d in expert_dims.items()})
+        self.proj = nn.ModuleDict({name: nn.Linear(d, p) for name, d in expert_dims.items()
+                                   if name in self.shot_experts})
         if audio_dim:
             self.norms[AUDIO] = Standardize(audio_dim)
             self.netvlad = NetVLAD(audio_dim, cfg.netvlad_clusters)
@@ -191,7 +225,7 @@ class MMXNetwork(nn.Module):
             nn.Linear(cfg.k_hidden, cfg.bottleneck),
         )
         # skip: per-expert mean and std of the standardised inputs → bottleneck (step 5)
-        pooled_dim = 2 * (sum(expert_dims.values()) + (audio_dim or 0))
+        pooled_dim = 2 * (sum(expert_dims[e] for e in self.shot_experts) + (audio_dim or 0))
         self.pool_skip = nn.Sequential(
             nn.Dropout(cfg.dropout), nn.Linear(pooled_dim, cfg.bottleneck)
         ) if cfg.pooled_skip else None
@@ -202,6 +236,16 @@ class MMXNetwork(nn.Module):
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.head_hidden, n_genres),
         ) if n_genres > 0 else nn.Sequential()
+        # step 6: one linear genre head per late-fused title expert, and the fusion weights
+        # [trailer, *title_experts] (fitted after the coarse phase: fit_title_fusion)
+        heads = self.title_experts if n_genres > 0 else ()
+        self.title_heads = nn.ModuleDict({e: nn.Linear(expert_dims[e], n_genres) for e in heads})
+        for lin in self.title_heads.values():
+            nn.init.zeros_(lin.weight)
+            nn.init.zeros_(lin.bias)
+        fusion = torch.zeros(1 + len(heads))
+        fusion[0] = 1.0
+        self.register_buffer("fusion", fusion, persistent=bool(heads))
         # projection head m, n: bottleneck → contrastive space (fine-grained phase)
         self.proj_head = nn.Sequential(
             nn.Linear(cfg.bottleneck, cfg.proj_head_hidden),
@@ -217,14 +261,17 @@ class MMXNetwork(nn.Module):
             "audio_dim": self.audio_dim,
             "n_genres": self.n_genres,
             "model": dataclasses.asdict(self.cfg),
+            "title_experts": list(self.title_experts),
         }
 
     @classmethod
     def from_init_args(cls, args: Mapping[str, Any]) -> MMXNetwork:
         """Inverse of :meth:`init_args` (the expert order is the mask column order)."""
         dims = {str(name): int(dim) for name, dim in args["expert_dims"]}
-        model_args = {"pooled_skip": False, **args["model"]}  # models saved before the skip
-        return cls(dims, args["audio_dim"], args["n_genres"], ModelConfig(**model_args))
+        # models saved before the skip / before late title fusion (their title experts gated)
+        model_args = {"pooled_skip": False, "title_fusion": "gated", **args["model"]}
+        return cls(dims, args["audio_dim"], args["n_genres"], ModelConfig(**model_args),
+                   args.get("title_experts", ()))
 
     @torch.no_grad()
     def set_input_stats(self, stats: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -244,9 +291,9 @@ class MMXNetwork(nn.Module):
         """Encode every valid clip once: → (B, C, shot_dim) float32, zeros at padded clips."""
         clip_mask: Tensor = batch["clip_mask"]  # (B, C)
         n_batch, n_slots = clip_mask.shape
-        avail = batch["expert_mask"][clip_mask]  # (N, E) valid clips only
+        avail = batch["expert_mask"][clip_mask][:, self.shot_cols]  # (N, E) valid clips only
         psi = []
-        for name in self.video_experts:  # the one loop: a fixed, small list of experts
+        for name in self.shot_experts:  # the one loop: a fixed, small list of experts
             x = batch["experts"][name][clip_mask]  # (N, D_e)
             psi.append(self.proj[name](self.norms[name](x)))  # (N, P)
         if self.audio_dim:
@@ -310,9 +357,9 @@ class MMXNetwork(nn.Module):
         """Mean and std over the ``cover`` (B, C) bool clips of each available, standardised
         expert input (audio: over the valid frames of those clips) → (B, 2 * sum(D)) float32,
         zeros for an expert a trailer lacks there."""
-        avail = batch["expert_mask"] & cover.unsqueeze(-1)  # (B, C, E)
+        avail = batch["expert_mask"][..., self.shot_cols] & cover.unsqueeze(-1)  # (B, C, E)
         parts = []
-        for e, name in enumerate(self.video_experts):  # the fixed, small list of experts
+        for e, name in enumerate(self.shot_experts):  # the fixed, small list of experts
             parts += _masked_moments(self.norms[name](batch["experts"][name]), avail[..., e])
         if self.audio_dim:
             frames = self.norms[AUDIO](batch["audio"])  # (B, C, A, Da)
@@ -326,10 +373,40 @@ class MMXNetwork(nn.Module):
             return emb.new_zeros(emb.shape[0], 0)
         return self.head(emb)
 
+    def title_inputs(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
+        """The late-fused title experts' standardised vectors and availability of each trailer:
+        ``[(B, D_e) float32 per title expert]`` (zeros where absent) and (B, T) bool. A title
+        vector is the same on every clip: read from the first."""
+        first = batch["expert_mask"][:, 0]  # (B, E): every trailer has a first clip
+        avail = first[:, self.title_cols]  # (B, T)
+        xs = [torch.where(avail[:, t : t + 1], self.norms[e](batch["experts"][e][:, 0]), 0.0)
+              for t, e in enumerate(self.title_experts)]
+        return xs, avail
+
+    def title_logits(self, batch: Mapping[str, Any]) -> Tensor:
+        """Each late-fused title expert's genre logits (B, G, T), zeros where it is absent."""
+        xs, avail = self.title_inputs(batch)
+        if not xs:
+            return batch["clip_mask"].new_zeros(len(avail), self.n_genres, 0, dtype=torch.float32)
+        logits = torch.stack([self.title_heads[e](x) for e, x in zip(
+            self.title_experts, xs, strict=True)], dim=-1)  # (B, G, T)
+        return logits * avail.unsqueeze(1).to(logits.dtype)
+
+    def fuse_logits(self, logits: Tensor, title_logits: Tensor) -> Tensor:
+        """Trailer logits (B, G) and title logits (B, G, T) → fused (B, G) (``fusion``)."""
+        if title_logits.shape[-1] == 0:
+            return logits * self.fusion[0]
+        return logits * self.fusion[0] + (title_logits * self.fusion[1:]).sum(dim=-1)
+
     def project(self, emb: Tensor) -> Tensor:
         """Contrastive projections (B, proj_head_dim), not normalised (the loss normalises)."""
         return self.proj_head(emb)
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Embedding (B, bottleneck) and genre logits (B, G): the trailer's, fused with the
+        title experts' (step 6)."""
         emb = self.embed(batch)
-        return {"embedding": emb, "logits": self.classify(emb)}
+        logits = self.classify(emb)
+        if self.title_experts and self.n_genres:
+            logits = self.fuse_logits(logits, self.title_logits(batch))
+        return {"embedding": emb, "logits": logits}

@@ -33,6 +33,7 @@ import fsspec
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor, nn
@@ -121,11 +122,14 @@ def unwrap(module: nn.Module) -> MMXNetwork:
 
 def _set_trainable(model: MMXNetwork, phase: str, genre_head: bool = False) -> list[nn.Parameter]:
     """Freeze the head the phase does not use (DDP must not wait for its gradients); the
-    contrastive phase keeps the genre head when it also learns genres (``genre_head``)."""
+    contrastive phase keeps the genre head when it also learns genres (``genre_head``). The
+    title experts' heads are never trained by gradient steps (:func:`fit_title_fusion`)."""
     unused = model.proj_head if phase == "coarse" else None if genre_head else model.head
     for p in model.parameters():
         p.requires_grad_(True)
     for p in unused.parameters() if unused is not None else ():
+        p.requires_grad_(False)
+    for p in model.title_heads.parameters():
         p.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
 
@@ -210,18 +214,26 @@ def _jsonable(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------ objectives
-def drop_experts(batch: Mapping[str, Any], p: float) -> dict[str, Any]:
+def drop_experts(
+    batch: Mapping[str, Any], p: float, columns: Tensor | None = None
+) -> dict[str, Any]:
     """The batch with each expert of each trailer dropped (masked unavailable on all its clips)
     with probability ``p``, keeping at least one expert per trailer: modality dropout, so that
-    no expert's branch leans on another's being there. Uses torch's global generator."""
+    no expert's branch leans on another's being there. ``columns``: the expert_mask columns
+    that may be dropped (default all; a model passes its ``shot_cols``: late-fused title experts
+    are not part of the network's forward in training). Uses torch's global generator."""
     mask: Tensor = batch["expert_mask"]  # (B, C, E)
-    n_batch, _, n_experts = mask.shape
-    keep = torch.rand(n_batch, n_experts) >= p  # (B, E)
+    n_batch, _, n_all = mask.shape
+    cols = torch.arange(n_all) if columns is None else columns.cpu()
+    n_experts = len(cols)
+    keep = torch.rand(n_batch, n_experts) >= p  # (B, E')
     rescue = torch.randint(n_experts, (n_batch,))  # (B,) kept when all were dropped
     none = ~keep.any(dim=1)
     keep[none, rescue[none]] = True
+    full = torch.ones(n_batch, n_all, dtype=torch.bool)
+    full[:, cols] = keep
     out = dict(batch)
-    out["expert_mask"] = mask & keep.to(mask.device).unsqueeze(1)  # (B, C, E)
+    out["expert_mask"] = mask & full.to(mask.device).unsqueeze(1)  # (B, C, E)
     return out
 
 
@@ -250,7 +262,7 @@ class CoarseObjective(nn.Module):
         m, cfg = self.model, self.model.cfg
         windows = None
         if self.training and self.expert_dropout > 0:
-            batch = drop_experts(batch, self.expert_dropout)
+            batch = drop_experts(batch, self.expert_dropout, m.shot_cols)
         if self.random_windows and self.training:
             windows = random_windows(batch["n_clips"], cfg.n_seqs, cfg.shots_per_seq)  # (B, S, n)
         logits = m.classify(m.embed(batch, windows))  # (B, G)
@@ -284,8 +296,8 @@ class ContrastiveObjective(nn.Module):
         m, cfg = self.model, self.model.cfg
         view1 = view2 = batch
         if self.training and self.expert_dropout > 0:
-            view1 = drop_experts(batch, self.expert_dropout)
-            view2 = drop_experts(batch, self.expert_dropout)
+            view1 = drop_experts(batch, self.expert_dropout, m.shot_cols)
+            view2 = drop_experts(batch, self.expert_dropout, m.shot_cols)
             shots = m.encode_shots(view1)  # (B, C, shot_dim)
             shots2 = m.encode_shots(view2)
         else:
@@ -377,24 +389,37 @@ def infer_rows(
     """
     device = torch.device(device)
     rows = np.asarray(rows, dtype=np.int64)
-    n = len(rows)
-    parts = shares(n, world_size, None if data.owner is None else data.owner[rows])
+    parts = shares(len(rows), world_size, None if data.owner is None else data.owner[rows])
     emb, scores = _infer(model, data, rows[parts[rank]], batch_size, device)
-    if world_size == 1 or n == 0:  # n is the same on every worker: all skip the gather
-        return emb.numpy(), scores.numpy()
+    emb, scores = _gather_parts([emb, scores], parts, rank, world_size, device)
+    return emb, scores
+
+
+def _gather_parts(
+    local: Sequence[Tensor], parts: Sequence[np.ndarray], rank: int, world_size: int,
+    device: torch.device,
+) -> list[np.ndarray]:
+    """Each worker's rows of ``local`` tensors ((k_rank, D) float32; worker ``r`` holds the rows
+    at positions ``parts[r]``) → the full (n, D) arrays on every worker, rows in position
+    order."""
+    if world_size == 1:
+        return [x.numpy() for x in local]
+    n = sum(len(p) for p in parts)
     m = max(len(p) for p in parts)
-    emb = _gather_rows(_pad_rows(emb, m).to(device), world_size).cpu()  # (W*m, bottleneck)
-    scores = _gather_rows(_pad_rows(scores, m).to(device), world_size).cpu()  # (W*m, G)
+    if n == 0:  # n is the same on every worker: all skip the gather
+        return [x.numpy() for x in local]
     positions = np.full((world_size, m), -1, dtype=np.int64)  # (W, m) position of each slot
     for r, part in enumerate(parts):
         positions[r, : len(part)] = part
     positions = positions.reshape(-1)  # (W*m,) worker-major, as gathered
     real = positions >= 0  # padding slots hold zeros
-    full_emb = np.zeros((n, emb.shape[1]), dtype=np.float32)
-    full_scores = np.zeros((n, scores.shape[1]), dtype=np.float32)
-    full_emb[positions[real]] = emb.numpy()[real]
-    full_scores[positions[real]] = scores.numpy()[real]
-    return full_emb, full_scores
+    out = []
+    for x in local:
+        gathered = _gather_rows(_pad_rows(x, m).to(device), world_size).cpu()  # (W*m, D)
+        full = np.zeros((n, x.shape[1]), dtype=np.float32)
+        full[positions[real]] = gathered.numpy()[real]
+        out.append(full)
+    return out
 
 
 def _pad_rows(x: Tensor, m: int) -> Tensor:
@@ -441,6 +466,170 @@ def _silhouette(
         model, data, rows, batch_size=batch_size, rank=rank, world_size=world_size, device=device
     )
     return silhouette(emb, data.primary[rows], sample_size=SILHOUETTE_MAX_SAMPLES)
+
+
+# ---------------------------------------------------------------------- title experts
+TITLE_L2 = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # L2 penalties a title head is chosen among (by CV)
+TITLE_FOLDS = 3
+FUSION_L2 = 0.01  # on the fusion weights, fitted on few validation trailers
+MIN_FUSION_ROWS = 10  # fewer labelled validation trailers: the title experts get weight 0
+
+
+@torch.no_grad()
+def _title_rows(
+    model: MMXNetwork, data: TrailerSet, rows: np.ndarray, batch_size: int, device: torch.device
+) -> list[Tensor]:
+    """For ``rows``: the trailer's genre logits (m, G), the title experts' standardised
+    vectors concatenated (m, ΣD) and their availability (m, T) as float32, on CPU."""
+    model.eval()
+    out: list[list[Tensor]] = [[], [], []]
+    for start in range(0, len(rows), batch_size):
+        batch = _to_device(data.batch(rows[start : start + batch_size]), device)
+        xs, avail = model.title_inputs(batch)
+        out[0].append(model.classify(model.embed(batch)).float().cpu())
+        out[1].append(torch.cat(xs, dim=-1).float().cpu())
+        out[2].append(avail.float().cpu())
+    if not rows.size:
+        width = sum(model.expert_dims[e] for e in model.title_experts)
+        return [torch.zeros(0, model.n_genres), torch.zeros(0, width),
+                torch.zeros(0, len(model.title_experts))]
+    return [torch.cat(parts) for parts in out]
+
+
+def _logistic(x: Tensor, y: Tensor, l2: float) -> tuple[Tensor, Tensor]:
+    """Multi-label logistic regression, full batch: x (n, D) float64, y (n, G) → weight (G, D),
+    bias (G,) minimising the mean BCE + ``l2`` · ‖weight‖² (L-BFGS, deterministic)."""
+    w = torch.zeros(x.shape[1], y.shape[1], dtype=torch.float64, requires_grad=True)
+    prior = y.mean(0).clamp(1e-3, 1 - 1e-3)
+    b = torch.log(prior / (1 - prior)).clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([w, b], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return w.detach().T, b.detach()
+
+
+def _micro_ap(y: np.ndarray, logits: np.ndarray) -> float:
+    from sklearn.metrics import average_precision_score
+
+    return float(average_precision_score(y.ravel(), logits.ravel())) if y.any() else float("nan")
+
+
+def _fit_title_head(x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor, float, float]:
+    """One title expert's head: the L2 penalty of :data:`TITLE_L2` with the best
+    :data:`TITLE_FOLDS`-fold cross-validated AU(PRC) micro on ``x (n, D)``, ``y (n, G)``, then
+    refitted on all rows → weight (G, D), bias (G,), that penalty, its CV score."""
+    n = len(x)
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), min(TITLE_FOLDS, n))
+    best_l2, best = TITLE_L2[-1], -1.0
+    if n >= 2 * TITLE_FOLDS:
+        for l2 in TITLE_L2:
+            logits = np.zeros(tuple(y.shape))
+            for held in folds:
+                fit = np.setdiff1d(np.arange(n), held)
+                w, b = _logistic(x[fit], y[fit], l2)
+                logits[held] = (x[held] @ w.T + b).numpy()
+            score = _micro_ap(y.numpy(), logits)
+            if score > best:
+                best_l2, best = l2, score
+    w, b = _logistic(x, y, best_l2)
+    return w, b, best_l2, best
+
+
+def _fit_fusion(z: Tensor, y: Tensor) -> Tensor:
+    """Non-negative fusion weights (K,) of the logits ``z (n, G, K)`` minimising the mean BCE of
+    ``z @ weights`` against ``y (n, G)`` + :data:`FUSION_L2` · ‖weights‖² (L-BFGS)."""
+    raw = torch.zeros(z.shape[-1], dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([raw], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        weights = F.softplus(raw)
+        loss = F.binary_cross_entropy_with_logits(z @ weights, y) + FUSION_L2 * (
+            weights * weights).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return F.softplus(raw).detach()
+
+
+def fit_title_fusion(
+    model: MMXNetwork,
+    train: TrailerSet,
+    val: TrailerSet,
+    cfg: TrainConfig,
+    *,
+    batch_size: int = 64,
+    rank: int = 0,
+    world_size: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Fit the late-fused title experts of a coarse-trained ``model`` (network step 6).
+
+    Each title expert's genre head is a logistic regression on its standardised vector over
+    the labelled ``train`` trailers that have it (L2 by cross-validation: :func:`_fit_title_head`);
+    then the non-negative weights of ``[trailer logits, *title logits]`` are fitted on the
+    labelled ``val`` trailers (:func:`_fit_fusion`), which neither the heads nor the network's
+    weights learned from, so a title expert that does not help there gets weight ~0. With fewer
+    than :data:`MIN_FUSION_ROWS` labelled validation trailers the weights stay ``[1, 0, …]``.
+    Rows are gathered from every worker and every worker computes the same fit (float64, CPU).
+    Returns what was fitted (JSON-safe); {} when the model fuses no title expert.
+    """
+    m = unwrap(model)
+    if not m.title_heads:
+        return {}
+    device = torch.device(device)
+    gathered = {}
+    for name, part in (("train", train), ("val", val)):
+        rows = np.flatnonzero(part.labelled)
+        parts = shares(len(rows), world_size, None if part.owner is None else part.owner[rows])
+        local = _title_rows(m, part, rows[parts[rank]], batch_size, device)
+        logits, x, avail = (torch.from_numpy(a).double() for a in _gather_parts(
+            local, parts, rank, world_size, device))
+        gathered[name] = (logits, x, avail > 0.5, torch.from_numpy(part.labels[rows]).double())
+    _, x_tr, avail_tr, y_tr = gathered["train"]
+    logits_va, x_va, avail_va, y_va = gathered["val"]
+    bounds = np.cumsum([0, *(m.expert_dims[e] for e in m.title_experts)])
+    heads: dict[str, Any] = {}
+    z_va = [logits_va]
+    for t, name in enumerate(m.title_experts):
+        has = avail_tr[:, t]
+        x = x_tr[has, bounds[t] : bounds[t + 1]]
+        if int(has.sum()) < 2:
+            w = torch.zeros(m.n_genres, x.shape[1], dtype=torch.float64)
+            b, l2, cv = torch.zeros(m.n_genres, dtype=torch.float64), None, float("nan")
+        else:
+            w, b, l2, cv = _fit_title_head(x, y_tr[has], cfg.seed)
+        with torch.no_grad():
+            m.title_heads[name].weight.copy_(w.float())
+            m.title_heads[name].bias.copy_(b.float())
+        z_va.append((x_va[:, bounds[t] : bounds[t + 1]] @ w.T + b) * avail_va[:, t : t + 1])
+        heads[name] = {"n_train": int(has.sum()), "l2": l2, "cv_au_prc_micro": cv}
+    z = torch.stack(z_va, dim=-1)  # (n_val, G, 1 + T)
+    before = _micro_ap(y_va.numpy(), logits_va.numpy())
+    if len(y_va) < MIN_FUSION_ROWS:
+        weights = torch.zeros(z.shape[-1], dtype=torch.float64)
+        weights[0] = 1.0
+        reason = f"{len(y_va)} labelled validation trailers (< {MIN_FUSION_ROWS}): titles unused"
+    else:
+        weights = _fit_fusion(z, y_va)
+        reason = f"fitted on {len(y_va)} labelled validation trailers"
+    with torch.no_grad():
+        m.fusion.copy_(weights.float())
+    return {
+        "experts": heads,
+        "weights": dict(zip(("trailer", *m.title_experts), map(float, weights), strict=True)),
+        "val_au_prc_micro": {"trailer": before, "fused": _micro_ap(y_va.numpy(),
+                                                                   (z @ weights).numpy())},
+        "n_val": len(y_va),
+        "reason": reason,
+    }
 
 
 # ------------------------------------------------------------------------------ the fits

@@ -285,6 +285,7 @@ def train_phases(
     """
     import torch
 
+    from mmx.features import title_experts
     from mmx.model import MMXNetwork
     from mmx.train import loop
     from mmx.train.data import (
@@ -336,7 +337,8 @@ def train_phases(
         write_splits(model_dir, data.trailer_ids, splits)
 
     loop.seed_everything(cfg.train.seed)
-    model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model)
+    model = MMXNetwork(data.expert_dims, data.audio_dim, len(data.genres), cfg.model,
+                       title_experts(data.expert_dims))
     meta = {"run_config": cfg.to_dict(), "genres": list(data.genres)}
     epoch_s: dict[str, list[float]] = {phase: [] for phase in PHASES}
 
@@ -357,6 +359,7 @@ def train_phases(
 
     coarse_model = None
     coarse_epochs = coarse_best_epoch = None
+    title_fusion: dict[str, Any] = {}
     if not vocab:  # self-supervised: the contrastive phase starts from scratch
         model.set_input_stats(loop.input_stats(data, world_size=world_size, device=device))
     else:
@@ -368,6 +371,7 @@ def train_phases(
             model.load_state_dict(ckpt.model_state)
             coarse_best_epoch = ckpt.meta["epoch"]
             coarse_epochs = ckpt.meta.get("epochs_run")
+            title_fusion = ckpt.meta.get("title_fusion") or {}
             log.info("coarse phase already finished (%s)", coarse_uri)
         else:
             resume: dict[str, Any] = {}
@@ -404,12 +408,21 @@ def train_phases(
                 )
                 best_metric, coarse_best_epoch = fit.best_metric, fit.best_epoch
                 coarse_epochs = fit.history[-1]["epoch"] + 1 if fit.history else coarse_epochs
+            title_fusion = loop.fit_title_fusion(
+                model, train, val, cfg.train, batch_size=cfg.resources.embed_batch, rank=rank,
+                world_size=world_size, device=device,
+            )
+            if title_fusion:
+                log.info("title experts fused late: weights %s (%s)",
+                         {k: round(v, 3) for k, v in title_fusion["weights"].items()},
+                         title_fusion["reason"])
             if rank == 0:
                 loop.save_checkpoint(
                     coarse_uri,
                     model,
                     meta={**meta, "phase": "coarse", "epoch": coarse_best_epoch,
-                          "best_metric": best_metric, "epochs_run": coarse_epochs},
+                          "best_metric": best_metric, "epochs_run": coarse_epochs,
+                          "title_fusion": title_fusion},
                 )
         coarse_model = copy.deepcopy(loop.unwrap(model)).cpu().eval()
 
@@ -471,6 +484,7 @@ def train_phases(
         "silhouette": [float(s) for s in silhouettes],
         "coarse_best_epoch": coarse_best_epoch,
         "coarse_epochs": coarse_epochs,
+        "title_fusion": title_fusion,
         "n_labelled": int(data.labelled.sum()),
         "n_train": len(train),
         "n_val": len(val),
