@@ -236,8 +236,15 @@ class MMXNetwork(nn.Module):
             nn.Dropout(cfg.dropout),
             nn.Linear(cfg.head_hidden, n_genres),
         ) if n_genres > 0 else nn.Sequential()
+        # projection head m, n: bottleneck → contrastive space (fine-grained phase)
+        self.proj_head = nn.Sequential(
+            nn.Linear(cfg.bottleneck, cfg.proj_head_hidden),
+            nn.ReLU(),
+            nn.Linear(cfg.proj_head_hidden, cfg.proj_head_dim),
+        )
         # step 6: one linear genre head per late-fused title expert, and the fusion weights
-        # [trailer, *title_experts] (fitted after the coarse phase: fit_title_fusion)
+        # [trailer, *title_experts] (fitted after the coarse phase: fit_title_fusion). Built
+        # last, so the trailer's path starts from the same weights with or without title experts
         heads = self.title_experts if n_genres > 0 else ()
         self.title_heads = nn.ModuleDict({e: nn.Linear(expert_dims[e], n_genres) for e in heads})
         for lin in self.title_heads.values():
@@ -246,12 +253,6 @@ class MMXNetwork(nn.Module):
         fusion = torch.zeros(1 + len(heads))
         fusion[0] = 1.0
         self.register_buffer("fusion", fusion, persistent=bool(heads))
-        # projection head m, n: bottleneck → contrastive space (fine-grained phase)
-        self.proj_head = nn.Sequential(
-            nn.Linear(cfg.bottleneck, cfg.proj_head_hidden),
-            nn.ReLU(),
-            nn.Linear(cfg.proj_head_hidden, cfg.proj_head_dim),
-        )
 
     # ----------------------------------------------------------------------------- helpers
     def init_args(self) -> dict[str, Any]:

@@ -159,3 +159,11 @@ def test_modality_dropout_leaves_late_fused_title_experts_alone():
     torch.manual_seed(0)
     every = drop_experts(batch, 0.9)["expert_mask"]  # default: any column may go
     assert not every.all() and every.any(dim=-1).all()
+
+
+def test_the_trailer_path_starts_from_the_same_weights_with_or_without_title_experts():
+    with_titles = _model().state_dict()
+    seed_everything(0)
+    alone = MMXNetwork(SHOT, None, len(GENRES), build_config("tiny").model).state_dict()
+    assert set(alone) <= set(with_titles)
+    assert all(torch.equal(alone[k], with_titles[k]) for k in alone)
