@@ -112,9 +112,9 @@ class ExpertsConfig:
 
     # the run's experts, by registered name (mmx.experts.registry): one line turns one on.
     # The per-title experts (TITLE_EXPERTS: text = the plot, poster, metadata = year and
-    # runtime) are OFF by default: gated with the shot experts they made the genre model and
-    # the sub-genres worse on the quality benchmark (benchmarks/results/quality.json,
-    # with_metadata: withheld AU(PRC) micro 0.355 vs 0.661 trailer-only, seed 0, n = 64).
+    # runtime) are OFF by default. Fused late (ModelConfig.title_fusion) they raise the genre
+    # scores and leave the embedding as it is (benchmarks/results/quality.json, with_metadata),
+    # measured on one seed so far (64 withheld trailers): on by default once more seeds agree.
     # Add them to run them on an archive with a metadata sidecar (<archive>/metadata.csv|
     # parquet); without a sidecar they do nothing.
     names: tuple[str, ...] = ("appearance", "scene", "motion", "audio")

@@ -24,7 +24,8 @@ Pipeline per trailer, every step vectorised over trailers, shots, windows and ex
 6. per-title experts (``title_experts``: one vector per title, broadcast to every clip) are
    fused *late* (``cfg.title_fusion="late"``, the default): they stay out of steps 1–5, so the
    trailer embedding is the shot experts' alone, and each has a linear genre head over its
-   standardised vector whose logits are added to the trailer's, scaled by the non-negative
+   standardised vector whose logits (relative to the genres' prior: 0 adds nothing, as for a
+   title that lacks the input) are added to the trailer's, scaled by the non-negative
    ``fusion`` weights (``[trailer, *title_experts]``). Heads and weights are not learned with
    the network: :func:`mmx.train.loop.fit_title_fusion` fits each head as a regularised
    logistic regression on the training split after the coarse phase and the weights on the
