@@ -484,12 +484,13 @@ def train_phases(
         "silhouette": [float(s) for s in silhouettes],
         "coarse_best_epoch": coarse_best_epoch,
         "coarse_epochs": coarse_epochs,
-        "title_fusion": title_fusion,
         "n_labelled": int(data.labelled.sum()),
         "n_train": len(train),
         "n_val": len(val),
         "n_test": len(test),
     }
+    if title_fusion:  # only a model with title experts has one (metrics.json as before)
+        result["title_fusion"] = title_fusion
     for name, part in (("test", test), ("val", val)):
         if name not in scores:
             continue
