@@ -375,7 +375,19 @@ def section_genres(d: ReportData) -> str:
     note = (f"Test split, n = {test.get('n', '?')} trailers; the prior scores every trailer "
             "with each genre's training frequency.")
     return (f'<p class="note">{_e(note)}</p>'
-            + _table(["genre", "AP (model)", "AP (prior)", "Δ", "n positives"], rows, "num"))
+            + _table(["genre", "AP (model)", "AP (prior)", "Δ", "n positives"], rows, "num")
+            + _title_fusion_note(d.metrics.get("title_fusion") or {}))
+
+
+def _title_fusion_note(fusion: dict[str, Any]) -> str:
+    """One line on the late-fused title experts' weights (metrics.json → title_fusion)."""
+    weights = fusion.get("weights") or {}
+    if not weights:
+        return ""
+    names = sorted(weights, key=lambda n: (n != "trailer", n))  # the trailer first
+    parts = ", ".join(f"{name} {weights[name]:.2f}" for name in names)
+    return (f'<p class="note">Scores fuse the trailer with its title experts, weights {_e(parts)}'
+            f' ({_e(fusion.get("reason", ""))}).</p>')
 
 
 def section_pr_curves(d: ReportData) -> str:

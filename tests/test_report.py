@@ -247,3 +247,15 @@ def test_snapshot_without_a_genre_model(tmp_path: Path) -> None:
     assert "No test trailer with genre scores" in sections["pr-curves"]
     assert "No silhouette recorded" in sections["silhouette"]
     assert sections["maps"].count("<svg") == 1
+
+
+def test_genres_section_names_the_title_fusion_weights(tmp_path: Path) -> None:
+    snap = make_snapshot(tmp_path)
+    assert "title experts" not in _sections(report.render_snapshot(str(snap)))["genres"]
+    metrics = storage.read_json(str(snap / "metrics.json"))
+    metrics["title_fusion"] = {"weights": {"trailer": 0.273, "text": 0.576, "poster": 0.0},
+                               "reason": "fitted on 29 labelled validation trailers"}
+    storage.write_json(str(snap / "metrics.json"), metrics)
+    genres = _sections(report.render_snapshot(str(snap)))["genres"]
+    assert ("fuse the trailer with its title experts, weights trailer 0.27, poster 0.00, "
+            "text 0.58 (fitted on 29 labelled validation trailers)") in genres
