@@ -112,3 +112,38 @@ class NTXentLoss(nn.Module):
         is_self[rows, self_idx] = True
         logits = logits.masked_fill(is_self, float("-inf"))  # a view is not its own negative
         return {"nt_xent": F.cross_entropy(logits, pos_idx)}
+
+
+class CrossModalLoss(nn.Module):
+    """CLIP's symmetric InfoNCE between two modalities of the same trailers, some of which lack
+    the second one.
+
+    ``forward(v (b, D), t (b, D), avail (b,) bool) -> {"cross_modal": scalar}``: row i of ``v``
+    (the trailer's projection) and of ``t`` (its title's, meaningless where ``avail`` is False)
+    belong together. Every local row with ``avail`` is an anchor twice: its ``v`` against the
+    ``t`` of every available row of the global batch and its ``t`` against their ``v``; the
+    positive is its own partner. Gathered with gradients when ``world_size > 1``, as
+    :class:`NTXentLoss`. Zero (still attached to the graph) when no local row is available.
+    """
+
+    def __init__(self, temperature: float, rank: int = 0, world_size: int = 1) -> None:
+        super().__init__()
+        self.temperature = temperature
+        self.rank = rank
+        self.world_size = world_size
+
+    def forward(self, v: Tensor, t: Tensor, avail: Tensor) -> dict[str, Tensor]:
+        b = v.shape[0]
+        v = F.normalize(v, dim=-1)
+        t = F.normalize(t, dim=-1)
+        all_v = _gather_with_grad(v, self.world_size)  # (N, D)
+        all_t = _gather_with_grad(t, self.world_size)
+        all_a = _gather_with_grad(avail.to(v.dtype).unsqueeze(1), self.world_size)[:, 0] > 0.5
+        own = self.rank * b + torch.arange(b, device=v.device)  # (b,) global rows
+        absent = ~all_a.unsqueeze(0)  # (1, N): candidates without the modality
+        v_t = (v @ all_t.T / self.temperature).masked_fill(absent, -1e4)  # (b, N)
+        t_v = (t @ all_v.T / self.temperature).masked_fill(absent, -1e4)
+        per = F.cross_entropy(v_t, own, reduction="none") + F.cross_entropy(
+            t_v, own, reduction="none")  # (b,)
+        w = avail.to(per.dtype)
+        return {"cross_modal": (per * w).sum() / (2 * w.sum().clamp(min=1.0))}

@@ -36,6 +36,11 @@ Pipeline per trailer, every step vectorised over trailers, shots, windows and ex
    AU(PRC) below the trailer-only model's. ``"gated"``: the title experts join the shot
    experts in steps 1–5 (how models were built before). A model with no shot expert gates them
    whatever the setting (there is nothing to fuse them with late).
+7. in the fine-grained phase only, each late-fused title expert has a linear map into the
+   contrastive space (``title_proj``): a cross-modal term (CLIP's symmetric InfoNCE) asks the
+   trailer's projection to pick its own title's plot, poster and facts out of the batch's, so
+   the video embedding learns what the plot says about the film (its setting, its objects, its
+   mood: what tells sub-genres apart) without the plot being needed at inference.
 
 The batch is a dict (see :func:`mmx.train.data.collate`)::
 
@@ -254,6 +259,11 @@ class MMXNetwork(nn.Module):
         fusion = torch.zeros(1 + len(heads))
         fusion[0] = 1.0
         self.register_buffer("fusion", fusion, persistent=bool(heads))
+        # step 7: a linear map of each late-fused title expert into the contrastive space, for
+        # the cross-modal term of the fine-grained phase (ContrastiveObjective): the trailer's
+        # projection learns to find its own plot (poster, facts) among the batch's
+        self.title_proj = nn.ModuleDict({e: nn.Linear(expert_dims[e], cfg.proj_head_dim)
+                                         for e in self.title_experts})
 
     # ----------------------------------------------------------------------------- helpers
     def init_args(self) -> dict[str, Any]:
@@ -393,6 +403,13 @@ class MMXNetwork(nn.Module):
         logits = torch.stack([self.title_heads[e](x) for e, x in zip(
             self.title_experts, xs, strict=True)], dim=-1)  # (B, G, T)
         return logits * avail.unsqueeze(1).to(logits.dtype)
+
+    def title_project(self, batch: Mapping[str, Any]) -> tuple[list[Tensor], Tensor]:
+        """Each late-fused title expert's vector in the contrastive space (step 7):
+        ``[(B, proj_head_dim) float32 per title expert]`` (not normalised; rows where the input
+        is absent are meaningless) and the availability (B, T) bool."""
+        xs, avail = self.title_inputs(batch)
+        return [self.title_proj[e](x) for e, x in zip(self.title_experts, xs, strict=True)], avail
 
     def fuse_logits(self, logits: Tensor, title_logits: Tensor) -> Tensor:
         """Trailer logits (B, G) and title logits (B, G, T) → fused (B, G) (``fusion``)."""

@@ -41,7 +41,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Adam, Optimizer
 
 from mmx.config import TrainConfig
-from mmx.model.losses import GenreBCELoss, NTXentLoss, class_weights
+from mmx.model.losses import CrossModalLoss, GenreBCELoss, NTXentLoss, class_weights
 from mmx.model.network import MMXNetwork, random_windows
 from mmx.train.data import TrailerSet, pos_weight, shard_batches, shares, stats_from_sums
 from mmx.train.metrics import genre_metrics, silhouette
@@ -120,10 +120,14 @@ def unwrap(module: nn.Module) -> MMXNetwork:
     return module
 
 
-def _set_trainable(model: MMXNetwork, phase: str, genre_head: bool = False) -> list[nn.Parameter]:
+def _set_trainable(
+    model: MMXNetwork, phase: str, genre_head: bool = False, title_proj: bool = False
+) -> list[nn.Parameter]:
     """Freeze the head the phase does not use (DDP must not wait for its gradients); the
-    contrastive phase keeps the genre head when it also learns genres (``genre_head``). The
-    title experts' heads are never trained by gradient steps (:func:`fit_title_fusion`)."""
+    contrastive phase keeps the genre head when it also learns genres (``genre_head``) and the
+    title experts' maps into the contrastive space when it has the cross-modal term
+    (``title_proj``). The title experts' genre heads are never trained by gradient steps
+    (:func:`fit_title_fusion`)."""
     unused = model.proj_head if phase == "coarse" else None if genre_head else model.head
     for p in model.parameters():
         p.requires_grad_(True)
@@ -131,6 +135,8 @@ def _set_trainable(model: MMXNetwork, phase: str, genre_head: bool = False) -> l
         p.requires_grad_(False)
     for p in model.title_heads.parameters():
         p.requires_grad_(False)
+    for p in model.title_proj.parameters():
+        p.requires_grad_(phase == "contrastive" and title_proj)
     return [p for p in model.parameters() if p.requires_grad]
 
 
@@ -277,12 +283,18 @@ class ContrastiveObjective(nn.Module):
     clips. The shots are encoded once; both views gather their windows from that one encoding,
     unless ``expert_dropout`` > 0: then each view sees its own random subset of the experts
     (two encodings), so a trailer must be recognised across modalities.
+
+    ``title_loss`` with ``title_weight`` > 0 and a model with late-fused title experts: adds
+    {"cross_modal": …}, the mean over title experts of :class:`CrossModalLoss` between each
+    view's projection and the title expert's (``model.title_project``), over the trailers that
+    have that input.
     """
 
     def __init__(
         self, model: MMXNetwork, loss: NTXentLoss, views: str = "halves",
         expert_dropout: float = 0.0, genre_loss: GenreBCELoss | None = None,
-        genre_weight: float = 0.0,
+        genre_weight: float = 0.0, title_loss: CrossModalLoss | None = None,
+        title_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.model = model
@@ -291,6 +303,8 @@ class ContrastiveObjective(nn.Module):
         self.expert_dropout = expert_dropout
         self.genre_loss = genre_loss  # with genre_weight > 0: keep learning genres too
         self.genre_weight = genre_weight
+        self.title_loss = title_loss if model.title_experts and title_weight > 0 else None
+        self.title_weight = title_weight
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         m, cfg = self.model, self.model.cfg
@@ -312,7 +326,13 @@ class ContrastiveObjective(nn.Module):
             second = m.windows(n_clips, cfg.n_seqs, cfg.shots_per_seq, lo=half, hi=n_clips)
         e1 = m.embed(view1, first, shots)  # (B, bottleneck)
         e2 = m.embed(view2, second, shots2)
-        terms = self.loss(m.project(e1), m.project(e2))
+        p1, p2 = m.project(e1), m.project(e2)  # (B, proj_head_dim) each
+        terms = self.loss(p1, p2)
+        if self.title_loss is not None:
+            zs, avail = m.title_project(batch)  # [(B, proj_head_dim)] * T, (B, T)
+            cross = sum(self.title_loss(p, z, avail[:, t])["cross_modal"]
+                        for t, z in enumerate(zs) for p in (p1, p2))
+            terms["cross_modal"] = self.title_weight * cross / (2 * len(zs))
         if self.genre_loss is not None and self.genre_weight > 0:
             logits = m.classify(torch.cat([e1, e2]))  # (2B, G): both views are the trailer
             labels = torch.cat([batch["labels"], batch["labels"]])
@@ -775,14 +795,17 @@ def fit_contrastive(
     seed_everything(cfg.seed)
     model.to(device)
     learn_genres = cfg.contrastive_genre_weight > 0 and model.n_genres > 0
-    params = _set_trainable(model, "contrastive", genre_head=learn_genres)
+    cross_modal = bool(model.title_experts) and cfg.contrastive_title_weight > 0
+    params = _set_trainable(model, "contrastive", genre_head=learn_genres, title_proj=cross_modal)
     loss = NTXentLoss(cfg.temperature, rank=rank, world_size=world_size)
+    title_loss = CrossModalLoss(cfg.temperature, rank=rank, world_size=world_size)
     genre_bce = None
     if learn_genres:
         rows = np.flatnonzero(train.labelled)
         genre_bce = genre_loss(cfg, train.labels[rows]).to(device)
     objective = ContrastiveObjective(model, loss, cfg.contrastive_views, cfg.expert_dropout,
-                                     genre_bce, cfg.contrastive_genre_weight)
+                                     genre_bce, cfg.contrastive_genre_weight, title_loss,
+                                     cfg.contrastive_title_weight)
     module = _wrap(objective, world_size, device)
     optimizer = Adam(params, lr=cfg.contrastive_lr, amsgrad=True, weight_decay=cfg.weight_decay)
     if optimizer_state is not None:

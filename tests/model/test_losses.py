@@ -1,4 +1,5 @@
-"""Losses: NT-Xent vs an explicit-loop reference and 1 vs 2 gloo workers; masked BCE."""
+"""Losses: NT-Xent vs an explicit-loop reference and 1 vs 2 gloo workers; masked BCE; the
+cross-modal InfoNCE over the trailers that have the second modality."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from mmx.model import GenreBCELoss, NTXentLoss
+from mmx.model import CrossModalLoss, GenreBCELoss, NTXentLoss
 from mmx.model.losses import class_weights
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -146,3 +147,35 @@ def test_class_weighted_bce_scales_both_terms_of_a_genre():
     GenreBCELoss()(x0, y_train)["bce"].backward()
     ratio = x.grad.abs().sum(0) / x0.grad.abs().sum(0)  # (2,) = the class weights
     np.testing.assert_allclose(ratio.numpy(), [0.4, 1.6], rtol=1e-5)
+
+
+def _reference_clip(v: torch.Tensor, t: torch.Tensor, tau: float) -> float:
+    """CLIP's symmetric InfoNCE, one anchor at a time, over rows that all have both."""
+    v = F.normalize(v, dim=-1).tolist()
+    t = F.normalize(t, dim=-1).tolist()
+    n, total = len(v), 0.0
+    for a, b in ((v, t), (t, v)):
+        for i in range(n):
+            sims = [sum(x * y for x, y in zip(a[i], b[k], strict=True)) / tau for k in range(n)]
+            total += -math.log(math.exp(sims[i]) / sum(math.exp(s) for s in sims))
+    return total / (2 * n)
+
+
+def test_cross_modal_equals_clip_on_the_rows_that_have_the_modality():
+    v, t = _views(n=10)
+    avail = torch.tensor([1, 0, 1, 1, 0, 1, 1, 1, 0, 1], dtype=torch.bool)
+    t_noisy = t.clone()
+    t_noisy[~avail] = 1e3 * torch.randn(int((~avail).sum()), t.shape[1])  # absent: ignored
+    got = CrossModalLoss(0.2)(v, t_noisy, avail)["cross_modal"].item()
+    assert got == pytest.approx(_reference_clip(v[avail], t[avail], 0.2), rel=1e-5)
+
+
+def test_cross_modal_rewards_matching_pairs_and_is_zero_without_the_modality():
+    v, t = _views(n=8)
+    avail = torch.ones(8, dtype=torch.bool)
+    loss = CrossModalLoss(0.2)
+    assert loss(v, v + 0.01 * t, avail)["cross_modal"] < loss(v, t, avail)["cross_modal"]
+    v.requires_grad_(True)
+    none = loss(v, t, torch.zeros(8, dtype=torch.bool))["cross_modal"]
+    none.backward()  # attached to the graph (DDP sees the parameters used), gradient zero
+    assert none.item() == 0.0 and float(v.grad.abs().sum()) == 0.0
