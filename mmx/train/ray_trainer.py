@@ -534,7 +534,7 @@ def _agreed_dims(per_worker: np.ndarray, store: str, names: tuple[str, ...]) -> 
 
 
 def _brief(metrics: dict) -> str:
-    keep = ("loss", "bce", "nt_xent", "au_prc_weighted", "silhouette", "lr")
+    keep = ("loss", "bce", "nt_xent", "cross_modal", "au_prc_weighted", "silhouette", "lr")
     return ", ".join(
         f"{k}={v:.4f}" for k, v in metrics.items() if k in keep and isinstance(v, float)
     )

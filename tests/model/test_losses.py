@@ -78,6 +78,42 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         dist.destroy_process_group()
 
 
+AVAIL = torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)  # 3 rows each of 2 halves
+
+
+def _cross_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+    )
+    try:
+        v, t = _views()
+        b = len(v) // world_size
+        mine = slice(rank * b, (rank + 1) * b)
+        v_r = v[mine].clone().requires_grad_(True)
+        loss = CrossModalLoss(0.2, rank=rank, world_size=world_size)(
+            v_r, t[mine], AVAIL[mine])["cross_modal"]
+        loss.backward()
+        np.save(os.path.join(out_dir, f"loss{rank}.npy"), loss.detach().numpy())
+        np.save(os.path.join(out_dir, f"grad{rank}.npy"), v_r.grad.numpy())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_cross_modal_one_worker_equals_two_gloo_workers(tmp_path):
+    """Gathered across workers (equal shares of available rows), the mean of the workers'
+    losses is the single-process loss and their gradients / W its gradient."""
+    v, t = _views()
+    v.requires_grad_(True)
+    single = CrossModalLoss(0.2)(v, t, AVAIL)["cross_modal"]
+    single.backward()
+    mp.spawn(_cross_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    losses = [float(np.load(tmp_path / f"loss{r}.npy")) for r in range(2)]
+    assert np.mean(losses) == pytest.approx(single.item(), rel=1e-6)
+    parts = np.concatenate([np.load(tmp_path / f"grad{r}.npy") for r in range(2)])
+    np.testing.assert_allclose(parts / 2, v.grad.numpy(), atol=1e-6)
+
+
 def test_nt_xent_one_worker_equals_two_gloo_workers(tmp_path):
     z1, z2 = _views()
     z1.requires_grad_(True)
