@@ -212,8 +212,8 @@ class TrainConfig:
     # weight of the cross-modal term of the contrastive phase when the model has late-fused
     # title experts (mmx.model.network step 7): each trailer's projection must pick its own
     # title's plot, poster and facts out of the batch's; 0 = off (no effect without title
-    # experts)
-    contrastive_title_weight: float = 1.0
+    # experts). Off by default until measured on the quality benchmark (--with-metadata)
+    contrastive_title_weight: float = 0.0
     # per-genre weights of the genre BCE: "pos_weight" scales each genre's positive term by its
     # negatives/positives (DESIGN §1, the paper's); "class" scales both terms of a genre by its
     # inverse frequency, normalised to mean 1 (the class-weighted BCE of the multimodal genre
