@@ -19,12 +19,7 @@ TITLE = {"plot": 8}
 CONTENT, NUISANCE, NOISE = 1.0, 5.0, 1.5  # content weak in the pictures, nuisance strong
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def hidden_content(n: int, seed: int) -> tuple[TrailerSet, np.ndarray]:
