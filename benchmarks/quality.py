@@ -510,16 +510,29 @@ def seed_feature_cache(src: Path, dest: Path) -> list[str]:
 def run_seed_with_metadata(args: argparse.Namespace, seed: int, archive: Path, labels: Path,
                            withheld: set[str], trailer_only_out: Path) -> dict[str, Any]:
     """The job on ``archive`` + its synthetic sidecar, same labels withheld, scored with the
-    same functions plus the baselines over the title experts' vectors."""
+    same functions plus the baselines over the title experts' vectors; then the same once per
+    ``--meta-variant`` (more job arguments), under ``result["variants"][name]``."""
     meta_archive = archive_with_metadata(args, seed, archive)
-    out = trailer_only_out.with_name(trailer_only_out.name + "-meta")
+    result = _meta_run(args, seed, meta_archive, labels, withheld, trailer_only_out, "-meta", ())
+    if args.meta_variant:
+        result["variants"] = {
+            name: _meta_run(args, seed, meta_archive, labels, withheld, trailer_only_out,
+                            f"-meta-{name}", job_args)
+            for name, job_args in args.meta_variant.items()}
+    return result
+
+
+def _meta_run(args: argparse.Namespace, seed: int, meta_archive: Path, labels: Path,
+              withheld: set[str], trailer_only_out: Path, suffix: str,
+              job_args: tuple[str, ...]) -> dict[str, Any]:
+    out = trailer_only_out.with_name(trailer_only_out.name + suffix)
     clean_out(out, args.keep_cache)
     copied = seed_feature_cache(trailer_only_out, out)
-    print(f"feature cache for the run with metadata: {copied or 'already there'}", flush=True)
-    job_s = run_job(args, meta_archive, labels, out, extra=(with_title_experts(),))
+    print(f"feature cache for {out.name}: {copied or 'already there'}", flush=True)
+    job_s = run_job(args, meta_archive, labels, out, extra=(with_title_experts(), *job_args))
     result = score_run(out, meta_archive, labels, withheld, seed, titles=True)
     result["job"] = {"seconds": round(job_s, 1), "feature_cache_copied": copied,
-                     **result["job"]}
+                     "job_args": list(job_args), **result["job"]}
     return result
 
 
@@ -630,6 +643,7 @@ def with_metadata_block(args: argparse.Namespace, seeds: list[int], argv: list[s
     """The ``with_metadata`` block of quality.json: per seed, the trailer-only and the
     trailer + metadata figures side by side and the run with metadata in full; their summary
     over seeds; issue 15's targets; the trailer-only reproduction check."""
+    variants = {s: meta[s].pop("variants", {}) for s in meta}
     rows = {s: {"side_by_side": side_by_side(per_seed[s], meta[s]),
                 "with_metadata": meta[s]} for s in meta}
     summary = _summary(list(rows.values()))
@@ -646,7 +660,31 @@ def with_metadata_block(args: argparse.Namespace, seeds: list[int], argv: list[s
         block["targets"]["trailer_only_unchanged_without_sidecar"] = check
     block["summary"] = summary
     block["per_seed"] = rows
+    if args.meta_variant:
+        block["variants"] = {name: _variant_block(name, list(job_args), meta, variants)
+                             for name, job_args in args.meta_variant.items()}
     return block
+
+
+def _variant_block(name: str, job_args: list[str], meta: dict[str, dict],
+                   variants: dict[str, dict]) -> dict[str, Any]:
+    """A ``--meta-variant``'s figures beside the default run with metadata, per seed and
+    summarised: same archives, same withheld labels, same feature cache."""
+    rows = {s: {"side_by_side": _renamed(side_by_side(meta[s], variants[s][name]), name),
+                "run": variants[s][name]} for s in meta if name in variants[s]}
+    summary = _summary([{"side_by_side": r["side_by_side"]} for r in rows.values()])
+    better = {figure: {"default": v["with_metadata"]["mean"], name: v[name]["mean"],
+                       "better_on_seeds": sum(rows[s]["side_by_side"][figure]["delta"] > 0
+                                              for s in rows),
+                       "seeds": len(rows)}
+              for figure, v in summary["side_by_side"].items()}
+    return {"job_args": job_args, "vs_default": better, "summary": summary, "per_seed": rows}
+
+
+def _renamed(sbs: dict[str, Any], name: str) -> dict[str, Any]:
+    """side_by_side(default, variant) with its columns named for what they are."""
+    return {figure: {"with_metadata": v["trailer_only"], name: v["with_metadata"],
+                     "delta": v["delta"], "n": v["n"]} for figure, v in sbs.items()}
 
 
 def _summary(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
@@ -697,6 +735,14 @@ def _knob(text: str) -> tuple[str, Any]:
         return key, value
 
 
+def _variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``name=--a=1 --b=2`` of ``--meta-variant``: its name and job arguments."""
+    name, sep, rest = text.partition("=")
+    if not sep or not name.isidentifier() or not rest.split():
+        raise SystemExit(f"--meta-variant expects NAME=JOB_ARG [JOB_ARG ...], got {text!r}")
+    return name, tuple(rest.split())
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", default="0,1,2", help="archive seeds, comma-separated")
@@ -713,6 +759,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--with-metadata", action="store_true",
                    help="also run the job on a copy of each archive with its synthetic metadata "
                    "sidecar and write a with_metadata block (trailer-only vs trailer + metadata)")
+    p.add_argument("--meta-variant", action="append", default=[], metavar="NAME=JOB_ARG[ JOB_ARG]",
+                   help="with --with-metadata: one more run with metadata per seed with these "
+                   "job arguments, scored beside the default one, e.g. "
+                   "--meta-variant 'xm=--train.contrastive_title_weight=1' (repeatable)")
     p.add_argument("--reference", default="", metavar="QUALITY_JSON",
                    help="an earlier quality.json whose trailer-only figures this run must "
                    "reproduce (the check is in the with_metadata block's targets)")
@@ -720,6 +770,9 @@ def main(argv: list[str] | None = None) -> int:
     args, job_args = p.parse_known_args(argv)
     args.job_args = job_args  # anything else goes to the job, e.g. --train.seed=1
     args.synth = dict(_knob(kv) for kv in args.synth)
+    args.meta_variant = dict(_variant(v) for v in args.meta_variant)
+    if args.meta_variant and not args.with_metadata:
+        raise SystemExit("--meta-variant needs --with-metadata")
     seeds = [int(s) for s in args.seeds.split(",") if s]
     per_seed, meta = {}, {}
     for seed in seeds:
