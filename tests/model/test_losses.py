@@ -59,7 +59,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
+AVAIL = torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)  # 3 rows each of 2 halves
+
+
+def _distributed_loss(name: str, x1: torch.Tensor, x2: torch.Tensor, rows: slice,
+                      rank: int = 0, world_size: int = 1) -> torch.Tensor:
+    """The loss ``name`` over ``rows`` of the two views, as worker ``rank`` of ``world_size``."""
+    if name == "nt_xent":
+        return NTXentLoss(0.5, rank=rank, world_size=world_size)(x1, x2)["nt_xent"]
+    return CrossModalLoss(0.2, rank=rank, world_size=world_size)(x1, x2, AVAIL[rows])[
+        "cross_modal"]
+
+
+def _worker(rank: int, world_size: int, port: int, out_dir: str, name: str) -> None:
+    """One gloo worker: the loss ``name`` over its share of :func:`_views`; saves the loss and
+    the gradients of both views (the second's only where the loss takes one)."""
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
@@ -67,35 +81,15 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     try:
         z1, z2 = _views()
         b = len(z1) // world_size
-        mine1 = z1[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        mine2 = z2[rank * b : (rank + 1) * b].clone().requires_grad_(True)
-        loss = NTXentLoss(0.5, rank=rank, world_size=world_size)(mine1, mine2)["nt_xent"]
+        mine = slice(rank * b, (rank + 1) * b)
+        mine1 = z1[mine].clone().requires_grad_(True)
+        mine2 = z2[mine].clone().requires_grad_(name == "nt_xent")
+        loss = _distributed_loss(name, mine1, mine2, mine, rank, world_size)
         loss.backward()
         np.save(os.path.join(out_dir, f"loss{rank}.npy"), loss.detach().numpy())
         np.save(os.path.join(out_dir, f"grad1_{rank}.npy"), mine1.grad.numpy())
-        np.save(os.path.join(out_dir, f"grad2_{rank}.npy"), mine2.grad.numpy())
-    finally:
-        dist.destroy_process_group()
-
-
-AVAIL = torch.tensor([1, 0, 1, 1, 1, 1, 0, 1], dtype=torch.bool)  # 3 rows each of 2 halves
-
-
-def _cross_worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
-    )
-    try:
-        v, t = _views()
-        b = len(v) // world_size
-        mine = slice(rank * b, (rank + 1) * b)
-        v_r = v[mine].clone().requires_grad_(True)
-        loss = CrossModalLoss(0.2, rank=rank, world_size=world_size)(
-            v_r, t[mine], AVAIL[mine])["cross_modal"]
-        loss.backward()
-        np.save(os.path.join(out_dir, f"loss{rank}.npy"), loss.detach().numpy())
-        np.save(os.path.join(out_dir, f"grad{rank}.npy"), v_r.grad.numpy())
+        if mine2.grad is not None:
+            np.save(os.path.join(out_dir, f"grad2_{rank}.npy"), mine2.grad.numpy())
     finally:
         dist.destroy_process_group()
 
@@ -105,12 +99,12 @@ def test_cross_modal_one_worker_equals_two_gloo_workers(tmp_path):
     losses is the single-process loss and their gradients / W its gradient."""
     v, t = _views()
     v.requires_grad_(True)
-    single = CrossModalLoss(0.2)(v, t, AVAIL)["cross_modal"]
+    single = _distributed_loss("cross_modal", v, t, slice(None))
     single.backward()
-    mp.spawn(_cross_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), "cross_modal"), nprocs=2, join=True)
     losses = [float(np.load(tmp_path / f"loss{r}.npy")) for r in range(2)]
     assert np.mean(losses) == pytest.approx(single.item(), rel=1e-6)
-    parts = np.concatenate([np.load(tmp_path / f"grad{r}.npy") for r in range(2)])
+    parts = np.concatenate([np.load(tmp_path / f"grad1_{r}.npy") for r in range(2)])
     np.testing.assert_allclose(parts / 2, v.grad.numpy(), atol=1e-6)
 
 
@@ -118,10 +112,10 @@ def test_nt_xent_one_worker_equals_two_gloo_workers(tmp_path):
     z1, z2 = _views()
     z1.requires_grad_(True)
     z2.requires_grad_(True)
-    single = NTXentLoss(0.5)(z1, z2)["nt_xent"]
+    single = _distributed_loss("nt_xent", z1, z2, slice(None))
     single.backward()
 
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path), "nt_xent"), nprocs=2, join=True)
     losses = [float(np.load(tmp_path / f"loss{r}.npy")) for r in range(2)]
     assert np.mean(losses) == pytest.approx(single.item(), rel=1e-6)
     # Each worker's gradient sums every worker's loss through the all-gather; DDP then averages
