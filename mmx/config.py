@@ -214,6 +214,10 @@ class TrainConfig:
     # title's plot, poster and facts out of the batch's; 0 = off (no effect without title
     # experts). Off by default until measured on the quality benchmark (--with-metadata)
     contrastive_title_weight: float = 0.0
+    # labelled trailers (train and validation split each) the late fusion of the title experts
+    # is fitted on (mmx.train.loop.fit_title_fusion): beyond this a seeded random subset, so the
+    # gathered float64 rows stay ~0.7 GB per worker at 50k titles × ~1.7k title dims
+    title_fusion_max_rows: int = 50_000
     # per-genre weights of the genre BCE: "pos_weight" scales each genre's positive term by its
     # negatives/positives (DESIGN §1, the paper's); "class" scales both terms of a genre by its
     # inverse frequency, normalised to mean 1 (the class-weighted BCE of the multimodal genre
@@ -241,6 +245,7 @@ class TrainConfig:
         _check(len(self.split_fractions) == 3 and all(f > 0 for f in self.split_fractions),
                "train.split_fractions must be three positive numbers (train, val, test)")
         _check(self.min_labelled >= 2, "train.min_labelled must be >= 2")
+        _check(self.title_fusion_max_rows >= 100, "train.title_fusion_max_rows must be >= 100")
         _check(self.retrain_every_days is None or self.retrain_every_days > 0,
                "train.retrain_every_days must be > 0 (or null)")
         _check(self.retrain_growth is None or self.retrain_growth > 0,

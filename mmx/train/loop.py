@@ -606,16 +606,22 @@ def fit_title_fusion(
     labelled ``val`` trailers (:func:`_fit_fusion`), which neither the heads nor the network's
     weights learned from, so a title expert that does not help there gets weight ~0. With fewer
     than :data:`MIN_FUSION_ROWS` labelled validation trailers the weights stay ``[1, 0, …]``.
-    Rows are gathered from every worker and every worker computes the same fit (float64, CPU).
+    Rows are gathered from every worker and every worker computes the same fit (float64, CPU);
+    beyond ``cfg.title_fusion_max_rows`` labelled trailers per split, a random subset of that
+    many (seeded by ``cfg.seed``, the same on every worker) bounds the memory of the fit.
     Returns what was fitted (JSON-safe); {} when the model fuses no title expert.
     """
     m = unwrap(model)
     if not m.title_heads:
         return {}
     device = torch.device(device)
-    gathered = {}
+    gathered, labelled = {}, {}
     for name, part in (("train", train), ("val", val)):
         rows = np.flatnonzero(part.labelled)
+        labelled[name] = len(rows)
+        if len(rows) > cfg.title_fusion_max_rows:
+            rng = np.random.default_rng([cfg.seed, len(rows)])
+            rows = np.sort(rng.choice(rows, size=cfg.title_fusion_max_rows, replace=False))
         parts = shares(len(rows), world_size, None if part.owner is None else part.owner[rows])
         local = _title_rows(m, part, rows[parts[rank]], batch_size, device)
         logits, x, avail = (torch.from_numpy(a).double() for a in _gather_parts(
@@ -658,6 +664,8 @@ def fit_title_fusion(
                                                                    (z @ weights).numpy())},
         "n_val": len(y_va),
         "reason": reason,
+        "rows": {split: {"labelled": n, "used": min(n, cfg.title_fusion_max_rows)}
+                 for split, n in labelled.items()},
     }
 
 

@@ -141,6 +141,23 @@ def test_too_few_validation_trailers_leave_the_titles_unused():
         assert torch.allclose(model(batch)["logits"], model.classify(model.embed(batch)))
 
 
+def test_the_fit_takes_a_seeded_subset_beyond_max_rows():
+    data = titled(260, seed=5, plot_share=1.0)
+    train, val = data.subset(range(150)), data.subset(range(150, 260))
+    model = _model()
+    fit_coarse(model, train, val, dataclasses.replace(_train_cfg(), coarse_epochs=1))
+    cfg = dataclasses.replace(_train_cfg(), title_fusion_max_rows=100)
+    info = fit_title_fusion(model, train, val, cfg)
+    assert info["rows"] == {"train": {"labelled": 150, "used": 100},
+                            "val": {"labelled": 110, "used": 100}}
+    assert info["experts"]["plot"]["n_train"] == 100 and info["n_val"] == 100
+    again = fit_title_fusion(model, train, val, cfg)  # same subset: same fit
+    assert again["weights"] == info["weights"]
+    whole = fit_title_fusion(model, train, val, _train_cfg())
+    assert whole["rows"]["train"] == {"labelled": 150, "used": 150}
+    assert whole["experts"]["plot"]["n_train"] == 150
+
+
 def test_a_model_without_title_experts_fits_nothing():
     model = MMXNetwork(SHOT, None, len(GENRES), build_config("tiny").model)
     data = titled(20, seed=4)
