@@ -16,7 +16,10 @@ dynamic int8 quantisation of the linear layers (``int8=True``, per-channel weigh
 reports the cosine agreement of its vectors with fp32 at ``max_length`` 256
 (``cosine_vs_fp32``: mean and min over the plots).
 Target (issue 15): ≥ 200 plots/s per core; ``meets_target`` names the configurations that meet
-it. The load average is recorded before and after.
+it. ``ceiling`` bounds what any implementation of this model could reach on this core: the
+encoder's GFLOP per plot (at these plots' word-piece counts) over the core's best GEMM rate on
+the model's own matrix shapes, fp32 and int8 (``target_reachable_on_this_cpu``). The load
+average is recorded before and after.
 """
 
 from __future__ import annotations
@@ -84,6 +87,59 @@ def measure(expert: TextExpert, plots: list[str], repeats: int) -> dict[str, Any
     }
 
 
+def gflop_per_plot(config: Any, tokens: list[int]) -> float:
+    """GFLOP (2 × multiply-adds) of one BERT encoder forward per plot, mean over ``tokens`` (each
+    plot's word pieces): per layer the Q/K/V/output projections 4·L·H², the feed-forward
+    2·L·H·I and the attention scores and mix 2·L²·H. Embeddings, norms, softmax and pooling are
+    left out, so it is a lower bound of the work."""
+    h, i, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    per = [2 * layers * (4 * n * h * h + 2 * n * h * i + 2 * n * n * h) for n in tokens]
+    return float(np.mean(per)) / 1e9
+
+
+def gemm_rate(hidden: int, inner: int, int8: bool, repeats: int, rows: int = 2048) -> float:
+    """GFLOP/s of one thread on the model's own largest product, ``(rows, hidden) @ (hidden,
+    inner)`` (the feed-forward's first layer over a batch of tokens): fp32 ``torch.mm``, or
+    the dynamically int8-quantised ``nn.Linear`` the expert runs with ``int8=True``. Best of
+    ``repeats`` after a warm-up; what the hardware and kernels give at best, not the model."""
+    x = torch.randn(rows, hidden)
+    if int8:
+        from mmx.experts.text import quantize_linear_int8
+
+        layer = quantize_linear_int8(torch.nn.Sequential(torch.nn.Linear(hidden, inner)))
+        def run() -> Any:
+            return layer(x)
+    else:
+        w = torch.randn(hidden, inner)
+        def run() -> Any:
+            return x @ w
+    best = float("inf")
+    with torch.inference_mode():
+        run()
+        for _ in range(max(repeats, 3)):
+            t0 = time.process_time()
+            for _ in range(5):
+                run()
+            best = min(best, (time.process_time() - t0) / 5)
+    return 2 * rows * hidden * inner / best / 1e9
+
+
+def ceiling(expert: TextExpert, tokens: list[int], repeats: int) -> dict[str, Any]:
+    """The most plots/s one core could give with this model: its GFLOP per plot over the
+    core's best GEMM rate on the model's shapes (fp32 and int8). Above the target or not, this
+    says whether a faster implementation could reach it on this CPU or only other hardware."""
+    config = expert.model.config
+    work = gflop_per_plot(config, tokens)
+    out: dict[str, Any] = {"gflop_per_plot": round(work, 3)}
+    for kind, int8 in (("fp32", False), ("int8", True)):
+        rate = gemm_rate(config.hidden_size, config.intermediate_size, int8, repeats)
+        out[f"gemm_gflops_{kind}"] = round(rate, 1)
+        out[f"ceiling_plots_per_s_{kind}"] = round(rate / work, 1)
+    out["target_reachable_on_this_cpu"] = max(
+        out["ceiling_plots_per_s_fp32"], out["ceiling_plots_per_s_int8"]) >= TARGET
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="plots per timed call")
@@ -98,6 +154,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     expert = TextExpert(threads=1)
     load_s = time.perf_counter() - t0
     tokens = [sum(e.attention_mask) for e in expert.tokenizer.encode_batch(plots)]  # unpadded
+    bound = ceiling(expert, tokens, args.repeats)
+    print("ceiling", bound, flush=True)
     reference = None
     results: dict[str, Any] = {}
     for label, batch_size, max_length, int8 in CONFIGS:
@@ -125,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                  "min": int(np.min(tokens)), "max": int(np.max(tokens))},
         "model_load_s": round(load_s, 1),
         "target_plots_per_s_per_core": TARGET,
+        "ceiling": bound,
         "configs": results,
         "meets_target": [k for k, v in results.items()
                          if max(v["plots_per_s_cpu"], v["plots_per_s_wall"]) >= TARGET],
