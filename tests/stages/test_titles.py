@@ -115,11 +115,11 @@ def test_a_partial_sidecar_is_described_cached_and_masked(ray_session, tmp_path:
 def test_without_a_sidecar_the_run_is_the_trailer_only_run(tmp_path: Path) -> None:
     cfg = build_config("demo", None, {})
     assert titles.active_title_experts(cfg, None) == ()
-    assert not set(TITLE_EXPERTS) & set(cfg.experts.names)  # opt-in (see ExpertsConfig)
-    on = build_config("demo", None, {"experts": {"names": [*cfg.experts.names,
-                                                          *TITLE_EXPERTS]}})
-    assert titles.active_title_experts(on, None) == ()  # no sidecar: nothing to describe
-    assert ingest_key(on) == ingest_key(cfg)
+    assert set(TITLE_EXPERTS) <= set(cfg.experts.names)  # on by default (see ExpertsConfig)
+    off = build_config("demo", None, {"experts": {"names": [
+        n for n in cfg.experts.names if n not in TITLE_EXPERTS]}})
+    assert titles.active_title_experts(off, None) == ()
+    assert ingest_key(off) == ingest_key(cfg)
     assert metadata.read_metadata(str(tmp_path)) is None
     assert ingest_key(cfg) == "eebd6f980134"  # the cache key of the built-in experts
     # the features table is the video experts' only: no title column, as before
