@@ -537,10 +537,12 @@ def _meta_run(args: argparse.Namespace, seed: int, meta_archive: Path, labels: P
 
 
 def with_title_experts() -> str:
-    """The job argument that adds the title experts (opt-in) to the default trailer experts."""
+    """The job argument that lists the title experts beside the video ones: they are on by
+    default, named anyway so the run with metadata means the same whatever the defaults."""
     from mmx.config import TITLE_EXPERTS, ExpertsConfig
 
-    return f"--experts.names=[{','.join((*ExpertsConfig().names, *TITLE_EXPERTS))}]"
+    video = [n for n in ExpertsConfig().names if n not in TITLE_EXPERTS]
+    return f"--experts.names=[{','.join((*video, *TITLE_EXPERTS))}]"
 
 
 SIDE_BY_SIDE = {  # figure → where it is in a seed's result

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mmx import metadata, schema, titles
-from mmx.config import TITLE_EXPERTS, ExpertsConfig, build_config
+from mmx.config import TITLE_EXPERTS, build_config
 from mmx.model.network import MMXNetwork
 from mmx.pipeline import ingest_key
 from mmx.stages import ingest as ingest_stage
@@ -62,8 +62,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_a_partial_sidecar_is_described_cached_and_masked(ray_session, tmp_path: Path) -> None:
     arch = _archive(tmp_path / "arch")
-    cfg = build_config("tiny", None, {"out": str(tmp_path / "out"), "experts": {
-        "names": [*ExpertsConfig().names, *TITLE_EXPERTS]}})
+    cfg = build_config("tiny", None, {"out": str(tmp_path / "out")})  # title experts on
     ids = ["a", "b", "c", "d", "e", "f"]
     sidecar = metadata.read_metadata(str(arch), ids)
     names = titles.active_title_experts(cfg, sidecar)
