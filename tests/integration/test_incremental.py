@@ -57,7 +57,8 @@ def test_incremental_decodes_only_new_and_changed(
                "trailer_0002,Two friends go on a road trip.,,\n"
                "trailer_0003,,2012,\n")
     (arch / "metadata.csv").write_text(sidecar)
-    # the title experts are opt-in (ExpertsConfig.names): this night and the next turn them on
+    # the title experts (on by default, ExpertsConfig.names) named anyway: the test means the
+    # same whatever the default
     base = [*base, "--experts.names=[appearance,scene,motion,audio,text,poster,metadata]"]
     # a second file named like a trailer of the archive: excluded, never decoded
     write_trailer(str(videos / "bonus" / "trailer_0004.mp4"), ("Horror",), seed=998)
