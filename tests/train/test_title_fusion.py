@@ -27,12 +27,7 @@ TITLE = {"plot": 12, "noise": 40}  # plot: carries the genres; noise: none
 GENRES = ("action", "comedy", "drama", "horror")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def titled(n: int, seed: int, *, plot_share: float = 0.8) -> TrailerSet:
