@@ -14,9 +14,14 @@ machine CPU time is the steadier per-core figure). Configurations: fp32 at sever
 fp32 at shorter ``max_length`` (64 truncates the longest of these plots, 32 all of them), and
 dynamic int8 quantisation of the linear layers (``int8=True``, per-channel weights); each
 reports the cosine agreement of its vectors with fp32 at ``max_length`` 256
-(``cosine_vs_fp32``: mean and min over the plots).
+(``cosine_vs_fp32``: mean and min over the plots) and how well it keeps fp32's neighbourhoods
+(``similarity_spearman_vs_fp32``: Spearman correlation of the pairwise cosines of all plots).
+``static`` is the opt-in static backend (``experts.text_backend=static``: word-piece vectors
+distilled from the model, :mod:`mmx.experts.static_text`), timed over ``--static-copies`` ×
+``--n`` plots (one call of ``--n`` is too short to time); its one-off distillation per process
+is ``static_distil_s``.
 Target (issue 15): ≥ 200 plots/s per core; ``meets_target`` names the configurations that meet
-it. ``ceiling`` bounds what any implementation of this model could reach on this core: the
+it. ``ceiling`` bounds what any implementation of the transformer could reach on this core: the
 encoder's GFLOP per plot (at these plots' word-piece counts) over the core's best GEMM rate on
 the model's own matrix shapes, fp32 and int8 (``target_reachable_on_this_cpu``). The load
 average is recorded before and after.
@@ -51,15 +56,16 @@ VOCABULARY = (
     "before their his her with from into against across under through one last final first"
 )
 WORDS = VOCABULARY.split()
-CONFIGS = (  # (label, batch_size, max_length, int8)
-    ("fp32_b8", 8, 256, False),
-    ("fp32_b32", 32, 256, False),
-    ("fp32_b64", 64, 256, False),
-    ("fp32_b32_len64", 32, 64, False),
-    ("fp32_b32_len32", 32, 32, False),
-    ("int8_b32", 32, 256, True),
-    ("int8_b32_len64", 32, 64, True),
-    ("int8_b32_len32", 32, 32, True),
+CONFIGS = (  # (label, batch_size, max_length, int8, backend)
+    ("fp32_b8", 8, 256, False, "minilm"),
+    ("fp32_b32", 32, 256, False, "minilm"),
+    ("fp32_b64", 64, 256, False, "minilm"),
+    ("fp32_b32_len64", 32, 64, False, "minilm"),
+    ("fp32_b32_len32", 32, 32, False, "minilm"),
+    ("int8_b32", 32, 256, True, "minilm"),
+    ("int8_b32_len64", 32, 64, True, "minilm"),
+    ("int8_b32_len32", 32, 32, True, "minilm"),
+    ("static", 32, 256, False, "static"),
 )
 
 
@@ -71,20 +77,31 @@ def synthetic_plots(n: int, seed: int = 0) -> list[str]:
             for _ in range(n)]
 
 
-def measure(expert: TextExpert, plots: list[str], repeats: int) -> dict[str, Any]:
-    """Best wall and CPU rates (plots/s) over ``repeats`` timed calls after one warm-up."""
+def measure(expert: TextExpert, plots: list[str], repeats: int,
+            timed: list[str] | None = None) -> dict[str, Any]:
+    """Best wall and CPU rates (plots/s) over ``repeats`` timed calls on ``timed`` (default
+    ``plots``) after one warm-up; the vectors of ``plots``."""
     vectors = expert(plots)  # warm-up (and the int8 copy is built here)
+    timed = plots if timed is None else timed
     walls, cpus = [], []
     for _ in range(repeats):
         w0, c0 = time.perf_counter(), time.process_time()
-        expert(plots)
+        expert(timed)
         walls.append(time.perf_counter() - w0)
         cpus.append(time.process_time() - c0)
     return {
-        "plots_per_s_wall": round(len(plots) / min(walls), 1),
-        "plots_per_s_cpu": round(len(plots) / min(cpus), 1),
+        "plots_per_s_wall": round(len(timed) / min(walls), 1),
+        "plots_per_s_cpu": round(len(timed) / min(cpus), 1),
         "vectors": vectors,
     }
+
+
+def similarity_spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of the pairwise cosines of the rows of ``a`` and of ``b``."""
+    from scipy.stats import spearmanr
+
+    upper = np.triu_indices(len(a), 1)
+    return float(spearmanr((a @ a.T)[upper], (b @ b.T)[upper])[0])
 
 
 def gflop_per_plot(config: Any, tokens: list[int]) -> float:
@@ -144,6 +161,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=256, help="plots per timed call")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--static-copies", type=int, default=16,
+                        help="the static backend is timed over this many copies of the plots")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "text.json"))
     args = parser.parse_args(argv)
 
@@ -157,18 +176,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bound = ceiling(expert, tokens, args.repeats)
     print("ceiling", bound, flush=True)
     reference = None
+    distil_s = None
     results: dict[str, Any] = {}
-    for label, batch_size, max_length, int8 in CONFIGS:
+    for label, batch_size, max_length, int8, backend in CONFIGS:
         expert.batch_size, expert.int8, expert._runner = batch_size, int8, None
+        expert.backend = backend
         expert.tokenizer.enable_truncation(max_length=max_length)
-        got = measure(expert, plots, args.repeats)
+        timed = None
+        if backend == "static":
+            c0 = time.process_time()
+            expert(plots[:1])  # distils the table (once per process)
+            distil_s = round(time.process_time() - c0, 1)
+            timed = plots * args.static_copies
+        got = measure(expert, plots, args.repeats, timed)
         vectors = got.pop("vectors")
         if reference is None:  # the first configuration is fp32 at the model's max length
             reference = vectors
         cos = (vectors * reference).sum(axis=1)  # both L2-normalised
         results[label] = {"batch_size": batch_size, "max_length": max_length, "int8": int8,
-                          **got, "cosine_vs_fp32": {"mean": round(float(cos.mean()), 5),
-                                                     "min": round(float(cos.min()), 5)}}
+                          "backend": backend, **got,
+                          "cosine_vs_fp32": {"mean": round(float(cos.mean()), 5),
+                                             "min": round(float(cos.min()), 5)},
+                          "similarity_spearman_vs_fp32": round(
+                              similarity_spearman(vectors, reference), 4)}
         print(label, results[label], flush=True)
 
     out = {
@@ -182,6 +212,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "word_pieces_per_plot": {"mean": round(float(np.mean(tokens)), 1),
                                  "min": int(np.min(tokens)), "max": int(np.max(tokens))},
         "model_load_s": round(load_s, 1),
+        "static_distil_s": distil_s,
+        "static_timed_plots": args.n * args.static_copies,
         "target_plots_per_s_per_core": TARGET,
         "ceiling": bound,
         "configs": results,
