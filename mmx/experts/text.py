@@ -191,7 +191,8 @@ class TextExpert(Expert):
 
     @torch.inference_mode()
     def _encode(self, texts: list[str]) -> np.ndarray:
-        """Non-empty texts → float32 ``(N, 384)`` in the given order."""
+        """Non-empty texts → float32 ``(N, 384)`` in the given order; zero rows for texts
+        without a word piece (only control or zero-width characters)."""
         out = np.zeros((len(texts), self.dim), np.float32)
         if not texts:
             return out
@@ -208,14 +209,15 @@ class TextExpert(Expert):
             hidden = model(input_ids=ids, attention_mask=mask,
                            token_type_ids=types).last_hidden_state  # (B, L, 384)
             pooled = F.normalize(mean_pool(hidden, mask), dim=-1)  # (B, 384)
-            out[rows] = pooled.float().cpu().numpy()
+            pieces = [not all(e.special_tokens_mask) for e in enc]  # more than [CLS]/[SEP]/[PAD]
+            out[rows] = pooled.float().cpu().numpy() * np.asarray(pieces, np.float32)[:, None]
         return out
 
     def embed(self, texts: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray]:
         """Plots → ``(vectors float32 (N, 384), has_text bool (N,))``.
 
-        A plot that is None, not a string, or only whitespace has no vector: its mask is False
-        and its row is zeros.
+        A plot that is None, not a string, or without a word piece (only whitespace, control
+        or zero-width characters) has no vector: its mask is False and its row is zeros.
         """
         has = np.array([isinstance(t, str) and bool(t.strip()) for t in texts], dtype=bool)
         vectors = np.zeros((len(has), self.dim), np.float32)
@@ -229,7 +231,7 @@ class TextExpert(Expert):
         finally:
             if self.threads:
                 torch.set_num_threads(previous)
-        return vectors, has
+        return vectors, has & vectors.any(axis=1)
 
     def __call__(self, batch: Sequence[str | None]) -> np.ndarray:
         """Plot strings → float32 ``(N, 384)``; rows of empty plots are zeros (see :meth:`embed`

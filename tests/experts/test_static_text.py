@@ -90,10 +90,10 @@ def experts() -> tuple[TextExpert, TextExpert]:
 def test_static_vectors_are_normalised_repeatable_and_masked(
         experts: tuple[TextExpert, TextExpert]) -> None:
     static, _ = experts
-    vectors, has = static.embed([DISTINCT[0], None, "  ", DISTINCT[2]])
-    assert vectors.shape == (4, 384) and vectors.dtype == np.float32
-    np.testing.assert_array_equal(has, [True, False, False, True])
-    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), [1, 0, 0, 1], atol=1e-5)
+    vectors, has = static.embed([DISTINCT[0], None, "  ", DISTINCT[2], "\x00\u200b"])
+    assert vectors.shape == (5, 384) and vectors.dtype == np.float32
+    np.testing.assert_array_equal(has, [True, False, False, True, False])  # no piece: masked
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), [1, 0, 0, 1, 0], atol=1e-5)
     alone = np.concatenate([static([p]) for p in DISTINCT])  # no padding leaks into a mean
     together = static(DISTINCT)
     np.testing.assert_allclose(together, alone, atol=1e-6)

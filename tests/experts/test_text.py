@@ -81,9 +81,9 @@ def test_batch_order_and_truncation(expert: TextExpert) -> None:
 
 
 def test_empty_plots_are_masked(expert: TextExpert) -> None:
-    vectors, has = expert.embed([PLOTS[0], "", None, "   ", PLOTS[1]])
-    np.testing.assert_array_equal(has, [True, False, False, False, True])
-    assert vectors.shape == (5, 384) and not vectors[~has].any()
+    vectors, has = expert.embed([PLOTS[0], "", None, "   ", PLOTS[1], "\x00\u200b"])
+    np.testing.assert_array_equal(has, [True, False, False, False, True, False])
+    assert vectors.shape == (6, 384) and not vectors[~has].any()
     np.testing.assert_allclose(vectors[has], expert([PLOTS[0], PLOTS[1]]), atol=1e-6)
     none, mask = expert.embed([None, ""])
     assert none.shape == (2, 384) and not mask.any()
